@@ -1,0 +1,236 @@
+"""Turning image-layer data into the arrays the models need, in one place.
+
+Axis conventions (see ``ARCHITECTURE.md``): 2D images are ``(Y, X)`` or
+``(Y, X, 3)`` RGB(A); 3D stacks are ``(Z, Y, X)``, optionally with a trailing RGB
+axis or a named channel axis. Models take channels-first arrays
+``(C, *spatial)``.
+
+Intensity recipes are small JSON-serialisable objects (:class:`IntensityRecipe`)
+so that a trained model can store exactly how its inputs were scaled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+#: CT windows as ``(level, width)`` in Hounsfield units.
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "soft_tissue": (40.0, 400.0),
+    "abdomen": (60.0, 400.0),
+    "liver": (80.0, 150.0),
+    "lung": (-600.0, 1500.0),
+    "bone": (300.0, 1500.0),
+    "brain": (40.0, 80.0),
+    "mediastinum": (50.0, 350.0),
+}
+
+#: Largest number of voxels used to estimate percentiles; bigger arrays are
+#: sampled on a regular stride (deterministic), which keeps normalisation of a
+#: multi-GB stack to one pass over a small subset.
+PERCENTILE_SAMPLE = 2_000_000
+
+
+def channels_first(
+    image: np.ndarray, *, rgb: bool = False, channel_axis: int | None = None
+) -> np.ndarray:
+    """Return ``image`` as ``(C, *spatial)`` without copying when possible.
+
+    Parameters
+    ----------
+    image : array, shape ``(*spatial)``, ``(*spatial, 3|4)`` or with a channel axis
+        Image-layer data.
+    rgb : bool
+        The last axis holds RGB(A) colour (napari's ``layer.rgb``). An alpha
+        channel is dropped.
+    channel_axis : int, optional
+        Axis holding channels (for multi-channel data that napari shows as
+        separate layers). Ignored when ``rgb`` is True.
+
+    Returns
+    -------
+    array, shape ``(C, *spatial)``
+        ``C == 1`` for greyscale data.
+    """
+    arr = np.asarray(image)
+    if rgb:
+        if arr.ndim < 3 or arr.shape[-1] not in (3, 4):
+            raise ValueError(
+                f"Expected an RGB(A) image with a last axis of size 3 or 4, got shape {arr.shape}."
+            )
+        return np.moveaxis(arr[..., :3], -1, 0)
+    if channel_axis is not None:
+        if not -arr.ndim <= channel_axis < arr.ndim:
+            raise ValueError(
+                f"channel_axis={channel_axis} is out of range for an image of shape {arr.shape}."
+            )
+        return np.moveaxis(arr, channel_axis, 0)
+    return arr[np.newaxis]
+
+
+def spatial_ndim(image: np.ndarray, *, rgb: bool = False, channel_axis: int | None = None) -> int:
+    """Number of spatial axes (2 or 3) of layer data; raises for anything else."""
+    ndim = np.ndim(image) - (1 if rgb or channel_axis is not None else 0)
+    if ndim not in (2, 3):
+        raise ValueError(
+            f"Expected a 2D (Y, X) image or a 3D (Z, Y, X) stack, got {ndim} spatial axes "
+            f"(shape {np.shape(image)}, rgb={rgb}, channel_axis={channel_axis})."
+        )
+    return ndim
+
+
+def _sample(values: np.ndarray, limit: int = PERCENTILE_SAMPLE) -> np.ndarray:
+    flat = np.asarray(values).reshape(-1)
+    if flat.size > limit:
+        flat = flat[:: int(np.ceil(flat.size / limit))]
+    flat = flat.astype(np.float64, copy=False)
+    return flat[np.isfinite(flat)]
+
+
+def percentile_range(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> tuple[float, float]:
+    """Intensity values at the ``low`` and ``high`` percentiles (sampled for big arrays)."""
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(f"Expected 0 <= low < high <= 100, got low={low}, high={high}.")
+    values = _sample(image)
+    if values.size == 0:
+        raise ValueError("Cannot normalise an image that holds no finite values.")
+    lo, hi = np.percentile(values, [low, high])
+    return float(lo), float(hi)
+
+
+def rescale(image: np.ndarray, lo: float, hi: float, *, clip: bool = True) -> np.ndarray:
+    """Map ``[lo, hi]`` linearly to ``[0, 1]`` as float32 (a flat image maps to 0)."""
+    out = np.asarray(image, dtype=np.float32) - np.float32(lo)
+    scale = float(hi) - float(lo)
+    if scale > 0:
+        out /= np.float32(scale)
+    else:
+        out[...] = 0.0
+    if clip:
+        np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+def normalize_percentile(
+    image: np.ndarray, low: float = 1.0, high: float = 99.8, *, clip: bool = True
+) -> np.ndarray:
+    """Percentile normalisation to float32 ``[0, 1]`` (the default for microscopy)."""
+    return rescale(image, *percentile_range(image, low, high), clip=clip)
+
+
+def window(image: np.ndarray, level: float, width: float) -> np.ndarray:
+    """CT windowing: map ``[level - width/2, level + width/2]`` to float32 ``[0, 1]``."""
+    if width <= 0:
+        raise ValueError(f"Expected a positive window width, got {width}.")
+    return rescale(image, level - width / 2.0, level + width / 2.0, clip=True)
+
+
+@dataclass
+class IntensityRecipe:
+    """How raw intensities become network input; stored with trained models.
+
+    Attributes
+    ----------
+    kind : {"percentile", "window", "zscore", "none"}
+        ``percentile``: rescale ``[p_low, p_high]`` to ``[0, 1]``;
+        ``window``: CT window ``(level, width)`` (``preset`` names one of
+        :data:`CT_WINDOWS`); ``zscore``: subtract mean, divide by std;
+        ``none``: cast to float32.
+    params : dict
+        Recipe parameters (``low``/``high`` percentiles, ``level``/``width``).
+    stats : dict
+        Values fitted on the training image (``lo``/``hi`` or ``mean``/``std``);
+        empty until :meth:`fit` is called. ``apply`` reuses them, so training and
+        prediction see identical scaling.
+    """
+
+    kind: str = "percentile"
+    params: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+    KINDS = ("percentile", "window", "zscore", "none")
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise ValueError(f"Unknown intensity recipe {self.kind!r}: expected one of {self.KINDS}.")
+        if self.kind == "window":
+            preset = self.params.get("preset")
+            if preset is not None:
+                if preset not in CT_WINDOWS:
+                    raise ValueError(
+                        f"Unknown CT window {preset!r}: expected one of {sorted(CT_WINDOWS)}."
+                    )
+                level, width = CT_WINDOWS[preset]
+                self.params = {"preset": preset, "level": level, "width": width}
+            elif not {"level", "width"} <= set(self.params):
+                raise ValueError("A 'window' recipe needs a 'preset' or both 'level' and 'width'.")
+
+    def fit(self, image: np.ndarray) -> IntensityRecipe:
+        """Fit the statistics on ``image`` (channels share one set) and return self."""
+        if self.kind == "percentile":
+            lo, hi = percentile_range(
+                image, self.params.get("low", 1.0), self.params.get("high", 99.8)
+            )
+            self.stats = {"lo": lo, "hi": hi}
+        elif self.kind == "zscore":
+            values = _sample(image)
+            self.stats = {"mean": float(values.mean()), "std": float(values.std() or 1.0)}
+        return self
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """Scale ``image`` to float32 with the fitted statistics (fitting first if needed)."""
+        if self.kind == "window":
+            return window(image, self.params["level"], self.params["width"])
+        if self.kind == "none":
+            return np.asarray(image, dtype=np.float32)
+        if not self.stats:
+            self.fit(image)
+        if self.kind == "percentile":
+            return rescale(image, self.stats["lo"], self.stats["hi"], clip=False)
+        out = np.asarray(image, dtype=np.float32) - np.float32(self.stats["mean"])
+        out /= np.float32(self.stats["std"])
+        return out
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> IntensityRecipe:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            kind=data["kind"], params=dict(data.get("params", {})), stats=dict(data.get("stats", {}))
+        )
+
+
+def to_uint8_rgb(image: np.ndarray) -> np.ndarray:
+    """Convert a 2D image to the ``(Y, X, 3)`` uint8 RGB that SAM expects.
+
+    The one documented rule: uint8 RGB(A) passes through (alpha dropped); any
+    other input is percentile-normalised (1 %–99.8 %, jointly over all channels)
+    to ``[0, 255]``; greyscale is replicated to three channels.
+
+    Parameters
+    ----------
+    image : array, shape ``(Y, X)`` or ``(Y, X, 3|4)``, any real dtype
+
+    Returns
+    -------
+    array, shape ``(Y, X, 3)``, uint8
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        arr = arr[..., :3]
+    elif arr.ndim != 2:
+        raise ValueError(
+            f"Expected a 2D image (Y, X) or (Y, X, 3), got shape {arr.shape}; "
+            "pass one plane of a stack at a time."
+        )
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ValueError(f"Expected a numeric image, got dtype {arr.dtype}.")
+    if arr.dtype != np.uint8:
+        arr = (normalize_percentile(arr) * 255.0 + 0.5).astype(np.uint8)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., np.newaxis], 3, axis=-1)
+    return np.ascontiguousarray(arr)
