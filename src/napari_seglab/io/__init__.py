@@ -1,0 +1,32 @@
+"""Medical image I/O: NIfTI and DICOM series on napari's layer axes.
+
+Every reader returns a :class:`Volume` whose array axes are ``(Z, Y, X)`` =
+(Superior, Posterior, patient Left), i.e. LPS+ with the slice axis first, with
+``spacing`` (napari ``scale``) in mm and ``origin`` (napari ``translate``) as
+the LPS position of voxel 0. :func:`write_nifti` saves a label layer back with
+the source file's geometry. See ``docs/readers.md``.
+
+Examples
+--------
+>>> from napari_seglab.io import read_nifti, write_nifti
+>>> vol = read_nifti("ct.nii.gz")                      # doctest: +SKIP
+>>> labels = (vol.data > 300).astype("uint8")          # doctest: +SKIP
+>>> write_nifti("bone.nii.gz", labels, spacing=vol.spacing, origin=vol.origin,
+...             metadata=vol.metadata)                 # doctest: +SKIP
+"""
+
+from .dicom import DicomSeriesInfo, list_dicom_series, read_dicom_folder, read_dicom_series
+from .nifti import read_nifti, write_nifti
+from .orientation import LAYER_AXCODES
+from .volume import Volume
+
+__all__ = [
+    "LAYER_AXCODES",
+    "DicomSeriesInfo",
+    "Volume",
+    "list_dicom_series",
+    "read_dicom_folder",
+    "read_dicom_series",
+    "read_nifti",
+    "write_nifti",
+]

@@ -1,0 +1,473 @@
+"""Read a folder of DICOM slices as reoriented :class:`~napari_seglab.io.volume.Volume` objects.
+
+A folder may hold several series (files are grouped by ``SeriesInstanceUID``).
+:func:`read_dicom_folder` reads every series (the napari reader opens each as
+its own layer, in ``SeriesNumber`` order); :func:`read_dicom_series` reads one,
+by UID or, when none is given, the series with the most slices.
+
+Within a series, slices are sorted by their position along the slice normal
+(``row direction × column direction`` from ``ImageOrientationPatient``),
+``RescaleSlope``/``RescaleIntercept`` are applied (so CT is in HU), the slice
+spacing is taken from the positions and must be uniform, and the volume is
+reoriented to the layer axes ``(Z, Y, X)`` = (Superior, Posterior, Left) of
+:mod:`napari_seglab.io.orientation`, like NIfTI files.
+
+Only the folder itself is searched (not sub-folders). Files without the DICOM
+preamble (``DICM`` at byte 128), DICOMDIR indexes and DICOM objects without
+pixel data are skipped; multi-frame (enhanced) and colour DICOM are refused
+with a clear error. No patient-identifying tags are copied into the metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.misc import is_dicom
+
+from .volume import GEOMETRY_KEY, Volume, volume_from_source
+
+#: Slice-position spacing may vary by this fraction of the median (plus 1e-3 mm).
+SPACING_TOLERANCE = 0.01
+
+#: Largest difference between two slices' direction cosines still counted as equal.
+ORIENTATION_TOLERANCE = 1e-4
+
+#: Non-identifying tags copied into ``metadata["dicom"]`` when present.
+KEPT_TAGS = (
+    "Modality",
+    "SeriesDescription",
+    "SeriesNumber",
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "StudyDescription",
+    "BodyPartExamined",
+    "PatientPosition",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "ImageType",
+    "PhotometricInterpretation",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "PixelSpacing",
+    "ImageOrientationPatient",
+    "RescaleType",
+    "WindowCenter",
+    "WindowWidth",
+    "KVP",
+    "RepetitionTime",
+    "EchoTime",
+    "MagneticFieldStrength",
+)
+
+#: Errors pydicom raises for damaged files.
+_DICOM_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError)
+
+
+@dataclass(frozen=True)
+class DicomSeriesInfo:
+    """One series found in a folder.
+
+    Attributes
+    ----------
+    uid : str
+        ``SeriesInstanceUID``.
+    number : int or None
+        ``SeriesNumber``.
+    description : str
+        ``SeriesDescription`` (may be empty).
+    modality : str
+        ``Modality`` (``CT``, ``MR``, ...).
+    files : tuple of Path
+        Its image files, in folder listing order (not yet sorted by position).
+    """
+
+    uid: str
+    number: int | None
+    description: str
+    modality: str
+    files: tuple[Path, ...]
+
+    @property
+    def label(self) -> str:
+        """Short human-readable name: description, else ``series <number>``."""
+        if self.description:
+            return self.description
+        return f"series {self.number}" if self.number is not None else f"series {self.uid}"
+
+
+def folder_has_dicom(folder: str | os.PathLike, *, max_files: int = 32) -> bool:
+    """Cheap check: one of the first ``max_files`` files in ``folder`` has a DICOM preamble."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    for count, path in enumerate(_files(folder)):
+        if count >= max_files:
+            return False
+        if _is_dicom(path):
+            return True
+    return False
+
+
+def list_dicom_series(folder: str | os.PathLike) -> list[DicomSeriesInfo]:
+    """The image series in ``folder`` (headers only), sorted by ``SeriesNumber``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``folder`` does not exist.
+    ValueError
+        ``folder`` is a file, is empty, or holds no DICOM image files.
+    """
+    return [info for info, _ in _scan(folder)]
+
+
+def _scan(folder: str | os.PathLike) -> list[tuple[DicomSeriesInfo, list[tuple[Path, Any]]]]:
+    """Group the folder's DICOM image files by series; datasets with deferred pixel data."""
+    folder = _check_folder(folder)
+    files = list(_files(folder))
+    if not files:
+        raise ValueError(f"Folder '{folder}' is empty: expected the DICOM files of a series.")
+    groups: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
+    not_dicom: list[Path] = []
+    problems: list[str] = []
+    for path in files:
+        if not _is_dicom(path):
+            not_dicom.append(path)
+            continue
+        try:
+            # Large values (the pixels) are deferred: read later, only for the series used.
+            ds = pydicom.dcmread(path, defer_size=1024)
+        except _DICOM_ERRORS as exc:
+            problems.append(f"'{path.name}': {type(exc).__name__}: {exc}")
+            continue
+        if "PixelData" not in ds:
+            problems.append(f"'{path.name}': DICOM without an image ({_sop_class(ds)})")
+            continue
+        groups[str(ds.get("SeriesInstanceUID", ""))].append((path, ds))
+    if not groups:
+        detail = "; ".join(problems[:3]) or f"e.g. '{not_dicom[0].name}' has no DICOM preamble"
+        raise ValueError(
+            f"No DICOM image files in '{folder}': checked {len(files)} file(s), "
+            f"{len(not_dicom)} not DICOM ({detail})."
+        )
+    series = []
+    for uid, members in groups.items():
+        first = members[0][1]
+        number = first.get("SeriesNumber")
+        info = DicomSeriesInfo(
+            uid=uid,
+            number=int(number) if number not in (None, "") else None,
+            description=str(first.get("SeriesDescription", "")),
+            modality=str(first.get("Modality", "")),
+            files=tuple(path for path, _ in members),
+        )
+        series.append((info, members))
+    return sorted(
+        series, key=lambda item: (item[0].number is None, item[0].number or 0, item[0].uid)
+    )
+
+
+def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) -> Volume:
+    """Read one series of a DICOM folder as a reoriented :class:`Volume`.
+
+    Parameters
+    ----------
+    folder : str or path-like
+        Folder holding the slice files (not searched recursively).
+    series_uid : str, optional
+        ``SeriesInstanceUID`` to read. Default: the only series, or the one with
+        the most slices when the folder holds several.
+
+    Returns
+    -------
+    Volume
+        ``data`` ``(Z, Y, X)`` (``(Y, X)`` for a single slice) after rescale
+        slope/intercept: ``int16``/``int32`` when the rescale is integral, else
+        ``float32``; ``spacing``/``origin`` in mm, LPS, napari axis order.
+    """
+    series = _scan(folder)
+    if series_uid is None:
+        chosen = max(series, key=lambda item: len(item[1]))
+    else:
+        matches = [item for item in series if item[0].uid == series_uid]
+        if not matches:
+            available = ", ".join(f"{info.uid} ({info.label})" for info, _ in series)
+            raise ValueError(
+                f"Series {series_uid} not found in '{folder}'; available: {available}."
+            )
+        chosen = matches[0]
+    return _read_series(*chosen, Path(folder))
+
+
+def read_dicom_folder(folder: str | os.PathLike) -> list[Volume]:
+    """Read every image series of ``folder``, in ``SeriesNumber`` order.
+
+    A series that cannot be made into a volume (e.g. a localizer with slices in
+    three orientations) is skipped with a ``UserWarning`` naming the reason;
+    when no series can be read the first reason is raised as ``ValueError``.
+    """
+    volumes, failures = [], []
+    for info, members in _scan(folder):
+        try:
+            volumes.append(_read_series(info, members, Path(folder)))
+        except ValueError as exc:
+            failures.append(str(exc))
+    if not volumes:
+        raise ValueError(failures[0] if len(failures) == 1 else " | ".join(failures))
+    for failure in failures:
+        warnings.warn(f"Skipped a DICOM series: {failure}", UserWarning, stacklevel=2)
+    return volumes
+
+
+def _read_series(info: DicomSeriesInfo, members: list[tuple[Path, Any]], folder: Path) -> Volume:
+    """Sort, rescale and reorient one series (``members``: its files and datasets)."""
+    slices = list(members)
+    first_path, first = slices[0]
+    where = f"series '{info.label}' in '{folder}'"
+    _check_supported(first_path, first)
+
+    row_dir, col_dir = _orientation(first_path, first)
+    for path, ds in slices[1:]:
+        _check_supported(path, ds)
+        other_row, other_col = _orientation(path, ds)
+        if max(np.abs(other_row - row_dir).max(), np.abs(other_col - col_dir).max()) > (
+            ORIENTATION_TOLERANCE
+        ):
+            raise ValueError(
+                f"Cannot stack {where}: '{path.name}' has ImageOrientationPatient "
+                f"{[*other_row, *other_col]} but '{first_path.name}' has "
+                f"{[*row_dir, *col_dir]} (slices of one volume must share an orientation)."
+            )
+        if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
+            raise ValueError(
+                f"Cannot stack {where}: '{path.name}' is {ds.Rows}×{ds.Columns} pixels but "
+                f"'{first_path.name}' is {first.Rows}×{first.Columns}."
+            )
+    normal = np.cross(row_dir, col_dir)
+    positions = np.array([_position(path, ds) for path, ds in slices])
+    along = positions @ normal
+    order = np.argsort(along, kind="stable")
+    slices = [slices[i] for i in order]
+    along, positions = along[order], positions[order]
+    slice_spacing = _slice_spacing(along, slices, first, where)
+
+    notes = []
+    if "PixelSpacing" in first:
+        row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
+    else:
+        row_spacing = col_spacing = 1.0
+        notes.append("PixelSpacing missing: in-plane spacing set to 1 mm.")
+
+    data, rescale = _rescaled_stack(slices)  # (slices, rows, cols)
+    source = np.transpose(data, (2, 1, 0))  # (cols, rows, slices): i along the row direction
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * col_spacing
+    lps[:3, 1] = col_dir * row_spacing
+    lps[:3, 2] = normal * slice_spacing
+    if len(slices) > 1:
+        # The mean step between slice origins; equals normal * spacing unless the
+        # slices are offset sideways (CT gantry tilt), which makes the grid sheared.
+        step = (positions[-1] - positions[0]) / (len(slices) - 1)
+        sideways = np.linalg.norm(step - (step @ normal) * normal)
+        if sideways > 1e-3:
+            notes.append(
+                f"Slice origins move {sideways:.3f} mm sideways per slice (gantry tilt?): "
+                "the voxel grid is sheared; the affine keeps the true slice positions."
+            )
+        lps[:3, 2] = step
+    lps[:3, 3] = positions[0]
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+    tags = {key: _plain(first.get(key)) for key in KEPT_TAGS if key in first}
+    tags["rescale"] = rescale
+    tags["n_slices"] = len(slices)
+    tags["slice_spacing"] = slice_spacing
+    tags["files"] = [path.name for path, _ in slices]
+    if notes:
+        tags["notes"] = notes
+    metadata: dict[str, Any] = {
+        "source": {"path": str(folder), "format": "dicom"},
+        "dicom": tags,
+        GEOMETRY_KEY: {"source_format": "dicom"},
+    }
+    name = info.description or (
+        f"{folder.name} series {info.number}" if info.number is not None else folder.name
+    )
+    return volume_from_source(
+        source,
+        ras,
+        is_label=False,
+        name=name,
+        metadata=metadata,
+        contrast_limits=_window(first),
+    )
+
+
+def _check_supported(path: Path, ds: Any) -> None:
+    if "PixelData" not in ds:
+        raise ValueError(f"DICOM file '{path}' has no pixel data ({_sop_class(ds)}).")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise ValueError(
+            f"DICOM file '{path}' is multi-frame ({frames} frames, {_sop_class(ds)}); only "
+            "series of single-frame slices are supported."
+        )
+    samples = int(ds.get("SamplesPerPixel", 1))
+    if samples != 1:
+        raise ValueError(
+            f"DICOM file '{path}' holds colour pixels (SamplesPerPixel={samples}); "
+            "only greyscale series are supported."
+        )
+
+
+def _orientation(path: Path, ds: Any) -> tuple[np.ndarray, np.ndarray]:
+    if "ImageOrientationPatient" not in ds or "ImagePositionPatient" not in ds:
+        raise ValueError(
+            f"DICOM file '{path}' has no ImageOrientationPatient/ImagePositionPatient, so "
+            "its place in a volume is unknown (only CT/MR/PET-like series are supported)."
+        )
+    cosines = np.array([float(v) for v in ds.ImageOrientationPatient])
+    if cosines.shape != (6,):
+        raise ValueError(
+            f"DICOM file '{path}': expected 6 ImageOrientationPatient values, "
+            f"got {cosines.tolist()}."
+        )
+    return cosines[:3], cosines[3:]
+
+
+def _position(path: Path, ds: Any) -> np.ndarray:
+    position = np.array([float(v) for v in ds.ImagePositionPatient])
+    if position.shape != (3,):
+        raise ValueError(
+            f"DICOM file '{path}': expected 3 ImagePositionPatient values, "
+            f"got {position.tolist()}."
+        )
+    return position
+
+
+def _slice_spacing(along: np.ndarray, slices: list, first: Any, where: str) -> float:
+    """Uniform distance between sorted slice positions (mm); raises on duplicates and gaps."""
+    if len(along) == 1:
+        for key in ("SpacingBetweenSlices", "SliceThickness"):
+            value = first.get(key)
+            if value not in (None, "") and float(value) > 0:
+                return float(value)
+        return 1.0
+    steps = np.diff(along)
+    if np.any(steps < 1e-3):
+        i = int(np.argmin(steps))
+        raise ValueError(
+            f"Cannot stack {where}: '{slices[i][0].name}' and '{slices[i + 1][0].name}' lie at "
+            f"the same position ({along[i]:.3f} mm along the slice normal); the series may hold "
+            "several time points or echoes."
+        )
+    spacing = float(np.median(steps))
+    bad = np.flatnonzero(np.abs(steps - spacing) > SPACING_TOLERANCE * spacing + 1e-3)
+    if bad.size:
+        gaps = ", ".join(f"{steps[i]:.3f} mm after '{slices[i][0].name}'" for i in bad[:3])
+        raise ValueError(
+            f"Cannot stack {where}: slice spacing is not uniform (median {spacing:.3f} mm; "
+            f"{gaps}); a slice may be missing."
+        )
+    return spacing
+
+
+def _rescaled_stack(slices: list) -> tuple[np.ndarray, dict[str, Any]]:
+    """Pixel arrays stacked ``(slices, rows, cols)`` with rescale slope/intercept applied."""
+    raws = []
+    for path, ds in slices:
+        try:
+            raws.append(np.asarray(ds.pixel_array))
+        except Exception as exc:  # pydicom raises many types for unsupported encodings
+            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+            syntax_name = getattr(syntax, "name", str(syntax))
+            raise ValueError(
+                f"Cannot decode the pixels of DICOM file '{path}' (transfer syntax "
+                f"{syntax_name}): {type(exc).__name__}: {exc}."
+            ) from None
+    slopes = np.array([float(ds.get("RescaleSlope", 1) or 1) for _, ds in slices])
+    inters = np.array([float(ds.get("RescaleIntercept", 0) or 0) for _, ds in slices])
+    raw = np.stack(raws)
+    integral = np.all(slopes == 1.0) and np.all(inters == np.round(inters))
+    if integral:
+        shifted = raw.astype(np.int32) + inters.astype(np.int32)[:, None, None]
+        small = shifted.size == 0 or (
+            shifted.min() >= np.iinfo(np.int16).min and shifted.max() <= np.iinfo(np.int16).max
+        )
+        data = shifted.astype(np.int16) if small else shifted
+    else:
+        data = raw.astype(np.float32) * slopes.astype(np.float32)[:, None, None]
+        data += inters.astype(np.float32)[:, None, None]
+    rescale = {
+        "slope": float(slopes[0]) if np.all(slopes == slopes[0]) else slopes.tolist(),
+        "intercept": float(inters[0]) if np.all(inters == inters[0]) else inters.tolist(),
+        "applied": True,
+        "stored_dtype": str(raw.dtype),
+    }
+    return data, rescale
+
+
+def _window(ds: Any) -> tuple[float, float] | None:
+    """``(low, high)`` display range from WindowCenter/WindowWidth (first value)."""
+    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+        return None
+    center, width = (_first(ds.WindowCenter), _first(ds.WindowWidth))
+    if center is None or width is None or width <= 0:
+        return None
+    return center - width / 2.0, center + width / 2.0
+
+
+def _first(value: Any) -> float | None:
+    try:
+        if isinstance(value, pydicom.multival.MultiValue):
+            value = value[0]
+        return float(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _plain(value: Any) -> Any:
+    """DICOM element value as a JSON-friendly Python value."""
+    if isinstance(value, pydicom.multival.MultiValue | list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, pydicom.valuerep.DSfloat | pydicom.valuerep.DSdecimal | float):
+        return float(value)
+    if isinstance(value, pydicom.valuerep.IS | int):
+        return int(value)
+    return str(value)
+
+
+def _sop_class(ds: Any) -> str:
+    sop = ds.get("SOPClassUID") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", None)
+    return getattr(sop, "name", str(sop)) if sop else "unknown SOP class"
+
+
+def _check_folder(folder: str | os.PathLike) -> Path:
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"DICOM folder not found: '{folder}'.")
+    if not folder.is_dir():
+        raise ValueError(f"Expected a folder of DICOM files, got a file: '{folder}'.")
+    return folder
+
+
+def _files(folder: Path):
+    """Regular, non-hidden files of ``folder`` in name order (no DICOMDIR)."""
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.startswith(".") and path.name.upper() != "DICOMDIR":
+            yield path
+
+
+def _is_dicom(path: Path) -> bool:
+    try:
+        return bool(is_dicom(path))
+    except OSError:
+        return False

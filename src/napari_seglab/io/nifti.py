@@ -1,0 +1,451 @@
+"""Read NIfTI volumes onto napari's layer axes; write label volumes back to NIfTI.
+
+:func:`read_nifti` returns a :class:`~napari_seglab.io.volume.Volume` whose
+array axes are ``(Z, Y, X)`` = (Superior, Posterior, patient Left), see
+:mod:`napari_seglab.io.orientation`. :func:`write_nifti` writes a layer array
+back with the source file's voxel grid and header geometry when the layer came
+from a reader of this package (its ``metadata["geometry"]``), else with the
+geometry given by ``spacing``/``origin``.
+
+Layer type rule (:func:`label_decision`): a file opens as *labels* when its
+intent is ``label``/``neuroname``, or when its voxels are integers stored
+without intensity scaling, none negative, with at most
+:data:`MAX_LABEL_VALUES` distinct values. Everything else opens as an image:
+``float32`` when the header scales intensities (``scl_slope``/``scl_inter``),
+the stored dtype otherwise.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from .orientation import from_layer_axes, reorient_to_ras
+from .volume import GEOMETRY_KEY, Volume, volume_from_source
+
+#: Integer files with at most this many distinct values open as labels.
+MAX_LABEL_VALUES = 256
+
+#: Voxels per chunk when counting distinct values (bounded extra memory).
+_CHUNK = 1 << 22
+
+#: NIfTI intent codes meaning "this is a label map".
+LABEL_INTENTS = {1002: "label", 1003: "neuroname"}
+
+#: Header fields that define the voxel grid; copied verbatim on write-back.
+GEOMETRY_FIELDS = (
+    "pixdim",
+    "qform_code",
+    "sform_code",
+    "quatern_b",
+    "quatern_c",
+    "quatern_d",
+    "qoffset_x",
+    "qoffset_y",
+    "qoffset_z",
+    "srow_x",
+    "srow_y",
+    "srow_z",
+    "xyzt_units",
+    "dim_info",
+)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+#: Scale factor from the file's spatial unit to millimetres.
+_UNIT_TO_MM = {"unknown": 1.0, "mm": 1.0, "meter": 1000.0, "micron": 0.001}
+
+#: Errors nibabel, gzip and numpy raise for unreadable files.
+_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile, TypeError)
+
+
+def is_nifti_path(path: str | os.PathLike) -> bool:
+    """``path`` ends with ``.nii`` or ``.nii.gz`` (case-insensitive)."""
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def nifti_stem(path: str | os.PathLike) -> str:
+    """File name without ``.nii`` / ``.nii.gz``."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def read_nifti(path: str | os.PathLike, *, layer_type: str = "auto") -> Volume:
+    """Read a NIfTI-1/2 file (``.nii``, ``.nii.gz``) as a reoriented :class:`Volume`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    layer_type : {"auto", "image", "labels"}
+        ``"auto"`` applies :func:`label_decision`; the others force the type
+        (``"labels"`` requires integer-valued voxels).
+
+    Returns
+    -------
+    Volume
+        ``data`` ``(Z, Y, X)`` (``(Y, X)`` for one slice, ``(T, Z, Y, X)`` for 4D
+        files), ``spacing``/``origin`` in mm and LPS, header fields and the
+        source geometry in ``metadata``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        Not a NIfTI file, truncated or corrupt data, or a bad ``layer_type``.
+    """
+    if layer_type not in ("auto", "image", "labels"):
+        raise ValueError(f"layer_type must be 'auto', 'image' or 'labels', got {layer_type!r}.")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"NIfTI file not found: '{path}'.")
+    if path.is_dir():
+        raise ValueError(f"Expected a NIfTI file (.nii or .nii.gz), got a folder: '{path}'.")
+    try:
+        img = nib.load(str(path))
+    except nib.filebasedimages.ImageFileError:
+        raise ValueError(
+            f"'{path}' is not a readable NIfTI file: no valid NIfTI-1/NIfTI-2 header found "
+            "(not an image, or the header is damaged)."
+        ) from None
+    except _READ_ERRORS as exc:
+        raise ValueError(
+            f"'{path}' is not a readable NIfTI file ({type(exc).__name__}: {exc})."
+        ) from None
+    if not isinstance(img, nib.Nifti1Pair | nib.Nifti2Pair):
+        raise ValueError(
+            f"Expected a NIfTI image in '{path}', nibabel read it as {type(img).__name__}."
+        )
+    header = img.header
+    slope, inter = _scaling(img)
+    scaled = not (slope == 1.0 and inter == 0.0)
+    try:
+        raw = np.asarray(img.dataobj.get_unscaled())
+    except (*_READ_ERRORS, RuntimeError) as exc:
+        raise ValueError(
+            f"Could not read the voxel data of '{path}': the file is truncated or corrupt "
+            f"(header says shape {tuple(header.get_data_shape())} of "
+            f"{header.get_data_dtype()}; {type(exc).__name__}: {exc})."
+        ) from None
+    if raw.size == 0:
+        raise ValueError(f"'{path}' holds no voxels (shape {raw.shape}).")
+
+    is_label, reason = label_decision(raw, header, scaled=scaled)
+    if layer_type == "labels":
+        is_label, reason = True, "forced by layer_type='labels'"
+    elif layer_type == "image":
+        is_label, reason = False, "forced by layer_type='image'"
+    if is_label:
+        data = _as_integer_labels(raw * slope + inter if scaled else raw, path)
+    elif scaled:
+        data = raw.astype(np.float32)
+        data *= np.float32(slope)
+        data += np.float32(inter)
+    else:
+        data = raw
+
+    spatial_unit = header.get_xyzt_units()[0]
+    affine = np.array(img.affine, dtype=np.float64)
+    affine[:3, :] *= _UNIT_TO_MM.get(spatial_unit, 1.0)
+    metadata: dict[str, Any] = {
+        "source": {"path": str(path), "format": "nifti"},
+        "nifti": _header_summary(header, slope, inter, reason),
+        GEOMETRY_KEY: {
+            "source_format": "nifti",
+            "nifti_fields": {key: np.asarray(header[key]).tolist() for key in GEOMETRY_FIELDS},
+        },
+    }
+    cal_min, cal_max = float(header["cal_min"]), float(header["cal_max"])
+    limits = (cal_min, cal_max) if cal_max > cal_min else None
+    return volume_from_source(
+        data,
+        affine,
+        is_label=is_label,
+        name=nifti_stem(path),
+        metadata=metadata,
+        contrast_limits=limits,
+        # uncompressed files are memory-mapped: copy once, so layers never map the file
+        detach=isinstance(data, np.memmap),
+    )
+
+
+def label_decision(raw: np.ndarray, header: Any, *, scaled: bool) -> tuple[bool, str]:
+    """Decide whether stored voxels ``raw`` are a label map; returns ``(is_label, reason)``.
+
+    Labels when the intent code is ``label``/``neuroname`` (and the values are
+    integers), or when ``raw`` has an integer dtype, is not intensity-scaled,
+    has no negative value and at most :data:`MAX_LABEL_VALUES` distinct values.
+    """
+    intent = int(header["intent_code"])
+    if intent in LABEL_INTENTS:
+        if np.issubdtype(raw.dtype, np.integer) or _integral(raw):
+            return True, f"intent code {intent} ({LABEL_INTENTS[intent]})"
+        return False, f"intent {LABEL_INTENTS[intent]} but non-integer voxel values"
+    if not np.issubdtype(raw.dtype, np.integer):
+        return False, f"{raw.dtype} voxels"
+    if scaled:
+        return False, "integer voxels with intensity scaling (scl_slope/scl_inter)"
+    if raw.min() < 0:
+        return False, "integer voxels with negative values"
+    if raw.dtype.itemsize == 1:  # 8-bit: at most 256 values, no need to count
+        return True, "non-negative 8-bit integer voxels"
+    count = count_distinct(raw, limit=MAX_LABEL_VALUES)
+    if count > MAX_LABEL_VALUES:
+        return False, f"more than {MAX_LABEL_VALUES} distinct integer values"
+    return True, f"non-negative integer voxels with {count} distinct values"
+
+
+def count_distinct(values: np.ndarray, *, limit: int) -> int:
+    """Number of distinct values of non-negative integer ``values``, or ``limit + 1`` if more.
+
+    A strided sample rejects many-valued images first; then one pass in chunks
+    of :data:`_CHUNK` voxels (histogram for values below 2**20, sorted unique
+    otherwise) counts exactly, stopping as soon as ``limit`` is exceeded.
+    Memory stays at a few chunk-sized buffers whatever the volume size.
+    """
+    flat = values.ravel(order="K")  # no copy for C- or Fortran-ordered arrays
+    if flat.size == 0:
+        return 0
+    sample = flat[:: max(1, flat.size // 100_000)]
+    if len(np.unique(sample)) > limit:
+        return limit + 1
+    top = int(flat.max())
+    if top < 2**20:
+        present = np.zeros(top + 1, dtype=bool)
+        for start in range(0, flat.size, _CHUNK):
+            present |= np.bincount(flat[start : start + _CHUNK], minlength=top + 1) > 0
+        return int(np.count_nonzero(present))
+    seen = np.empty(0, dtype=flat.dtype)
+    for start in range(0, flat.size, _CHUNK):
+        seen = np.union1d(seen, flat[start : start + _CHUNK])
+        if seen.size > limit:
+            return limit + 1
+    return int(seen.size)
+
+
+def write_nifti(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    *,
+    spacing: tuple[float, ...] | None = None,
+    origin: tuple[float, ...] | None = None,
+    metadata: dict[str, Any] | None = None,
+    is_label: bool = True,
+) -> Path:
+    """Write a layer array to NIfTI, restoring the source geometry when known.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Target ending in ``.nii`` or ``.nii.gz``; written atomically (a
+        temporary file in the same folder, then renamed).
+    data : array, shape ``(Z, Y, X)``, ``(Y, X)`` or ``(T, Z, Y, X)``
+        Layer data on napari's layer axes (Superior, Posterior, Left).
+    spacing, origin : tuple of float, optional
+        napari ``scale`` and ``translate`` (one entry per axis of ``data``).
+    metadata : dict, optional
+        The layer's ``metadata``. When it holds ``"geometry"`` from one of this
+        package's readers and ``data``'s shape, ``spacing`` and ``origin`` still
+        match it, the file gets the source's voxel order, affine and header
+        geometry fields exactly; otherwise the geometry is built from
+        ``spacing``/``origin`` (axis aligned, RAS+ voxel order).
+    is_label : bool
+        Labels keep their integer dtype (``bool`` becomes ``uint8``) and get the
+        NIfTI ``label`` intent; float data is refused. Images keep their dtype.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    path = Path(path)
+    if not is_nifti_path(path):
+        raise ValueError(f"Expected a file name ending in .nii or .nii.gz, got '{path.name}'.")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"Folder does not exist for '{path}'.")
+    arr = np.asarray(data)
+    if arr.ndim not in (2, 3, 4):
+        raise ValueError(
+            f"Expected (Y, X), (Z, Y, X) or (T, Z, Y, X) data, got shape {arr.shape}."
+        )
+    if is_label:
+        if arr.dtype == bool:
+            arr = arr.astype(np.uint8)
+        elif not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"Expected integer label data, got dtype {arr.dtype}.")
+    spacing = _per_axis(spacing, arr.ndim, 1.0, "spacing")
+    origin = _per_axis(origin, arr.ndim, 0.0, "origin")
+
+    header = nib.Nifti1Header()
+    geometry = matching_geometry(metadata, arr.shape, spacing, origin)
+    if geometry is not None:
+        out = _to_source_grid(arr, geometry)
+        affine = np.asarray(geometry["source_affine"], dtype=np.float64)
+        fields = geometry.get("nifti_fields")
+        if fields is not None:
+            for key, value in fields.items():
+                header[key] = value
+        else:
+            header.set_sform(affine, code="scanner")
+            header.set_qform(affine, code="scanner")
+    else:
+        out, affine = _grid_from_scale(arr, spacing, origin)
+        header.set_sform(affine, code="aligned")
+        header.set_qform(affine, code="aligned")
+        header.set_xyzt_units("mm")
+    header.set_data_dtype(out.dtype)
+    header.set_data_shape(out.shape)
+    if is_label:
+        header.set_intent("label")
+        header["descrip"] = b"napari-seglab labels"
+    # The header defines the affine; passing its own best affine keeps every
+    # geometry field as set above when nibabel harmonises header and image.
+    img = nib.Nifti1Image(out, header.get_best_affine(), header=header)
+    _atomic_save(img, path)
+    return path
+
+
+def matching_geometry(
+    metadata: dict[str, Any] | None,
+    shape: tuple[int, ...],
+    spacing: tuple[float, ...],
+    origin: tuple[float, ...],
+) -> dict[str, Any] | None:
+    """The reader's ``geometry`` entry if it still describes this layer, else ``None``.
+
+    It matches when the layer has the shape the reader produced (or that shape
+    without its leading time/channel axis) and napari's scale/translate are
+    unchanged (relative tolerance 1e-6, absolute 1e-4 mm).
+    """
+    geometry = (metadata or {}).get(GEOMETRY_KEY)
+    if not geometry or "layer_shape" not in geometry:
+        return None
+    layer_shape = tuple(geometry["layer_shape"])
+    scale, translate = geometry["layer_scale"], geometry["layer_translate"]
+    extra = len(geometry["extra_shape"]) > 0
+    if tuple(shape) == layer_shape:
+        drop_extra = False
+    elif extra and tuple(shape) == layer_shape[1:]:
+        drop_extra = True
+        scale, translate = scale[1:], translate[1:]
+    else:
+        return None
+    close = np.allclose(spacing, scale, rtol=1e-6, atol=1e-4) and np.allclose(
+        origin, translate, rtol=1e-6, atol=1e-4
+    )
+    if not close:
+        return None
+    return {**geometry, "drop_extra": drop_extra}
+
+
+def _to_source_grid(arr: np.ndarray, geometry: dict[str, Any]) -> np.ndarray:
+    """Undo the reader's axis moves: layer array → source file's voxel order and shape."""
+    extra = len(geometry["extra_shape"]) > 0 and not geometry["drop_extra"]
+    out = arr
+    dropped = geometry["dropped_axis"]
+    if dropped is not None:
+        out = np.expand_dims(out, (1 if extra else 0) + dropped)
+    if extra:
+        out = np.moveaxis(out, 0, 3)
+    out = from_layer_axes(out, np.asarray(geometry["transform"]))
+    source_shape = list(geometry["source_shape"])
+    if geometry["drop_extra"]:
+        source_shape = source_shape[: len(source_shape) - len(geometry["extra_shape"])]
+    return np.ascontiguousarray(out.reshape(source_shape))
+
+
+def _grid_from_scale(
+    arr: np.ndarray, spacing: tuple[float, ...], origin: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned geometry from napari scale/translate; returns RAS-ordered data and affine."""
+    if arr.ndim == 2:  # one axial slice: add the Superior axis
+        arr, spacing, origin = arr[np.newaxis], (1.0, *spacing), (0.0, *origin)
+    if arr.ndim == 4:  # time/channel axis goes last in NIfTI
+        arr, spacing, origin = np.moveaxis(arr, 0, 3), spacing[1:], origin[1:]
+    layer_affine = np.eye(4)
+    layer_affine[:3, :3] = np.diag(spacing)
+    layer_affine[:3, 3] = origin
+    out, affine = reorient_to_ras(arr, layer_affine)
+    return np.ascontiguousarray(out), affine
+
+
+def _per_axis(values, ndim: int, default: float, name: str) -> tuple[float, ...]:
+    if values is None:
+        return (default,) * ndim
+    values = tuple(float(v) for v in np.ravel(values))
+    if len(values) != ndim:
+        raise ValueError(f"Expected {ndim} {name} values (one per axis), got {len(values)}.")
+    return values
+
+
+def _atomic_save(img: Any, path: Path) -> None:
+    suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _scaling(img: Any) -> tuple[float, float]:
+    """Effective ``(slope, inter)`` of the image data (1, 0 when unscaled)."""
+    slope = getattr(img.dataobj, "slope", 1.0)
+    inter = getattr(img.dataobj, "inter", 0.0)
+    return float(slope), float(inter)
+
+
+def _integral(values: np.ndarray) -> bool:
+    return bool(np.all(np.isfinite(values)) and np.array_equal(values, np.round(values)))
+
+
+def _as_integer_labels(raw: np.ndarray, path: Path) -> np.ndarray:
+    if np.issubdtype(raw.dtype, np.integer):
+        return raw
+    if not _integral(raw):
+        raise ValueError(f"Cannot open '{path}' as labels: its voxels are not integers.")
+    return raw.astype(np.int32)
+
+
+def _header_summary(header: Any, slope: float, inter: float, reason: str) -> dict[str, Any]:
+    """JSON-friendly header fields worth showing (the raw geometry lives in ``geometry``)."""
+    spatial_unit, time_unit = header.get_xyzt_units()
+    intent_code = int(header["intent_code"])
+    return {
+        "version": 2 if header.sizeof_hdr == 540 else 1,
+        "shape": [int(n) for n in header.get_data_shape()],
+        "dtype": str(header.get_data_dtype()),
+        "zooms": [float(z) for z in header.get_zooms()],
+        "spatial_unit": spatial_unit,
+        "time_unit": time_unit,
+        "qform_code": int(header["qform_code"]),
+        "sform_code": int(header["sform_code"]),
+        "description": _text(header["descrip"]),
+        "intent_code": intent_code,
+        "intent_name": _text(header["intent_name"]),
+        "scl_slope": slope,
+        "scl_inter": inter,
+        "cal_min": float(header["cal_min"]),
+        "cal_max": float(header["cal_max"]),
+        "opened_as": reason,
+    }
+
+
+def _text(value: Any) -> str:
+    raw = np.asarray(value).item()
+    if isinstance(raw, bytes):
+        return raw.split(b"\x00", 1)[0].decode("latin-1").strip()
+    return str(raw).strip()
