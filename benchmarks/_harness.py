@@ -96,7 +96,8 @@ def report(
     line = f"{name}: ours {ours:.4g} {unit}, reference {reference:.4g} {unit}, ratio {ratio:.3g}"
     if target is not None:
         ok = ratio >= target if higher_is_better else ratio <= target
-        line += f" (target {'>=' if higher_is_better else '<='} {target:g}) [{'ok' if ok else 'MISSED'}]"
+        sign = ">=" if higher_is_better else "<="
+        line += f" (target {sign} {target:g}) [{'ok' if ok else 'MISSED'}]"
     if note:
         line += f"  # {note}"
     print(line, flush=True)

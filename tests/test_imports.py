@@ -36,9 +36,7 @@ def loaded_after_import(modules: list[str]) -> list[str]:
 
 def gui_modules(loaded: list[str]) -> list[str]:
     return [
-        m
-        for m in loaded
-        if m.split(".")[0] in GUI_PREFIXES and not m.startswith("napari_seglab")
+        m for m in loaded if m.split(".")[0] in GUI_PREFIXES and not m.startswith("napari_seglab")
     ]
 
 

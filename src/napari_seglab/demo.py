@@ -54,11 +54,14 @@ def run_pipeline(sample, *, time_budget_s: float = 45.0, log=print) -> dict:
     probabilities = unet.predict(model, sample.image)
     predicted = unet.probabilities_to_labels(probabilities)
     scores = metrics.semantic(predicted, truth, spacing=sample.spacing)[1]
-    rows.append(
-        ("U-Net prediction", time.perf_counter() - start, _semantic_summary(scores))
+    rows.append(("U-Net prediction", time.perf_counter() - start, _semantic_summary(scores)))
+    layers.append(
+        (
+            probabilities[1],
+            {"name": "U-Net probability", "colormap": "magma", "opacity": 0.5, "visible": False},
+            "image",
+        )
     )
-    layers.append((probabilities[1], {"name": "U-Net probability", "colormap": "magma",
-                                      "opacity": 0.5, "visible": False}, "image"))
     layers.append((predicted.astype("uint8"), {"name": "U-Net prediction"}, "labels"))
     log(f"U-Net: {rows[-1][2]}")
 
@@ -86,10 +89,7 @@ def run_pipeline(sample, *, time_budget_s: float = 45.0, log=print) -> dict:
 
 
 def _semantic_summary(scores: dict) -> str:
-    return (
-        f"Dice {scores['dice']:.3f}, IoU {scores['iou']:.3f}, "
-        f"HD95 {scores['hd95']:.2f} px"
-    )
+    return f"Dice {scores['dice']:.3f}, IoU {scores['iou']:.3f}, HD95 {scores['hd95']:.2f} px"
 
 
 def _open_viewer(show: bool):

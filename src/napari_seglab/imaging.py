@@ -88,7 +88,9 @@ def _sample(values: np.ndarray, limit: int = PERCENTILE_SAMPLE) -> np.ndarray:
     return flat[np.isfinite(flat)]
 
 
-def percentile_range(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> tuple[float, float]:
+def percentile_range(
+    image: np.ndarray, low: float = 1.0, high: float = 99.8
+) -> tuple[float, float]:
     """Intensity values at the ``low`` and ``high`` percentiles (sampled for big arrays)."""
     if not 0.0 <= low < high <= 100.0:
         raise ValueError(f"Expected 0 <= low < high <= 100, got low={low}, high={high}.")
@@ -153,7 +155,9 @@ class IntensityRecipe:
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
-            raise ValueError(f"Unknown intensity recipe {self.kind!r}: expected one of {self.KINDS}.")
+            raise ValueError(
+                f"Unknown intensity recipe {self.kind!r}: expected one of {self.KINDS}."
+            )
         if self.kind == "window":
             preset = self.params.get("preset")
             if preset is not None:
@@ -200,7 +204,9 @@ class IntensityRecipe:
     def from_dict(cls, data: dict) -> IntensityRecipe:
         """Inverse of :meth:`to_dict`."""
         return cls(
-            kind=data["kind"], params=dict(data.get("params", {})), stats=dict(data.get("stats", {}))
+            kind=data["kind"],
+            params=dict(data.get("params", {})),
+            stats=dict(data.get("stats", {})),
         )
 
 

@@ -31,7 +31,7 @@ def test_spatial_ndim(shape, kwargs, expected):
 
 
 def test_spatial_ndim_rejects_4d():
-    with pytest.raises(ValueError, match="2D .* or a 3D"):
+    with pytest.raises(ValueError, match=r"2D .* or a 3D"):
         imaging.spatial_ndim(np.zeros((2, 2, 2, 2)))
 
 

@@ -17,7 +17,7 @@ def labels_layer(make_napari_viewer):
 
 
 def test_commit_object_takes_next_id_keeps_existing_and_undoes(labels_layer):
-    viewer, layer = labels_layer
+    _, layer = labels_layer
     before = layer.data.copy()
     mask = np.zeros((1, 20, 20), dtype=bool)
     mask[0, 4:10, 4:10] = True  # overlaps object 1 at [4:6, 4:6]

@@ -84,7 +84,11 @@ def replace_labels(layer: Labels, new_data: np.ndarray) -> int:
 
 
 def commit_object(
-    layer: Labels, mask: np.ndarray, *, offset: tuple[int, ...] | None = None, overwrite: bool = False
+    layer: Labels,
+    mask: np.ndarray,
+    *,
+    offset: tuple[int, ...] | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Write ``mask`` into ``layer`` as a new object with id ``max + 1``; undoable.
 
@@ -160,6 +164,9 @@ def start_job(
     from napari.qt.threading import thread_worker
 
     factory = thread_worker(generator_function, progress=progress or False)
+    # Errors go to ``on_errored`` (a notification by default), not re-raised into
+    # the Qt event loop as a traceback.
+    kwargs.setdefault("_ignore_errors", True)
     worker = factory(*args, **kwargs)
     if on_yielded is not None:
         worker.yielded.connect(on_yielded)

@@ -1,0 +1,56 @@
+"""Segmentation evaluation: semantic, surface and instance metrics for 2D/3D labels.
+
+Public API::
+
+    from napari_seglab import metrics
+
+    metrics.semantic(pred, gt, spacing=(2.0, 0.5, 0.5))   # per class: dice, iou, hd95, ...
+    metrics.instances(pred, gt, iou_threshold=0.5)       # tp/fp/fn, f1, accuracy, pq, objects
+    metrics.per_slice(pred, gt, axis=0)                  # Dice per plane
+    metrics.write_csv(result, "scores.csv")
+    fp, fn = metrics.instance_errors(pred, gt, result)   # error images
+    metrics.evaluate(pred, gt, mode="instance")          # all of it, as the widget does
+
+Every function takes numpy, dask, zarr or any array supporting slicing along
+axis 0, of any integer dtype, and reads it slab by slab in one pass that
+builds a sparse contingency table (:mod:`.contingency`). Definitions and
+conventions: ``docs/evaluation.md``.
+"""
+
+from .contingency import ContingencyTable, contingency_table
+from .evaluation import Evaluation, evaluate, evaluation_steps
+from .export import (
+    format_value,
+    instance_errors,
+    is_instance_result,
+    results_table,
+    semantic_errors,
+    write_csv,
+)
+from .matching import DEFAULT_THRESHOLDS, INSTANCE_KEYS, instances
+from .overlap import SEMANTIC_KEYS, semantic
+from .slices import per_slice
+from .surface import SurfaceScores, surface_distances, surface_scores
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "INSTANCE_KEYS",
+    "SEMANTIC_KEYS",
+    "ContingencyTable",
+    "Evaluation",
+    "SurfaceScores",
+    "contingency_table",
+    "evaluate",
+    "evaluation_steps",
+    "format_value",
+    "instance_errors",
+    "instances",
+    "is_instance_result",
+    "per_slice",
+    "results_table",
+    "semantic",
+    "semantic_errors",
+    "surface_distances",
+    "surface_scores",
+    "write_csv",
+]

@@ -1,0 +1,98 @@
+"""``seglab evaluate`` on files: the same numbers as the Python API."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_seglab import data, metrics
+from napari_seglab.cli import main
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.reader(fh))
+
+
+@pytest.fixture
+def stack(tmp_path):
+    sample = data.nuclei_3d()
+    gt = sample.labels
+    pred = np.roll(gt, 1, axis=2)
+    np.save(tmp_path / "pred.npy", pred)
+    tifffile.imwrite(tmp_path / "gt.tif", gt)
+    return pred, gt, sample.spacing
+
+
+def test_instance_mode_writes_both_csv_files(tmp_path, stack, capsys):
+    pred, gt, _ = stack
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "pred.npy"),
+            str(tmp_path / "gt.tif"),
+            "--mode",
+            "instance",
+            "--iou-threshold",
+            "0.7",
+            "--csv",
+            str(tmp_path / "summary.csv"),
+            "--objects-csv",
+            str(tmp_path / "objects.csv"),
+        ]
+    )
+    assert code == 0
+    expected = metrics.instances(pred, gt, iou_threshold=0.7)
+    out = capsys.readouterr().out
+    assert f"TP {expected['tp']}, FP {expected['fp']}, FN {expected['fn']}" in out
+    header, *rows = _rows(tmp_path / "summary.csv")
+    row = next(r for r in rows if float(r[0]) == 0.7)
+    assert float(row[header.index("f1")]) == expected["f1"]
+    assert float(row[header.index("pq")]) == expected["pq"]
+    assert len(_rows(tmp_path / "objects.csv")) == 1 + len(expected["objects"]["gt_id"])
+
+
+def test_semantic_mode_with_spacing(tmp_path, stack):
+    pred, gt, spacing = stack
+    out = tmp_path / "semantic.csv"
+    args = ["evaluate", str(tmp_path / "pred.npy"), str(tmp_path / "gt.tif"), "--csv", str(out)]
+    assert main([*args, "--spacing", *map(str, spacing), "--classes", "3", "5"]) == 0
+    expected = metrics.semantic(pred, gt, classes=[3, 5], spacing=spacing)
+    header, *rows = _rows(out)
+    assert [int(r[0]) for r in rows] == [3, 5]
+    for row in rows:
+        for key in ("dice", "hd95", "surface_dice", "volume_gt"):
+            assert float(row[header.index(key)]) == expected[int(row[0])][key]
+
+
+def test_nifti_ground_truth_gives_spacing(tmp_path):
+    from napari_seglab.io import read_nifti, write_nifti
+
+    gt = np.zeros((6, 20, 20), dtype=np.uint8)
+    gt[1:5, 4:15, 5:12] = 1
+    pred = np.roll(gt, 2, axis=1)
+    write_nifti(tmp_path / "gt.nii.gz", gt, spacing=(3.0, 0.5, 0.7))
+    write_nifti(tmp_path / "pred.nii.gz", pred, spacing=(3.0, 0.5, 0.7))
+    volume = read_nifti(tmp_path / "gt.nii.gz", layer_type="labels")
+    read_pred = read_nifti(tmp_path / "pred.nii.gz", layer_type="labels").data
+    out = tmp_path / "s.csv"
+    assert main(["evaluate", str(tmp_path / "pred.nii.gz"), str(tmp_path / "gt.nii.gz"),
+                 "--csv", str(out)]) == 0  # fmt: skip
+    expected = metrics.semantic(read_pred, volume.data, spacing=volume.spacing)[1]
+    header, row = _rows(out)
+    assert float(row[header.index("hd95")]) == pytest.approx(expected["hd95"], rel=1e-12)
+    assert float(row[header.index("volume_gt")]) == pytest.approx(gt.sum() * 3.0 * 0.5 * 0.7)
+
+
+def test_errors_are_one_line_messages(tmp_path, stack, capsys):
+    assert main(["evaluate", str(tmp_path / "nope.npy"), str(tmp_path / "gt.tif")]) == 2
+    assert "label file not found" in capsys.readouterr().err
+    np.save(tmp_path / "small.npy", np.zeros((3, 3), np.uint8))
+    assert main(["evaluate", str(tmp_path / "small.npy"), str(tmp_path / "gt.tif")]) == 2
+    assert "same shape" in capsys.readouterr().err
+    (tmp_path / "x.png").write_bytes(b"")
+    assert main(["evaluate", str(tmp_path / "x.png"), str(tmp_path / "gt.tif")]) == 2
+    assert "unsupported label file" in capsys.readouterr().err

@@ -1,0 +1,58 @@
+"""The evaluation job (what the widget runs): progress events, the same numbers as the API."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_seglab import data, metrics
+
+
+def test_steps_yield_progress_and_return_the_api_results():
+    sample = data.nuclei_3d()
+    gt = sample.labels
+    pred = np.roll(gt, 1, axis=1)
+    steps = metrics.evaluation_steps(
+        pred, gt, mode="instance", iou_threshold=0.6, error_images=True
+    )
+    events = []
+    while True:
+        try:
+            events.append(next(steps))
+        except StopIteration as stop:
+            evaluation = stop.value
+            break
+    assert [e["step"] for e in events] == list(range(1, len(events) + 1))
+    assert all(e["total"] == len(events) for e in events)
+    expected = metrics.instances(pred, gt, iou_threshold=0.6)
+    for key in metrics.INSTANCE_KEYS:
+        np.testing.assert_equal(evaluation.result[key], expected[key])
+    np.testing.assert_allclose(
+        evaluation.per_slice[1], metrics.per_slice(pred, gt, foreground=True)[1], equal_nan=True
+    )
+    fp, fn = metrics.instance_errors(pred, gt, expected)
+    assert np.array_equal(evaluation.false_positives, fp)
+    assert np.array_equal(evaluation.false_negatives, fn)
+    assert evaluation.object_ious().size == expected["n_gt"]
+    np.testing.assert_equal(evaluation.table(), metrics.results_table(expected))  # NaN == NaN
+
+
+def test_semantic_2d_has_no_slices_and_semantic_error_images():
+    gt = (data.nuclei_2d(seed=2).labels % 4).astype(np.uint8)
+    pred = np.roll(gt, 2, axis=0)
+    evaluation = metrics.evaluate(pred, gt, mode="semantic", spacing=(0.5, 0.5), error_images=True)
+    assert evaluation.per_slice is None
+    assert evaluation.object_ious().size == 0
+    expected = metrics.semantic(pred, gt, spacing=(0.5, 0.5))
+    assert evaluation.result.keys() == expected.keys()
+    for c in expected:
+        np.testing.assert_equal(evaluation.result[c], expected[c])
+    fp, fn = metrics.semantic_errors(pred, gt, classes=list(expected))
+    assert np.array_equal(evaluation.false_positives, fp)
+    assert np.array_equal(evaluation.false_negatives, fn)
+
+
+def test_bad_mode():
+    labels = np.zeros((4, 4), np.uint8)
+    with pytest.raises(ValueError, match=r"mode: expected one of .*'panoptic'"):
+        metrics.evaluate(labels, labels, mode="panoptic")
