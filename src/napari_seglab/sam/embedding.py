@@ -1,0 +1,468 @@
+"""Image embeddings: computing them, and never computing them twice.
+
+* :func:`encode_planes` runs SAM's image encoder on uint8 RGB planes, with the
+  same preprocessing as ``segment_anything.SamPredictor.set_image`` (resize the
+  long side to the encoder size, normalise, pad), batched, with autocast on CUDA.
+* :class:`EmbeddingCache` keeps embeddings in a bounded in-memory LRU and,
+  optionally, in an on-disk zarr store. Entries are content-addressed: the key
+  is the hash of the exact uint8 plane the encoder sees plus the identity of
+  the encoder weights (:attr:`SamModel.encoder_hash`) and input size. Changing
+  the image (or its normalisation) changes the key, so a stale embedding can
+  never be returned; identical planes (any index, any stack) share one entry.
+  Each disk entry stores a signature (content hash, encoder hash, package
+  version, sizes) that is compared before reuse; a mismatch discards it.
+* :func:`precompute_embeddings` fills the cache for the planes of a stack as a
+  generator yielding :class:`EmbeddingProgress` and honouring a cancel flag.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .image import SamInput, plane_hash
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .model import SamModel
+
+__all__ = [
+    "Embedding",
+    "EmbeddingCache",
+    "EmbeddingProgress",
+    "embedding_key",
+    "encode_planes",
+    "precompute_embeddings",
+]
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """The image embedding of one plane.
+
+    Attributes
+    ----------
+    features : torch.Tensor
+        ``(1, C, h, w)`` float32 on the model's device (C=256, h=w=64 for
+        published models).
+    original_size : (int, int)
+        ``(Y, X)`` of the plane.
+    input_size : (int, int)
+        ``(Y, X)`` after resizing the long side to the encoder size (before padding).
+    key : str
+        Cache key (see :func:`embedding_key`).
+    """
+
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class EmbeddingProgress:
+    """Progress of :func:`precompute_embeddings`: ``done`` of ``total`` planes."""
+
+    done: int
+    total: int
+    plane: int
+    cached: bool
+
+
+def embedding_key(model: SamModel, rgb: np.ndarray) -> str:
+    """Cache key of the embedding of ``rgb`` ``(Y, X, 3)`` uint8 under ``model``."""
+    encoder = model.encoder_hash.split(":")[-1][:32]
+    return f"{encoder}-{model.img_size}-{plane_hash(rgb)}"
+
+
+def _resized_shape(shape: tuple[int, int], target: int) -> tuple[int, int]:
+    """SAM's ``ResizeLongestSide.get_preprocess_shape``: ``(Y, X)`` with long side ``target``."""
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    return tuple(ResizeLongestSide.get_preprocess_shape(shape[0], shape[1], target))
+
+
+def _preprocess(model: SamModel, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``(1, 3, S, S)`` normalised padded encoder input and the resized ``(Y, X)``."""
+    import torch
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    resized = ResizeLongestSide(model.img_size).apply_image(rgb)
+    tensor = torch.as_tensor(resized, device=model.device).permute(2, 0, 1).contiguous()[None]
+    return model.sam.preprocess(tensor.float()), (int(resized.shape[0]), int(resized.shape[1]))
+
+
+def encode_planes(
+    model: SamModel, planes: Sequence[np.ndarray], *, autocast: bool = True
+) -> list[Embedding]:
+    """Run the image encoder on uint8 RGB planes (one batch).
+
+    Parameters
+    ----------
+    model : SamModel
+    planes : sequence of arrays ``(Y, X, 3)`` uint8
+        All of the same shape.
+    autocast : bool
+        Use mixed precision on CUDA (bf16/fp16, see :mod:`napari_seglab.device`);
+        the stored features are float32 either way.
+
+    Returns
+    -------
+    list of Embedding
+        ``features`` ``(1, C, h, w)`` float32 each; keys filled in.
+    """
+    import torch
+
+    from ..device import autocast as autocast_context
+
+    if not planes:
+        return []
+    shapes = {p.shape for p in planes}
+    if len(shapes) != 1:
+        raise ValueError(f"Expected planes of one shape in a batch, got {sorted(shapes)}.")
+    for plane in planes:
+        if plane.ndim != 3 or plane.shape[-1] != 3 or plane.dtype != np.uint8:
+            raise ValueError(
+                f"Expected (Y, X, 3) uint8 planes, got shape {plane.shape} dtype {plane.dtype}."
+            )
+    inputs = []
+    input_size = (0, 0)
+    for plane in planes:
+        tensor, input_size = _preprocess(model, plane)
+        inputs.append(tensor)
+    batch = torch.cat(inputs, dim=0)
+    with torch.inference_mode(), autocast_context(model.device, enabled=autocast):
+        features = model.sam.image_encoder(batch)
+    features = features.float()
+    original = (int(planes[0].shape[0]), int(planes[0].shape[1]))
+    return [
+        Embedding(features[i : i + 1].clone(), original, input_size, embedding_key(model, p))
+        for i, p in enumerate(planes)
+    ]
+
+
+class EmbeddingCache:
+    """Bounded LRU of embeddings in memory, optionally backed by a zarr store on disk.
+
+    Parameters
+    ----------
+    max_items : int
+        Embeddings kept in memory (each is 4 MiB for published models); the
+        least recently used one is dropped first.
+    disk : path, True or None
+        Folder of the on-disk cache (a zarr group); True uses
+        ``<cache folder>/sam-embeddings.zarr``; None keeps everything in memory.
+    disk_dtype : str
+        ``"float32"`` (exact) or ``"float16"`` (half the disk space; masks
+        then differ from fresh embeddings only at a few boundary pixels).
+
+    Attributes
+    ----------
+    hits, misses, disk_hits, disk_rejected : int
+        Counters: memory hits, computations, entries read from disk, and disk
+        entries discarded because their signature did not match.
+    """
+
+    def __init__(
+        self,
+        max_items: int = 16,
+        disk: str | Path | bool | None = None,
+        *,
+        disk_dtype: str = "float32",
+    ) -> None:
+        if max_items < 1:
+            raise ValueError(f"Expected max_items >= 1, got {max_items}.")
+        if disk_dtype not in ("float32", "float16"):
+            raise ValueError(f"Expected disk_dtype 'float32' or 'float16', got {disk_dtype!r}.")
+        self.max_items = int(max_items)
+        self.disk_dtype = disk_dtype
+        self._items: OrderedDict[str, Embedding] = OrderedDict()
+        self._lock = threading.RLock()
+        self._group: Any = None
+        self._in_flight: dict[str, threading.Event] = {}
+        if disk is True:
+            from .download import cache_dir
+
+            disk = cache_dir() / "sam-embeddings.zarr"
+        self.disk_path = Path(disk) if disk else None
+        self.hits = self.misses = self.disk_hits = self.disk_rejected = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def has(self, key: str, model: SamModel) -> bool:
+        """Whether ``key`` is in memory or on disk with a matching signature (loads nothing)."""
+        with self._lock:
+            return key in self._items or self._disk_matches(key, model)
+
+    def _disk_matches(self, key: str, model: SamModel) -> bool:
+        stored = self._disk_signature(key)
+        expected = self.signature(model, key)
+        return bool(stored) and all(stored.get(k) == v for k, v in expected.items())
+
+    # -- signature ---------------------------------------------------------------------
+    @staticmethod
+    def signature(model: SamModel, key: str, embedding: Embedding | None = None) -> dict:
+        """What a disk entry must match to be reused."""
+        from .. import __version__
+
+        sig = {
+            "content_hash": key.rsplit("-", 1)[-1],
+            "model_hash": model.encoder_hash,
+            "img_size": model.img_size,
+            "package_version": __version__,
+        }
+        if embedding is not None:
+            sig["original_size"] = list(embedding.original_size)
+            sig["input_size"] = list(embedding.input_size)
+        return sig
+
+    # -- disk ---------------------------------------------------------------------------
+    def _disk(self):
+        if self.disk_path is None:
+            return None
+        if self._group is None:
+            import zarr
+
+            self.disk_path.parent.mkdir(parents=True, exist_ok=True)
+            self._group = zarr.open_group(str(self.disk_path), mode="a")
+        return self._group
+
+    @staticmethod
+    def _disk_name(key: str) -> str:
+        encoder, size, content = key.split("-")
+        return f"{encoder}_{size}/{content}"
+
+    def _disk_signature(self, key: str) -> dict | None:
+        group = self._disk()
+        if group is None:
+            return None
+        try:
+            array = group[self._disk_name(key)]
+        except KeyError:
+            return None
+        return dict(array.attrs).get("signature")
+
+    def _read_disk(self, key: str, model: SamModel) -> Embedding | None:
+        import torch
+
+        group = self._disk()
+        if group is None:
+            return None
+        name = self._disk_name(key)
+        try:
+            array = group[name]
+        except KeyError:
+            return None
+        stored = dict(array.attrs).get("signature")
+        expected = self.signature(model, key)
+        if not stored or any(stored.get(k) != v for k, v in expected.items()):
+            self.disk_rejected += 1
+            del group[name]
+            return None
+        features = torch.as_tensor(np.asarray(array[...], dtype=np.float32), device=model.device)
+        return Embedding(
+            features[None],
+            tuple(stored["original_size"]),
+            tuple(stored["input_size"]),
+            key,
+        )
+
+    def _write_disk(self, key: str, embedding: Embedding, model: SamModel) -> None:
+        group = self._disk()
+        if group is None:
+            return
+        data = embedding.features[0].detach().float().cpu().numpy().astype(self.disk_dtype)
+        options = {"shape": data.shape, "dtype": self.disk_dtype, "chunks": data.shape}
+        if hasattr(group, "create_array"):  # zarr >= 3
+            array = group.create_array(
+                self._disk_name(key), compressors=None, overwrite=True, **options
+            )
+        else:  # pragma: no cover - zarr 2
+            array = group.create_dataset(
+                self._disk_name(key), compressor=None, overwrite=True, **options
+            )
+        array[...] = data
+        # The signature is written last: an interrupted write has none and is ignored.
+        array.attrs["signature"] = self.signature(model, key, embedding)
+
+    # -- public -------------------------------------------------------------------------
+    def get(self, key: str, model: SamModel) -> Embedding | None:
+        """The cached embedding for ``key`` (memory, then disk), or None."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return self._items[key]
+            embedding = self._read_disk(key, model)
+            if embedding is not None:
+                self.disk_hits += 1
+                self._remember(key, embedding)
+            return embedding
+
+    def put(self, embedding: Embedding, model: SamModel) -> None:
+        """Store ``embedding`` under its key in memory (and on disk if enabled)."""
+        with self._lock:
+            self._remember(embedding.key, embedding)
+            if self.disk_path is not None and not self._disk_matches(embedding.key, model):
+                self._write_disk(embedding.key, embedding, model)
+
+    def _remember(self, key: str, embedding: Embedding) -> None:
+        self._items[key] = embedding
+        self._items.move_to_end(key)
+        while len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+
+    def get_or_compute(self, model: SamModel, rgb: np.ndarray) -> Embedding:
+        """Embedding of one ``(Y, X, 3)`` uint8 plane, computing it only on a miss.
+
+        If another thread (e.g. a background precompute) is already computing
+        this plane, waits for its result instead of computing it twice.
+        """
+        key = embedding_key(model, rgb)
+        while True:
+            embedding = self.get(key, model)
+            if embedding is not None:
+                return embedding
+            if self.claim([key]):
+                break
+            self.wait_for(key)
+        try:
+            with self._lock:
+                self.misses += 1
+            embedding = encode_planes(model, [rgb])[0]
+            self.put(embedding, model)
+            return embedding
+        finally:
+            self.release([key])
+
+    def claim(self, keys: Sequence[str]) -> list[str]:
+        """Mark ``keys`` as being computed by the caller; returns those not already claimed."""
+        claimed = []
+        with self._lock:
+            for key in keys:
+                if key not in self._in_flight:
+                    self._in_flight[key] = threading.Event()
+                    claimed.append(key)
+        return claimed
+
+    def release(self, keys: Sequence[str]) -> None:
+        """End a :meth:`claim` (after storing the embeddings, or on failure)."""
+        with self._lock:
+            for key in keys:
+                event = self._in_flight.pop(key, None)
+                if event is not None:
+                    event.set()
+
+    def wait_for(self, key: str, timeout: float | None = None) -> None:
+        """Block while another thread computes ``key``."""
+        with self._lock:
+            event = self._in_flight.get(key)
+        if event is not None:
+            event.wait(timeout)
+
+    def clear(self, *, disk: bool = False) -> None:
+        """Forget the in-memory entries (and the disk store with ``disk=True``)."""
+        with self._lock:
+            self._items.clear()
+            if disk and self.disk_path is not None and self.disk_path.exists():
+                import shutil
+
+                self._group = None
+                shutil.rmtree(self.disk_path)
+
+
+def _cancelled(cancel: Any) -> bool:
+    if cancel is None:
+        return False
+    if hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+def precompute_embeddings(
+    model: SamModel,
+    image: SamInput | np.ndarray,
+    cache: EmbeddingCache,
+    *,
+    planes: Iterable[int] | None = None,
+    batch_size: int | None = None,
+    cancel: threading.Event | Callable[[], bool] | None = None,
+) -> Generator[EmbeddingProgress, None, int]:
+    """Compute the embeddings of the planes of a stack that the cache lacks.
+
+    Parameters
+    ----------
+    model : SamModel
+    image : SamInput or array
+        A stack ``(Z, Y, X[, 3])`` (or a 2D image, as one plane).
+    cache : EmbeddingCache
+        Receives every embedding; memory stays bounded by its ``max_items``.
+    planes : iterable of int, optional
+        Plane indices in the order to compute them (e.g. outward from the
+        visible plane); default all.
+    batch_size : int, optional
+        Planes per encoder call; default 4 on CUDA, 1 elsewhere.
+    cancel : threading.Event or callable, optional
+        Checked before each batch; when set, the generator stops early.
+
+    Yields
+    ------
+    EmbeddingProgress
+        After each plane (cached planes are reported as ``cached=True``).
+
+    Returns
+    -------
+    int
+        Number of planes computed (generator return value).
+    """
+    source = image if isinstance(image, SamInput) else SamInput(image)
+    order = list(range(source.n_planes)) if planes is None else [int(p) for p in planes]
+    if batch_size is None:
+        batch_size = 4 if model.device.type == "cuda" else 1
+    total = len(order)
+    done = computed = 0
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> Generator[EmbeddingProgress, None, None]:
+        nonlocal done, computed
+        keys = [embedding_key(model, rgb) for _, rgb in pending]
+        claimed = set(cache.claim(keys))
+        try:
+            mine = [(i, rgb) for (i, rgb), key in zip(pending, keys) if key in claimed]
+            embeddings = encode_planes(model, [rgb for _, rgb in mine])
+            for embedding in embeddings:
+                cache.put(embedding, model)
+        finally:
+            cache.release(list(claimed))
+        with cache._lock:
+            cache.misses += len(mine)
+        for (index, _), key in zip(pending, keys):
+            if key not in claimed:
+                cache.wait_for(key)  # another thread was computing this plane
+            done += 1
+            computed += key in claimed
+            yield EmbeddingProgress(done, total, index, cached=key not in claimed)
+        pending.clear()
+
+    for index in order:
+        if _cancelled(cancel):
+            return computed
+        rgb = source.plane(index if source.is_stack else None)
+        if cache.has(embedding_key(model, rgb), model):
+            done += 1
+            yield EmbeddingProgress(done, total, index, cached=True)
+            continue
+        pending.append((index, rgb))
+        if len(pending) >= batch_size:
+            yield from flush()
+    if pending and not _cancelled(cancel):
+        yield from flush()
+    return computed

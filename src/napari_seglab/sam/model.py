@@ -1,0 +1,483 @@
+"""Building and loading SAM models from :mod:`segment_anything.modeling` classes.
+
+:func:`load_model` is the one entry point for weights on disk (registered,
+downloaded or any local ``.pth``); :func:`build_tiny_sam` makes small models
+of the same classes for tests and benchmarks. Both return a :class:`SamModel`,
+which carries the torch module with the identity of its weights: the embedding
+cache keys on :attr:`SamModel.encoder_hash` (decoder fine-tuning does not
+invalidate image embeddings).
+
+Decoder weights (from the fine-tuning tool) are a checkpoint holding the
+``mask_decoder`` (and optionally ``prompt_encoder``) state; see
+:func:`apply_decoder_weights` and :func:`save_decoder_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .registry import CheckpointSpec, SamArchitecture, get_architecture, get_checkpoint
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from segment_anything.modeling import Sam
+
+__all__ = [
+    "SamModel",
+    "apply_decoder_weights",
+    "build_sam",
+    "build_tiny_sam",
+    "decoder_state",
+    "load_checkpoint_file",
+    "load_model",
+    "save_decoder_checkpoint",
+    "state_dict_hash",
+]
+
+#: Parts of a SAM whose weights a decoder checkpoint may hold.
+DECODER_PARTS = ("mask_decoder", "prompt_encoder")
+
+
+@dataclass
+class SamModel:
+    """A SAM network ready for inference, with the identity of its weights.
+
+    Attributes
+    ----------
+    sam : segment_anything.modeling.Sam
+        The torch module, in eval mode, on :attr:`device`.
+    architecture : SamArchitecture
+    device : torch.device
+    encoder_hash : str
+        Hex digest identifying the image-encoder weights (the file hash for
+        checkpoints, a hash of the parameters for in-process models). Keys
+        the embedding cache.
+    model_hash : str
+        Identity of all weights (encoder plus decoder/prompt encoder).
+    name : str
+        Registry name or file name, for display.
+    checkpoint, decoder_checkpoint : Path or None
+        Files the weights came from.
+    """
+
+    sam: Sam
+    architecture: SamArchitecture
+    device: torch.device
+    encoder_hash: str
+    model_hash: str
+    name: str = ""
+    checkpoint: Path | None = None
+    decoder_checkpoint: Path | None = None
+    _dense_pe: Any = field(default=None, repr=False)
+    _pe_tokens: Any = field(default=None, repr=False)
+
+    @property
+    def img_size(self) -> int:
+        """Side of the square encoder input (1024 for published models)."""
+        return int(self.sam.image_encoder.img_size)
+
+    @property
+    def low_res_size(self) -> int:
+        """Side of the low-resolution mask logits (256 for published models)."""
+        return 4 * self.architecture.embedding_size
+
+    @property
+    def is_large_encoder(self) -> bool:
+        """True for encoders too slow for interactive use on a CPU (ViT-L, ViT-H)."""
+        return self.architecture.encoder_embed_dim >= 1024
+
+    def dense_pe(self) -> torch.Tensor:
+        """Positional encoding of the embedding grid, ``(1, C, h, w)``, computed once.
+
+        SAM's ``prompt_encoder.get_dense_pe()`` recomputes it on every call; it
+        depends only on the (frozen) prompt encoder, so it is cached here.
+        Call :meth:`invalidate` after changing prompt-encoder weights.
+        """
+        if self._dense_pe is None:
+            import torch
+
+            with torch.inference_mode():
+                self._dense_pe = self.sam.prompt_encoder.get_dense_pe()
+        return self._dense_pe
+
+    def pe_tokens(self) -> torch.Tensor:
+        """:meth:`dense_pe` as contiguous ``(h*w, C)`` rows (for the fast decoder)."""
+        if self._pe_tokens is None:
+            self._pe_tokens = self.dense_pe()[0].flatten(1).T.contiguous()
+        return self._pe_tokens
+
+    def invalidate(self) -> None:
+        """Forget derived tensors after the weights changed in place."""
+        self._dense_pe = None
+        self._pe_tokens = None
+
+
+def build_sam(architecture: SamArchitecture | str) -> Sam:
+    """A randomly initialised SAM of ``architecture`` (eval mode, on the CPU)."""
+    import torch
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    arch = get_architecture(architecture) if isinstance(architecture, str) else architecture
+    grid = arch.embedding_size
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            depth=arch.encoder_depth,
+            embed_dim=arch.encoder_embed_dim,
+            img_size=arch.img_size,
+            mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=arch.encoder_num_heads,
+            patch_size=arch.patch_size,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=arch.encoder_global_attn_indexes,
+            window_size=arch.window_size,
+            out_chans=arch.prompt_embed_dim,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=arch.prompt_embed_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(arch.img_size, arch.img_size),
+            mask_in_chans=arch.mask_in_chans,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=arch.decoder_depth,
+                embedding_dim=arch.prompt_embed_dim,
+                mlp_dim=arch.decoder_mlp_dim,
+                num_heads=arch.decoder_num_heads,
+            ),
+            transformer_dim=arch.prompt_embed_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=arch.iou_head_hidden_dim,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    return sam.eval()
+
+
+def state_dict_hash(module: torch.nn.Module) -> str:
+    """SHA-256 over the names, shapes and bytes of a module's state dict."""
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        array = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tuple(array.shape)}:{array.dtype}".encode())
+        digest.update(np.ascontiguousarray(array.float().numpy()).tobytes())
+    return digest.hexdigest()
+
+
+def build_tiny_sam(
+    *,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    architecture: SamArchitecture | str = "tiny",
+    **sizes: Any,
+) -> SamModel:
+    """A small SAM of the real classes with random weights (tests, benchmarks).
+
+    Parameters
+    ----------
+    seed : int
+        Seeds the random initialisation: the same seed gives the same weights.
+    device : str or torch.device
+    architecture : SamArchitecture or str
+        Start from this configuration (default ``"tiny"``: 256 px input, 16x16
+        embedding, 32 channels). ``"vit_b"`` gives the real ViT-B shape with
+        random weights, as used for latency benchmarks.
+    **sizes
+        Field overrides of :class:`SamArchitecture` (e.g. ``img_size=128``).
+    """
+    import dataclasses
+
+    import torch
+
+    from ..device import resolve_device
+
+    arch = get_architecture(architecture) if isinstance(architecture, str) else architecture
+    if sizes:
+        arch = dataclasses.replace(arch, name=f"{arch.name}-custom", **sizes)
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        sam = build_sam(arch)  # includes the random positional-encoding buffer
+    finally:
+        torch.random.set_rng_state(generator_state)
+    device = resolve_device(device)
+    sam.to(device)
+    encoder_hash = state_dict_hash(sam.image_encoder)
+    return SamModel(
+        sam=sam,
+        architecture=arch,
+        device=device,
+        encoder_hash=encoder_hash,
+        model_hash=state_dict_hash(sam),
+        name=f"{arch.name} (random weights, seed {seed})",
+    )
+
+
+def load_checkpoint_file(path: str | Path) -> dict:
+    """Read a checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
+
+    A dict wrapping the state under ``"model"`` or ``"state_dict"`` is unwrapped.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    RuntimeError
+        Not a readable PyTorch checkpoint, or not a dict of tensors.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for bad files
+        raise RuntimeError(
+            f"Could not read {path} as a PyTorch checkpoint with weights_only=True "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            "The file is corrupt, truncated or not a SAM .pth file."
+        ) from exc
+    if isinstance(state, dict):
+        for key in ("model", "state_dict"):
+            if key in state and isinstance(state[key], dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise RuntimeError(
+            f"Checkpoint {path} holds a {type(state).__name__}, expected a state dict "
+            "(a mapping of parameter names to tensors)."
+        )
+    return state
+
+
+def _guess_architecture(state: dict) -> str | None:
+    """Name of the registered architecture whose encoder shapes match ``state``."""
+    weight = state.get("image_encoder.patch_embed.proj.weight")
+    if weight is None:
+        return None
+    depth = len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")})
+    for name, arch in _architectures().items():
+        if arch.encoder_embed_dim == weight.shape[0] and arch.encoder_depth == depth:
+            return name
+    return f"an unregistered encoder (width {weight.shape[0]}, {depth} blocks)"
+
+
+def _architectures() -> dict[str, SamArchitecture]:
+    from .registry import ARCHITECTURES
+
+    return ARCHITECTURES
+
+
+def _load_into(module: torch.nn.Module, state: dict, source: Path, what: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that names the mismatch."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = [
+        f"{k}: expected {tuple(own[k].shape)}, got {tuple(state[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if wrong_shape:
+            parts.append(f"{len(wrong_shape)} with another shape (e.g. {wrong_shape[:2]})")
+        hint = ""
+        if what.startswith("SAM "):
+            guess = _guess_architecture(state)
+            if guess:
+                hint = f" The file looks like {guess}."
+        raise RuntimeError(
+            f"Checkpoint {source} does not fit the {what}: " + "; ".join(parts) + "." + hint
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def decoder_state(model: SamModel, *, include_prompt_encoder: bool = False) -> dict:
+    """The decoder-side weights of ``model`` as ``{"mask_decoder": ..., ...}`` (CPU tensors)."""
+    parts = ("mask_decoder", "prompt_encoder") if include_prompt_encoder else ("mask_decoder",)
+    return {
+        part: {
+            k: v.detach().cpu().clone() for k, v in getattr(model.sam, part).state_dict().items()
+        }
+        for part in parts
+    }
+
+
+def save_decoder_checkpoint(
+    path: str | Path, model: SamModel, *, include_prompt_encoder: bool = False
+) -> Path:
+    """Write the decoder weights of ``model`` to ``path`` (readable by :func:`load_model`).
+
+    The file holds ``{"mask_decoder": state, ["prompt_encoder": state,]
+    "architecture": name}``; it is written to a temporary file and moved into
+    place, so a crash never leaves a half-written checkpoint.
+    """
+    import os
+    import tempfile
+
+    import torch
+
+    path = Path(path)
+    payload: dict[str, Any] = decoder_state(model, include_prompt_encoder=include_prompt_encoder)
+    payload["architecture"] = model.architecture.name
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def apply_decoder_weights(
+    model: SamModel, state: dict, *, source: str | Path = "<memory>"
+) -> None:
+    """Load decoder (and optionally prompt-encoder) weights into ``model`` in place.
+
+    Accepted layouts: ``{"mask_decoder": {...}, "prompt_encoder": {...}}``,
+    a flat dict with ``mask_decoder.``/``prompt_encoder.`` prefixed keys, or a
+    bare mask-decoder state dict. Image-encoder keys are refused (use
+    ``checkpoint=`` for full models). Updates ``model.model_hash``.
+    """
+    source = Path(source) if not isinstance(source, Path) else source
+    parts: dict[str, dict] = {}
+    if any(k in state for k in DECODER_PARTS) and all(
+        isinstance(state.get(k, {}), dict) for k in DECODER_PARTS
+    ):
+        parts = {k: state[k] for k in DECODER_PARTS if k in state}
+    elif any("." in k and k.split(".", 1)[0] in DECODER_PARTS for k in state):
+        for key, value in state.items():
+            prefix, _, rest = key.partition(".")
+            if prefix not in DECODER_PARTS:
+                raise RuntimeError(
+                    f"Decoder checkpoint {source} holds {key!r}: expected only mask_decoder.* "
+                    "and prompt_encoder.* weights (load full models with checkpoint=)."
+                )
+            parts.setdefault(prefix, {})[rest] = value
+    else:
+        parts = {"mask_decoder": {k: v for k, v in state.items() if k != "architecture"}}
+    for part, part_state in parts.items():
+        _load_into(getattr(model.sam, part), part_state, source, f"SAM {part} ({model.name})")
+    model.invalidate()
+    model.model_hash = hashlib.sha256(
+        (
+            model.encoder_hash
+            + state_dict_hash(model.sam.mask_decoder)
+            + state_dict_hash(model.sam.prompt_encoder)
+        ).encode()
+    ).hexdigest()
+
+
+def load_model(
+    model_type: str | CheckpointSpec = "vit_b",
+    checkpoint: str | Path | None = None,
+    device: str | torch.device = "auto",
+    decoder_checkpoint: str | Path | None = None,
+    *,
+    download: bool = True,
+    progress: bool = True,
+) -> SamModel:
+    """Load a SAM model for inference.
+
+    Parameters
+    ----------
+    model_type : str or CheckpointSpec
+        A registered checkpoint (``"vit_b"``, ``"vit_l"``, ``"vit_h"``,
+        ``"medsam"``) or, with ``checkpoint`` given, an architecture name
+        (``"vit_b"``, ``"vit_l"``, ``"vit_h"``, ``"tiny"``).
+    checkpoint : path, optional
+        A local ``.pth`` file with the full model state dict. None takes the
+        registered file from the cache folder, downloading it if needed.
+    device : str or torch.device
+        ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"`` ...
+    decoder_checkpoint : path, optional
+        Fine-tuned decoder weights applied on top (see
+        :func:`save_decoder_checkpoint`).
+    download : bool
+        False never uses the network (offline): a missing file is an error that
+        says where to put it.
+    progress : bool
+        Show a download progress bar.
+
+    Returns
+    -------
+    SamModel
+
+    Raises
+    ------
+    FileNotFoundError
+        A checkpoint that is neither given, cached nor downloadable.
+    RuntimeError
+        A corrupt file, a hash mismatch, or weights that do not fit the model.
+    """
+    from ..device import resolve_device
+    from .download import ensure_checkpoint, file_digest, verify_file
+
+    device = resolve_device(device)
+    if checkpoint is None:
+        if isinstance(model_type, str) and model_type == "tiny":
+            raise ValueError(
+                "The 'tiny' architecture has no published weights: use build_tiny_sam() "
+                "or pass checkpoint=<path>."
+            )
+        spec = get_checkpoint(model_type) if isinstance(model_type, str) else model_type
+        path = ensure_checkpoint(spec, download=download, progress=progress)
+        verify_file(path, spec.hash)
+        arch = get_architecture(spec.architecture)
+        encoder_hash = spec.hash
+        name = spec.name
+    else:
+        path = Path(checkpoint).expanduser()
+        if isinstance(model_type, CheckpointSpec):
+            arch = get_architecture(model_type.architecture)
+        else:
+            try:
+                arch = get_architecture(model_type)
+            except ValueError:
+                arch = get_architecture(get_checkpoint(model_type).architecture)
+        if not path.is_file():
+            raise FileNotFoundError(f"Checkpoint file not found: {path}")
+        encoder_hash = "sha256:" + file_digest(path)
+        name = path.name
+    state = load_checkpoint_file(path)
+    sam = build_sam(arch)
+    _load_into(sam, state, path, f"SAM {arch.name} architecture")
+    sam.to(device)
+    model = SamModel(
+        sam=sam,
+        architecture=arch,
+        device=device,
+        encoder_hash=encoder_hash,
+        model_hash=encoder_hash,
+        name=name,
+        checkpoint=path,
+    )
+    if decoder_checkpoint is not None:
+        decoder_path = Path(decoder_checkpoint).expanduser()
+        apply_decoder_weights(model, load_checkpoint_file(decoder_path), source=decoder_path)
+        model.decoder_checkpoint = decoder_path
+    return model

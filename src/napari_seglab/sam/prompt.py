@@ -1,0 +1,389 @@
+"""Interactive prompting: points, boxes and masks in, masks out.
+
+Coordinates follow napari: points are ``(row, col)`` pixel positions, boxes
+``(row0, col0, row1, col1)``. SAM's ``(x, y)`` order and its resized input
+frame appear only in :func:`_to_model_frame`, the single conversion.
+
+Speed: the image embedding comes from an :class:`~.embedding.EmbeddingCache`;
+a prompt runs only the prompt encoder and the mask decoder (re-associated in
+:mod:`.decoder` to skip most image-token projections, with the positional
+encoding computed once per model), and only the mask that is shown is
+upsampled to full size (:attr:`Prediction.mask`). :attr:`Prediction.masks`
+upsamples all proposals on first access, for callers that want them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .decoder import decode
+from .embedding import Embedding, EmbeddingCache
+from .image import SamInput
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .model import SamModel
+
+__all__ = ["Prediction", "PromptSegmenter"]
+
+#: Logit magnitude used when a binary mask becomes a mask prompt (logit of 0.999).
+MASK_PROMPT_LOGIT = 6.9
+
+
+@dataclass
+class Prediction:
+    """Masks proposed for one prompt.
+
+    Attributes
+    ----------
+    scores : array ``(K,)`` float32
+        SAM's predicted IoU of each proposal (K = 3 with ``multimask``, else 1).
+    logits : array ``(K, h, w)`` float32
+        Low-resolution logits (h = w = 256 for published models); pass one
+        (``logits[k]``) as ``mask_input`` of the next prompt to refine.
+    best : int
+        Index of the highest-scoring proposal.
+    original_size : (int, int)
+        ``(Y, X)`` of the image.
+    """
+
+    scores: np.ndarray
+    best: int
+    original_size: tuple[int, int]
+    _logits: torch.Tensor = field(repr=False)
+    _input_size: tuple[int, int] = field(repr=False)
+    _img_size: int = field(repr=False)
+    _threshold: float = field(default=0.0, repr=False)
+    _cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _all: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def logits(self) -> np.ndarray:
+        """Low-resolution logits ``(K, h, w)`` float32."""
+        return self._logits[0].detach().float().cpu().numpy()
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The best proposal at full size, ``(Y, X)`` bool."""
+        return self.mask_at(self.best)
+
+    def mask_at(self, k: int) -> np.ndarray:
+        """Proposal ``k`` at full size, ``(Y, X)`` bool (upsampled on first use)."""
+        k = int(k)
+        if not 0 <= k < len(self.scores):
+            raise ValueError(f"Proposal index {k} out of range: there are {len(self.scores)}.")
+        if self._all is not None:
+            return self._all[k]
+        if k not in self._cache:
+            self._cache[k] = self._upsample(slice(k, k + 1))[0]
+        return self._cache[k]
+
+    @property
+    def masks(self) -> np.ndarray:
+        """All proposals at full size, ``(K, Y, X)`` bool."""
+        if self._all is None:
+            self._all = self._upsample(slice(None))
+        return self._all
+
+    def _upsample(self, which: slice) -> np.ndarray:
+        """SAM's postprocessing (resize to the padded input, crop, resize) for some masks."""
+        import torch
+        import torch.nn.functional as F
+
+        with torch.inference_mode():
+            low = self._logits[:, which].float()
+            size = (self._img_size, self._img_size)
+            up = F.interpolate(low, size, mode="bilinear", align_corners=False)
+            up = up[..., : self._input_size[0], : self._input_size[1]]
+            up = F.interpolate(up, self.original_size, mode="bilinear", align_corners=False)
+            return (up[0] > self._threshold).cpu().numpy()
+
+
+class PromptSegmenter:
+    """Prompt SAM on one image or plane at a time, reusing cached embeddings.
+
+    Parameters
+    ----------
+    model : SamModel
+    cache : EmbeddingCache, optional
+        Where embeddings are kept; default a new in-memory cache of 8 planes.
+        Share one cache between segmenters (or with a background precompute)
+        to reuse embeddings.
+    fast_decoder : bool
+        Run the mask decoder through :func:`~.decoder.decode` (same weights,
+        same result up to float rounding, fewer operations); False calls
+        ``segment_anything``'s ``MaskDecoder`` directly.
+
+    Examples
+    --------
+    >>> seg = PromptSegmenter(load_model("vit_b"))      # doctest: +SKIP
+    >>> seg.set_image(image)                            # doctest: +SKIP
+    >>> pred = seg.predict(points=[[120, 64]], labels=[1])  # doctest: +SKIP
+    >>> pred.mask.shape == image.shape[:2]              # doctest: +SKIP
+    True
+    """
+
+    def __init__(
+        self, model: SamModel, cache: EmbeddingCache | None = None, *, fast_decoder: bool = True
+    ) -> None:
+        self.model = model
+        self.fast_decoder = fast_decoder
+        self.cache = cache if cache is not None else EmbeddingCache(max_items=8)
+        self._source: SamInput | None = None
+        self._embedding: Embedding | None = None
+        self._token_key: Embedding | None = None
+        self._token_rows: torch.Tensor | None = None
+
+    # -- image ------------------------------------------------------------------------
+    def source_for(self, image: SamInput | np.ndarray, *, rgb: bool | None = None) -> SamInput:
+        """A :class:`SamInput` for ``image``, reused while the same array is passed."""
+        if isinstance(image, SamInput):
+            self._source = image
+        elif (
+            self._source is None
+            or self._source.data is not image
+            or (rgb is not None and self._source.rgb != rgb)
+        ):
+            self._source = SamInput(image, rgb=rgb)
+        return self._source
+
+    def set_image(
+        self,
+        image: SamInput | np.ndarray,
+        plane: int | None = None,
+        *,
+        rgb: bool | None = None,
+    ) -> Embedding:
+        """Select the image (or plane of a stack) to prompt on.
+
+        Parameters
+        ----------
+        image : array or SamInput
+            ``(Y, X)``, ``(Y, X, 3)`` of any numeric dtype, or a stack
+            ``(Z, Y, X[, 3])`` with ``plane`` given. Normalised to uint8 RGB as
+            described in :mod:`napari_seglab.sam.image` (stacks: one intensity
+            range for all planes). Never modified.
+        plane : int, optional
+            Plane index for a stack.
+        rgb : bool, optional
+            Whether the last axis is colour (None: guess).
+
+        Returns
+        -------
+        Embedding
+            From the cache when this content was embedded before by the same
+            encoder; otherwise computed (the slow step) and cached.
+        """
+        source = self.source_for(image, rgb=rgb)
+        rgb_plane = source.plane(plane if source.is_stack else None)
+        self._embedding = self.cache.get_or_compute(self.model, rgb_plane)
+        return self._embedding
+
+    def _tokens(self, embedding: Embedding) -> torch.Tensor:
+        """The embedding as contiguous ``(h*w, C)`` rows, kept for the current image."""
+        if self._token_key is not embedding:
+            self._token_rows = embedding.features[0].flatten(1).T.contiguous()
+            self._token_key = embedding
+        return self._token_rows
+
+    def set_embedding(self, embedding: Embedding) -> None:
+        """Prompt on a precomputed embedding."""
+        self._embedding = embedding
+
+    @property
+    def embedding(self) -> Embedding:
+        """The current embedding; raises RuntimeError before :meth:`set_image`."""
+        if self._embedding is None:
+            raise RuntimeError("No image is set: call set_image(image) before predict().")
+        return self._embedding
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """``(Y, X)`` of the current image."""
+        return self.embedding.original_size
+
+    # -- coordinates --------------------------------------------------------------------
+    def _to_model_frame(self, rows_cols: np.ndarray) -> np.ndarray:
+        """``(..., 2)`` ``(row, col)`` pixels -> SAM ``(x, y)`` in the resized input frame.
+
+        This is the only place where SAM's axis order and scaling appear.
+        """
+        (old_h, old_w), (new_h, new_w) = self.embedding.original_size, self.embedding.input_size
+        xy = np.asarray(rows_cols, dtype=np.float64)[..., ::-1].copy()
+        xy[..., 0] *= new_w / old_w
+        xy[..., 1] *= new_h / old_h
+        return xy
+
+    def _check_points(
+        self, points: Any, labels: Any
+    ) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+        if points is None:
+            if labels is not None:
+                raise ValueError("labels were given without points.")
+            return None, None
+        pts = np.asarray(points, dtype=np.float64)
+        if pts.ndim == 1 and pts.size == 2:
+            pts = pts[None]
+        if pts.ndim != 2 or pts.shape[1] != 2:
+            raise ValueError(f"Expected points of shape (N, 2) as (row, col), got {pts.shape}.")
+        if pts.shape[0] == 0:
+            return None, None
+        lab = np.ones(len(pts), dtype=np.int64) if labels is None else np.asarray(labels).ravel()
+        if lab.shape != (len(pts),):
+            raise ValueError(
+                f"Expected {len(pts)} point labels (1 positive, 0 negative), "
+                f"got shape {lab.shape}."
+            )
+        if not np.isin(lab, (0, 1)).all():
+            raise ValueError(f"Point labels must be 1 (positive) or 0 (negative), got {lab}.")
+        height, width = self.original_size
+        outside = (pts[:, 0] < -0.5) | (pts[:, 0] > height - 0.5)
+        outside |= (pts[:, 1] < -0.5) | (pts[:, 1] > width - 0.5)
+        if outside.any():
+            raise ValueError(
+                f"Points {pts[outside].tolist()} (row, col) lie outside the image of shape "
+                f"{(height, width)}."
+            )
+        return pts, lab.astype(np.int64)
+
+    def _check_box(self, box: Any) -> np.ndarray | None:
+        if box is None:
+            return None
+        b = np.asarray(box, dtype=np.float64).ravel()
+        if b.shape != (4,):
+            raise ValueError(
+                f"Expected a box (row0, col0, row1, col1), got shape {np.shape(box)}."
+            )
+        r0, r1 = sorted((b[0], b[2]))
+        c0, c1 = sorted((b[1], b[3]))
+        return np.array([[r0, c0], [r1, c1]])
+
+    def mask_to_logits(self, mask: np.ndarray) -> np.ndarray:
+        """A full-size mask ``(Y, X)`` (bool or labels > 0) as low-res prompt logits ``(h, w)``.
+
+        The mask is resized like the image, padded, averaged down to the
+        decoder's low resolution and mapped to ``±MASK_PROMPT_LOGIT``.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        mask = np.asarray(mask)
+        if mask.shape != tuple(self.original_size):
+            raise ValueError(
+                f"Expected a mask prompt of the image shape {self.original_size}, "
+                f"got {mask.shape}."
+            )
+        size = self.model.img_size
+        low = self.model.low_res_size
+        in_h, in_w = self.embedding.input_size
+        with torch.inference_mode():
+            m = torch.as_tensor(mask > 0, dtype=torch.float32)[None, None]
+            m = F.interpolate(m, (in_h, in_w), mode="bilinear", align_corners=False)
+            m = F.pad(m, (0, size - in_w, 0, size - in_h))
+            m = F.interpolate(m, (low, low), mode="area")
+            p = m.clamp(1e-3, 1 - 1e-3)
+            logits = torch.log(p / (1 - p)).clamp(-MASK_PROMPT_LOGIT, MASK_PROMPT_LOGIT)
+        return logits[0, 0].numpy()
+
+    def _mask_tensor(self, mask_input: Any) -> torch.Tensor | None:
+        import torch
+
+        if mask_input is None:
+            return None
+        arr = np.asarray(mask_input)
+        low = self.model.low_res_size
+        if arr.dtype == bool or np.issubdtype(arr.dtype, np.integer):
+            arr = self.mask_to_logits(arr)
+        arr = np.asarray(arr, dtype=np.float32)
+        if arr.ndim == 3 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.shape != (low, low):
+            raise ValueError(
+                f"Expected mask_input as low-res logits ({low}, {low}) "
+                "(e.g. Prediction.logits[k]) "
+                f"or a bool/label mask of the image shape {self.original_size}, got shape "
+                f"{np.shape(mask_input)} dtype {np.asarray(mask_input).dtype}."
+            )
+        return torch.as_tensor(arr, device=self.model.device)[None, None]
+
+    # -- prediction ---------------------------------------------------------------------
+    def predict(
+        self,
+        points: Sequence[Sequence[float]] | np.ndarray | None = None,
+        labels: Sequence[int] | np.ndarray | None = None,
+        box: Sequence[float] | np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask: bool = True,
+    ) -> Prediction:
+        """Masks for a prompt on the current image.
+
+        Parameters
+        ----------
+        points : array ``(N, 2)``, optional
+            ``(row, col)`` pixel coordinates.
+        labels : array ``(N,)``, optional
+            1 = positive (object), 0 = negative (background); default all 1.
+        box : ``(row0, col0, row1, col1)``, optional
+        mask_input : array, optional
+            Low-res logits ``(h, w)`` from a previous :attr:`Prediction.logits`,
+            or a full-size bool/label mask ``(Y, X)`` of an existing object
+            (converted with :meth:`mask_to_logits`).
+        multimask : bool
+            Three proposals (for an ambiguous single click) instead of one.
+
+        Returns
+        -------
+        Prediction
+        """
+        import torch
+
+        embedding = self.embedding
+        pts, lab = self._check_points(points, labels)
+        corners = self._check_box(box)
+        mask_t = self._mask_tensor(mask_input)
+        device = self.model.device
+        sam = self.model.sam
+        point_arg = None
+        if pts is not None:
+            coords = torch.as_tensor(self._to_model_frame(pts), dtype=torch.float, device=device)
+            point_arg = (coords[None], torch.as_tensor(lab, dtype=torch.int, device=device)[None])
+        box_t = None
+        if corners is not None:
+            box_xy = self._to_model_frame(corners).reshape(1, 4)
+            box_t = torch.as_tensor(box_xy, dtype=torch.float, device=device)
+        with torch.inference_mode():
+            sparse, dense = sam.prompt_encoder(points=point_arg, boxes=box_t, masks=mask_t)
+            if self.fast_decoder:
+                low_res, iou = decode(
+                    sam.mask_decoder,
+                    embedding.features,
+                    self.model.dense_pe(),
+                    sparse,
+                    dense,
+                    multimask,
+                    image_tokens=self._tokens(embedding),
+                    pe_tokens=self.model.pe_tokens(),
+                )
+            else:
+                low_res, iou = sam.mask_decoder(
+                    image_embeddings=embedding.features,
+                    image_pe=self.model.dense_pe(),
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=multimask,
+                )
+        scores = iou[0].float().cpu().numpy()
+        return Prediction(
+            scores=scores,
+            best=int(np.argmax(scores)),
+            original_size=tuple(embedding.original_size),
+            _logits=low_res,
+            _input_size=tuple(embedding.input_size),
+            _img_size=self.model.img_size,
+            _threshold=float(sam.mask_threshold),
+        )

@@ -1,0 +1,201 @@
+"""Embedding cache: reuse, invalidation, LRU bound, on-disk store and its signature."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("segment_anything")
+zarr = pytest.importorskip("zarr")
+
+from napari_seglab.sam import (  # noqa: E402
+    EmbeddingCache,
+    PromptSegmenter,
+    SamInput,
+    build_tiny_sam,
+    precompute_embeddings,
+)
+
+
+class EncoderCalls:
+    """Counts real forward calls of the image encoder (and the planes it saw)."""
+
+    def __init__(self, model) -> None:
+        self.calls = 0
+        self.planes = 0
+        self.handle = model.sam.image_encoder.register_forward_hook(self._hook)
+
+    def _hook(self, module, inputs, output) -> None:
+        self.calls += 1
+        self.planes += int(inputs[0].shape[0])
+
+
+@pytest.fixture
+def model():
+    return build_tiny_sam(seed=2)
+
+
+@pytest.fixture
+def stack():
+    rng = np.random.default_rng(1)
+    return rng.integers(0, 1000, size=(5, 48, 64)).astype(np.uint16)
+
+
+def test_revisiting_a_plane_does_not_call_the_encoder(model, stack):
+    counter = EncoderCalls(model)
+    seg = PromptSegmenter(model, EmbeddingCache(max_items=8))
+    source = SamInput(stack)
+    first = seg.set_image(source, 2)
+    seg.set_image(source, 3)
+    assert counter.calls == 2
+    again = seg.set_image(source, 2)
+    assert counter.calls == 2
+    assert again.features is first.features
+    assert seg.cache.hits == 1
+    assert seg.cache.misses == 2
+    # A second segmenter sharing the cache reuses it too (widget + propagation).
+    other = PromptSegmenter(model, seg.cache)
+    other.set_image(source, 3)
+    assert counter.calls == 2
+
+
+def test_changed_image_invalidates(model, stack):
+    counter = EncoderCalls(model)
+    seg = PromptSegmenter(model)
+    image = stack[0].copy()
+    seg.set_image(image)
+    before = seg.predict(points=[[10, 10]]).logits
+    image[5:20, 5:20] = 999  # the user edits the image in place
+    seg.set_image(image)
+    assert counter.calls == 2
+    after = seg.predict(points=[[10, 10]]).logits
+    assert not np.array_equal(before, after)
+
+
+def test_other_model_does_not_reuse_embeddings(stack):
+    cache = EmbeddingCache()
+    a, b = build_tiny_sam(seed=2), build_tiny_sam(seed=3)
+    counter_b = EncoderCalls(b)
+    PromptSegmenter(a, cache).set_image(stack[0])
+    PromptSegmenter(b, cache).set_image(stack[0])
+    assert counter_b.calls == 1
+    assert a.encoder_hash != b.encoder_hash
+
+
+def test_lru_is_bounded(model, stack):
+    cache = EmbeddingCache(max_items=2)
+    seg = PromptSegmenter(model, cache)
+    for plane in range(5):
+        seg.set_image(stack, plane)
+    assert len(cache) == 2
+    counter = EncoderCalls(model)
+    seg.set_image(stack, 4)  # most recent: still there
+    assert counter.calls == 0
+    seg.set_image(stack, 0)  # evicted long ago: recomputed
+    assert counter.calls == 1
+
+
+def test_disk_cache_is_reused_across_sessions(model, stack, tmp_path):
+    store = tmp_path / "emb.zarr"
+    list(precompute_embeddings(model, stack, EmbeddingCache(max_items=1, disk=store)))
+    counter = EncoderCalls(model)
+    fresh_session = EmbeddingCache(max_items=1, disk=store)
+    seg = PromptSegmenter(model, fresh_session)
+    loaded = seg.set_image(stack, 4)
+    assert counter.calls == 0
+    assert fresh_session.disk_hits == 1
+    recomputed = PromptSegmenter(model, EmbeddingCache()).set_image(stack, 4)
+    torch.testing.assert_close(loaded.features, recomputed.features)
+    assert loaded.original_size == recomputed.original_size
+    assert loaded.input_size == recomputed.input_size
+
+
+def test_disk_entry_with_wrong_signature_is_not_reused(model, stack, tmp_path):
+    store = tmp_path / "emb.zarr"
+    cache = EmbeddingCache(disk=store)
+    PromptSegmenter(model, cache).set_image(stack, 0)
+    # Tamper: pretend the entry was written by another package version and another model.
+    group = zarr.open_group(str(store), mode="a")
+    (folder,) = list(group.group_keys())
+    (name,) = list(group[folder].array_keys())
+    array = group[folder][name]
+    signature = dict(array.attrs["signature"])
+    signature["package_version"] = "0.0.0-old"
+    array.attrs["signature"] = signature
+    counter = EncoderCalls(model)
+    fresh = EmbeddingCache(disk=store)
+    PromptSegmenter(model, fresh).set_image(stack, 0)
+    assert counter.calls == 1
+    assert fresh.disk_rejected == 1
+    # The recomputed entry replaced the stale one and is reused next time.
+    again = EmbeddingCache(disk=store)
+    PromptSegmenter(model, again).set_image(stack, 0)
+    assert counter.calls == 1
+    assert again.disk_hits == 1
+
+
+def test_precompute_reports_progress_skips_cached_and_cancels(model, stack):
+    cache = EmbeddingCache(max_items=16)
+    counter = EncoderCalls(model)
+    PromptSegmenter(model, cache).set_image(stack, 2)
+    events = list(precompute_embeddings(model, stack, cache, planes=[2, 1, 3, 0, 4], batch_size=2))
+    assert [e.plane for e in events] == [2, 1, 3, 0, 4]
+    assert [e.done for e in events] == [1, 2, 3, 4, 5]
+    assert events[0].cached
+    assert not any(e.cached for e in events[1:])
+    assert counter.planes == 5  # 1 before + 4 precomputed, none twice
+    assert counter.calls == 3  # the 4 missing planes went in 2 batches of 2
+    # Batched embeddings equal single-plane ones.
+    single = PromptSegmenter(model, EmbeddingCache()).set_image(stack, 3)
+    batched = cache.get(single.key, model)
+    torch.testing.assert_close(batched.features, single.features, rtol=1e-4, atol=1e-5)
+
+    cancel = threading.Event()
+    fresh = EmbeddingCache()
+    steps = precompute_embeddings(model, stack, fresh, cancel=cancel)
+    next(steps)
+    cancel.set()
+    with pytest.raises(StopIteration) as stop:
+        next(steps)
+    assert stop.value.value == 1
+    assert len(fresh) == 1
+
+
+def test_cache_memory_stays_bounded_with_disk(model, tmp_path):
+    stack = np.random.default_rng(5).integers(0, 255, size=(12, 32, 32)).astype(np.uint8)
+    cache = EmbeddingCache(max_items=3, disk=tmp_path / "e.zarr")
+    list(precompute_embeddings(model, stack, cache))
+    assert len(cache) == 3
+    assert all(cache.has(key, model) for key in list(cache._items))
+    counter = EncoderCalls(model)
+    list(precompute_embeddings(model, stack, cache))
+    assert counter.calls == 0  # everything found on disk, nothing recomputed
+
+
+def test_concurrent_requests_for_one_plane_embed_it_once(model, stack):
+    """The widget's background precompute and a click on the same plane share one encoding."""
+    cache = EmbeddingCache()
+    counter = EncoderCalls(model)
+    source = SamInput(stack)
+    results = []
+    start = threading.Barrier(3)
+
+    def click():
+        start.wait()
+        results.append(PromptSegmenter(model, cache).set_image(source, 1))
+
+    def background():
+        start.wait()
+        list(precompute_embeddings(model, source, cache, planes=[1]))
+
+    threads = [threading.Thread(target=f) for f in (click, click, background)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert counter.planes == 1
+    assert len(results) == 2
+    torch.testing.assert_close(results[0].features, results[1].features)

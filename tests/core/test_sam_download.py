@@ -1,0 +1,185 @@
+"""Checkpoints: download from a real HTTP server on loopback, hashes, loading errors."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import threading
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("segment_anything")
+
+from napari_seglab.sam import (  # noqa: E402
+    CHECKPOINTS,
+    CheckpointSpec,
+    PromptSegmenter,
+    build_tiny_sam,
+    ensure_checkpoint,
+    load_model,
+    save_decoder_checkpoint,
+)
+from napari_seglab.sam.download import checkpoint_path, download_file  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def checkpoint_bytes() -> bytes:
+    buffer = io.BytesIO()
+    torch.save(build_tiny_sam(seed=7).sam.state_dict(), buffer)
+    return buffer.getvalue()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files: ClassVar[dict[str, bytes]] = {}
+
+    def do_GET(self) -> None:
+        body = self.files.get(self.path.split("?")[0])
+        if body is None:
+            self.send_error(404)
+            return
+        truncate = self.path.endswith("?truncate")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2] if truncate else body)
+        if truncate:
+            self.close_connection = True
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def server(checkpoint_bytes):
+    handler = type("Handler", (_Handler,), {"files": {"/tiny.pth": checkpoint_bytes}})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def cache_folder(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("SEGLAB_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def spec_for(url: str, digest: str) -> CheckpointSpec:
+    return CheckpointSpec(
+        name="tiny-test", architecture="tiny", url=url, filename="tiny.pth", hash=digest
+    )
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def test_registry_has_official_checkpoints():
+    for name in ("vit_b", "vit_l", "vit_h", "medsam"):
+        spec = CHECKPOINTS[name]
+        assert spec.url.startswith("https://")
+        assert spec.hash_algorithm in ("sha256", "md5")
+        assert len(spec.hash_value) == {"sha256": 64, "md5": 32}[spec.hash_algorithm]
+    assert CHECKPOINTS["medsam"].architecture == "vit_b"
+
+
+def test_download_verifies_and_loads(server, checkpoint_bytes, cache_folder):
+    digest = "sha256:" + hashlib.sha256(checkpoint_bytes).hexdigest()
+    spec = spec_for(f"{server}/tiny.pth", digest)
+    seen = []
+    path = ensure_checkpoint(spec, progress=lambda done, total: seen.append((done, total)))
+    assert path == cache_folder / "sam" / "tiny.pth"
+    assert path.read_bytes() == checkpoint_bytes
+    assert seen[-1] == (len(checkpoint_bytes), len(checkpoint_bytes))
+    model = load_model(spec, device="cpu", progress=False)
+    reference = build_tiny_sam(seed=7)
+    for (name, ours), (_, theirs) in zip(
+        model.sam.state_dict().items(), reference.sam.state_dict().items()
+    ):
+        torch.testing.assert_close(ours, theirs, msg=name)
+    assert model.encoder_hash == digest
+
+
+def test_hash_mismatch_leaves_no_file(server, cache_folder):
+    wrong = "sha256:" + "0" * 64
+    with pytest.raises(RuntimeError, match=r"expected 0{64}, got [0-9a-f]{64}"):
+        ensure_checkpoint(spec_for(f"{server}/tiny.pth", wrong), progress=False)
+    assert leftovers(cache_folder) == []
+
+
+def test_truncated_download_leaves_no_file(server, checkpoint_bytes, cache_folder):
+    digest = "sha256:" + hashlib.sha256(checkpoint_bytes).hexdigest()
+    target = cache_folder / "sam" / "tiny.pth"
+    with pytest.raises(RuntimeError, match=r"(truncated|interrupted).*of \d+"):
+        download_file(f"{server}/tiny.pth?truncate", target, digest, progress=False)
+    assert leftovers(cache_folder) == []
+
+
+def test_offline_error_names_path_and_url(cache_folder):
+    spec = spec_for("http://127.0.0.1:9/tiny.pth", "sha256:" + "1" * 64)
+    with pytest.raises(FileNotFoundError) as info:
+        ensure_checkpoint(spec, progress=False)
+    message = str(info.value)
+    assert str(cache_folder / "sam" / "tiny.pth") in message
+    assert "http://127.0.0.1:9/tiny.pth" in message
+    with pytest.raises(FileNotFoundError, match=r"sam_vit_b_01ec64\.pth"):
+        load_model("vit_b", device="cpu", download=False)
+    assert leftovers(cache_folder) == []
+
+
+def test_cached_file_with_wrong_hash_is_refused(cache_folder):
+    target = checkpoint_path("vit_b")
+    target.write_bytes(b"not the real checkpoint")
+    with pytest.raises(RuntimeError, match=r"sam_vit_b_01ec64\.pth.*expected ec2df627"):
+        load_model("vit_b", device="cpu", download=False)
+
+
+def test_corrupt_and_mismatched_checkpoints(tmp_path, checkpoint_bytes):
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(checkpoint_bytes[: len(checkpoint_bytes) // 3])
+    with pytest.raises(RuntimeError, match=r"corrupt\.pth.*weights_only"):
+        load_model("tiny", checkpoint=corrupt, device="cpu")
+    good = tmp_path / "tiny.pth"
+    good.write_bytes(checkpoint_bytes)
+    with pytest.raises(RuntimeError, match=r"does not fit the SAM vit_b.*looks like tiny"):
+        load_model("vit_b", checkpoint=good, device="cpu")
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth"):
+        load_model("tiny", checkpoint=tmp_path / "missing.pth", device="cpu")
+    not_a_dict = tmp_path / "list.pth"
+    torch.save([torch.zeros(2)], not_a_dict)
+    with pytest.raises(RuntimeError, match="expected a state dict"):
+        load_model("tiny", checkpoint=not_a_dict, device="cpu")
+    with pytest.raises(ValueError, match="Unknown SAM"):
+        load_model("vit_z", device="cpu")
+    with pytest.raises(ValueError, match="no published weights"):
+        load_model("tiny", device="cpu")
+
+
+def test_decoder_checkpoint_is_applied_and_keeps_embeddings(tmp_path, checkpoint_bytes):
+    full = tmp_path / "tiny.pth"
+    full.write_bytes(checkpoint_bytes)
+    tuned = build_tiny_sam(seed=8)  # stands in for a fine-tuned decoder
+    decoder = save_decoder_checkpoint(tmp_path / "decoder.pth", tuned)
+    base = load_model("tiny", checkpoint=full, device="cpu")
+    model = load_model("tiny", checkpoint=full, device="cpu", decoder_checkpoint=decoder)
+    for key, value in tuned.sam.mask_decoder.state_dict().items():
+        torch.testing.assert_close(model.sam.mask_decoder.state_dict()[key], value)
+    assert model.encoder_hash == base.encoder_hash  # embeddings stay valid
+    assert model.model_hash != base.model_hash
+    image = np.random.default_rng(0).integers(0, 255, (40, 40)).astype(np.uint8)
+    a, b = PromptSegmenter(base), PromptSegmenter(model)
+    a.set_image(image)
+    b.set_image(image)
+    assert not np.allclose(
+        a.predict(points=[[20, 20]]).logits, b.predict(points=[[20, 20]]).logits
+    )
+    with pytest.raises(RuntimeError, match=r"full\.pth|mask_decoder"):
+        load_model("tiny", checkpoint=full, device="cpu", decoder_checkpoint=full)
