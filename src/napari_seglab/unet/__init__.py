@@ -1,0 +1,67 @@
+"""U-Net / MONAI segmentation: train on layers, predict 2D/3D, suggest what to annotate.
+
+Importing this package is cheap: the names below are loaded on first use
+(PEP 562), and only then torch and MONAI are imported.
+
+Main entry points
+-----------------
+train, train_events
+    Fit a MONAI network on image/label pairs (sparse labels via ``ignore_label``).
+predict, predict_events
+    Sliding-window class probabilities ``(C, *spatial)`` float32.
+probabilities_to_labels, to_instances
+    Post-processing to semantic labels and instance labels.
+SegmentationModel
+    Network + metadata; ``save(path)`` / ``SegmentationModel.load(path)``.
+suggest_slices
+    Planes (3D) or tiles (2D) ranked by predictive entropy.
+"""
+
+import importlib
+
+#: Public name -> submodule that defines it.
+_EXPORTS = {
+    "ARCHITECTURES": "architectures",
+    "ARCHITECTURE_NAMES": "architectures",
+    "PredictionCancelled": "inference",
+    "PredictionProgress": "inference",
+    "predict": "inference",
+    "predict_events": "inference",
+    "probabilities_to_labels": "inference",
+    "to_instances": "inference",
+    "SegmentationModel": "model",
+    "TrainingEvent": "training",
+    "train": "training",
+    "train_events": "training",
+    "Suggestion": "uncertainty",
+    "suggest_slices": "uncertainty",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "ARCHITECTURE_NAMES",
+    "PredictionCancelled",
+    "PredictionProgress",
+    "SegmentationModel",
+    "Suggestion",
+    "TrainingEvent",
+    "predict",
+    "predict_events",
+    "probabilities_to_labels",
+    "suggest_slices",
+    "to_instances",
+    "train",
+    "train_events",
+]

@@ -1,0 +1,118 @@
+"""The ``seglab train/predict/suggest`` commands, run in-process on small TIFF files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_seglab import data
+from napari_seglab.cli import main
+from napari_seglab.unet import SegmentationModel
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One torch thread: on the shared 2-core test machine this is several times faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("unet_cli")
+    sample = data.nuclei_3d(shape=(6, 32, 32), n_objects=4)
+    tifffile.imwrite(folder / "image.tif", sample.image)
+    tifffile.imwrite(folder / "labels.tif", sample.labels)
+    np.save(folder / "image.npy", sample.image)
+    return folder
+
+
+def test_train_predict_suggest_round_trip(files, capsys):
+    model_path = files / "model.pt"
+    code = main(
+        [
+            "train",
+            str(files / "image.tif"),
+            str(files / "labels.tif"),
+            "-o",
+            str(model_path),
+            "--binary",
+            "--epochs",
+            "2",
+            "--steps-per-epoch",
+            "1",
+            "--batch-size",
+            "1",
+            "--patch-size",
+            "8",
+            "32",
+            "32",
+            "--device",
+            "cpu",
+            "--spacing",
+            "2",
+            "0.5",
+            "0.5",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "epoch 2:" in out
+    model = SegmentationModel.load(model_path)
+    assert model.classes == (0, 1)
+    assert model.spacing == (2.0, 0.5, 0.5)
+
+    labels_path = files / "pred.tif"
+    prob_path = files / "prob.npy"
+    assert (
+        main(
+            [
+                "predict",
+                str(model_path),
+                str(files / "image.npy"),
+                "-o",
+                str(labels_path),
+                "--probabilities",
+                str(prob_path),
+                "--instances",
+                "connected",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    labels = tifffile.imread(labels_path)
+    probs = np.load(prob_path)
+    assert labels.shape == (6, 32, 32)
+    assert probs.shape == (2, 6, 32, 32)
+    assert labels.dtype == np.int32
+
+    assert (
+        main(["suggest", str(model_path), str(files / "image.tif"), "-k", "3", "--device", "cpu"])
+        == 0
+    )
+    lines = capsys.readouterr().out.strip().splitlines()[-3:]
+    assert [line.split()[0] for line in lines] == ["1.", "2.", "3."]
+    assert all("plane" in line for line in lines)
+
+
+def test_errors_are_one_line_messages(files, capsys):
+    missing_model = [str(files / "missing.pt"), str(files / "image.tif")]
+    assert main(["predict", *missing_model, "-o", str(files / "x.tif")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    missing_labels = [str(files / "image.tif"), str(files / "nope.tif")]
+    assert main(["train", *missing_labels, "-o", str(files / "m.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    constant = np.zeros((6, 32, 32), np.uint8)
+    tifffile.imwrite(files / "empty.tif", constant)
+    empty = [str(files / "image.tif"), str(files / "empty.tif")]
+    assert main(["train", *empty, "-o", str(files / "m.pt"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seglab train: error:")
+    assert "single class" in err
+    assert len(err.strip().splitlines()) == 1

@@ -1,0 +1,164 @@
+"""The U-Net dock widget in a real viewer: train with a live plot, predict, suggest, cancel."""
+
+from __future__ import annotations
+
+# MONAI (and through it torchvision and triton) must load before the first viewer: importing
+# triton after napari created its OpenGL context segfaults under Mesa's llvmpipe (two LLVM
+# copies in one process), which is what Xvfb gives us here.
+import monai.networks.nets  # noqa: F401
+import numpy as np
+import pytest
+import torch
+
+from napari_seglab import data
+from napari_seglab.unet import SegmentationModel, predict, probabilities_to_labels
+
+DISPLAY_NAME = "U-Net train / predict"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One torch thread: on the shared 2-core test machine this is several times faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def open_widget(viewer):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-seglab", DISPLAY_NAME)
+    return widget
+
+
+def wait_done(qtbot, widget, timeout=120_000):
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=timeout)
+
+
+def small_settings(widget, epochs=3):
+    widget.patch_size.setText("32 32")
+    widget.epochs.setValue(epochs)
+    widget.batch_size.setValue(2)
+    widget.augment.setChecked(False)
+    widget.device.setCurrentText("cpu")
+    widget.learning_rate.setValue(0.003)
+
+
+def snapshot(viewer):
+    return [(layer.name, type(layer).__name__, np.array(layer.data)) for layer in viewer.layers]
+
+
+def assert_same_layers(viewer, before):
+    after = snapshot(viewer)
+    assert [(n, t) for n, t, _ in after] == [(n, t) for n, t, _ in before]
+    for (_, _, a), (_, _, b) in zip(after, before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_train_plot_predict_then_cancel_second_training(make_napari_viewer, qtbot, tmp_path):
+    sample = data.nuclei_2d(shape=(96, 96), n_objects=10, seed=4)
+    viewer = make_napari_viewer()
+    viewer.add_image(sample.image, name="nuclei", scale=(0.5, 0.5))
+    viewer.add_labels(sample.semantic, name="annotation", scale=(0.5, 0.5))
+    widget = open_widget(viewer)
+    assert widget.image_combo.currentText() == "nuclei"
+    assert widget.labels_combo.currentText() == "annotation"
+    small_settings(widget, epochs=3)
+
+    widget.train_button.click()
+    assert not widget.train_button.isEnabled()
+    assert widget.cancel_button.isEnabled()
+    wait_done(qtbot, widget)
+
+    assert widget.plot.epochs == [1, 2, 3]
+    assert all(np.isfinite(widget.plot.losses))
+    assert widget.plot.dices[-1] is not None
+    assert len(widget.plot.loss_axes.lines) == 1  # the matplotlib curve was drawn
+    assert len(widget.plot.loss_axes.lines[0].get_xdata()) == 3
+    model = widget.model
+    assert isinstance(model, SegmentationModel)
+    assert model.classes == (0, 1)
+    assert model.spacing == (0.5, 0.5)
+    assert "3 epochs" in widget.model_info.text()
+
+    widget.probability_layer.setChecked(True)
+    widget.instances.setCurrentText("watershed")
+    widget.predict_button.click()
+    wait_done(qtbot, widget)
+    labels_layer = viewer.layers["nuclei U-Net"]
+    expected = probabilities_to_labels(predict(model, sample.image, device="cpu"), model.classes)
+    np.testing.assert_array_equal(labels_layer.data, expected)
+    assert tuple(labels_layer.scale) == (0.5, 0.5)
+    assert viewer.layers["nuclei U-Net objects"].data.shape == (96, 96)
+    probability = viewer.layers["nuclei U-Net P(label 1)"]
+    assert probability.data.dtype == np.float32
+    assert float(probability.data.max()) <= 1.0
+
+    # Save and load through the widget: same predictions.
+    widget.save_model(tmp_path / "unet.pt")
+    widget.load_model(tmp_path / "unet.pt")
+    assert widget.model is not model
+    np.testing.assert_array_equal(
+        predict(widget.model, sample.image, device="cpu"),
+        predict(model, sample.image, device="cpu"),
+    )
+
+    # A second, long training cancelled right away: no layer changes.
+    before = snapshot(viewer)
+    widget.epochs.setValue(10_000)
+    widget.train_button.click()
+    widget.cancel_button.click()
+    wait_done(qtbot, widget)
+    assert_same_layers(viewer, before)
+    assert widget.train_button.isEnabled()
+    assert not widget.cancel_button.isEnabled()
+    assert len(widget.plot.epochs) <= 1
+
+
+def test_sparse_3d_training_then_suggestions_jump_to_plane(make_napari_viewer, qtbot):
+    sample = data.nuclei_3d(shape=(8, 48, 48), n_objects=5, seed=2)
+    viewer = make_napari_viewer()
+    viewer.add_image(sample.image, name="stack", scale=sample.spacing)
+    sparse = np.full(sample.labels.shape, 0, np.uint8)
+    sparse[3] = sample.semantic[3] + 1  # plane 3 annotated: 1 background, 2 nuclei
+    viewer.add_labels(sparse, name="sparse", scale=sample.spacing)
+    widget = open_widget(viewer)
+    small_settings(widget, epochs=1)
+    widget.use_ignore.setChecked(True)
+    widget.ignore_value.setValue(0)
+    widget.architecture.setCurrentText("unet")
+
+    widget.patch_size.setText("8 32 32")  # a 3D network on the 8-plane stack
+    widget.train_button.click()
+    wait_done(qtbot, widget)
+    assert widget.model is not None
+    assert widget.model.classes == (1, 2)
+
+    widget.suggest_k.setValue(3)
+    before = snapshot(viewer)
+    widget.suggest_button.click()
+    wait_done(qtbot, widget)
+    assert_same_layers(viewer, before)  # suggestions do not touch layers
+    assert widget.suggestions.count() == 3
+    item = widget.suggestions.item(0)
+    plane = item.data(0x0100).plane  # Qt.UserRole
+    assert item.text().startswith(f"plane {plane}")
+    widget.suggestions.itemClicked.emit(item)
+    assert viewer.dims.current_step[0] == plane
+
+
+def test_errors_become_notifications_and_change_nothing(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32), np.uint16), name="flat")
+    viewer.add_labels(np.zeros((32, 32), np.uint8), name="empty")
+    widget = open_widget(viewer)
+    small_settings(widget, epochs=1)
+    before = snapshot(viewer)
+
+    widget.predict_button.click()  # no model yet
+    assert widget._worker is None
+    widget.train_button.click()  # a single class: the worker reports the error
+    wait_done(qtbot, widget)
+    assert "single class" in widget.status.text()
+    assert widget.model is None
+    assert_same_layers(viewer, before)
+    assert widget.train_button.isEnabled()
