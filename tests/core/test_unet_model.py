@@ -82,7 +82,7 @@ def test_saved_metadata_is_json_with_everything_needed(model_3d, tmp_path):
 
 
 def test_save_is_atomic_and_needs_existing_folder(model_2d, tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="not found"):
         model_2d.save(tmp_path / "missing" / "model.pt")
     model_2d.save(tmp_path / "model.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]

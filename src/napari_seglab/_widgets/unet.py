@@ -21,7 +21,6 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -32,12 +31,12 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from ..unet.architectures import ARCHITECTURE_NAMES
+from ._controls import TrainingPlot, float_box, int_box
 from ._layers import (
     layer_spacing,
     layers_of_type,
@@ -48,97 +47,6 @@ from ._layers import (
 )
 
 INSTANCE_CHOICES = ("none", "connected", "watershed")
-
-
-class TrainingPlot(QWidget):
-    """Live loss and validation-Dice curves (matplotlib when installed, else text).
-
-    Attributes
-    ----------
-    epochs, losses, dices : list
-        The plotted history (``dices`` holds None for epochs without validation).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.epochs: list[int] = []
-        self.losses: list[float] = []
-        self.dices: list[float | None] = []
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        self.canvas = None
-        try:
-            from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-            from matplotlib.figure import Figure
-        except ImportError:  # pragma: no cover - matplotlib is a test dependency here
-            self.text = QLabel("Loss / validation Dice will appear here.")
-            layout.addWidget(self.text)
-            return
-        self.figure = Figure(figsize=(3.2, 2.0), tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(160)
-        self.loss_axes = self.figure.add_subplot(111)
-        self.dice_axes = self.loss_axes.twinx()
-        layout.addWidget(self.canvas)
-        self._draw()
-
-    def clear(self) -> None:
-        """Forget the history (a new training starts)."""
-        self.epochs.clear()
-        self.losses.clear()
-        self.dices.clear()
-        self._draw()
-
-    def add(self, epoch: int, loss: float, dice: float | None) -> None:
-        """Append one epoch and redraw."""
-        self.epochs.append(epoch)
-        self.losses.append(loss)
-        self.dices.append(dice)
-        self._draw()
-
-    def _draw(self) -> None:
-        if self.canvas is None:
-            last = (
-                f"epoch {self.epochs[-1]}: loss {self.losses[-1]:.3f}, "
-                f"val Dice {self.dices[-1] if self.dices[-1] is not None else '-'}"
-                if self.epochs
-                else "Loss / validation Dice will appear here."
-            )
-            self.text.setText(last)
-            return
-        self.loss_axes.clear()
-        self.dice_axes.clear()
-        self.loss_axes.set_xlabel("epoch")
-        self.loss_axes.set_ylabel("loss", color="tab:blue")
-        self.dice_axes.set_ylabel("val Dice", color="tab:orange")
-        self.dice_axes.set_ylim(0.0, 1.0)
-        if self.epochs:
-            self.loss_axes.plot(self.epochs, self.losses, "o-", color="tab:blue", ms=3)
-            points = [(e, d) for e, d in zip(self.epochs, self.dices) if d is not None]
-            if points:
-                xs, ys = zip(*points)
-                self.dice_axes.plot(xs, ys, "s-", color="tab:orange", ms=3)
-        self.canvas.draw_idle()
-
-
-def _int_box(value: int, low: int, high: int, tip: str, special: str | None = None) -> QSpinBox:
-    box = QSpinBox()
-    box.setRange(low, high)
-    box.setValue(value)
-    box.setToolTip(tip)
-    if special:
-        box.setSpecialValueText(special)
-    return box
-
-
-def _float_box(value: float, low: float, high: float, step: float, decimals: int, tip: str):
-    box = QDoubleSpinBox()
-    box.setRange(low, high)
-    box.setDecimals(decimals)
-    box.setSingleStep(step)
-    box.setValue(value)
-    box.setToolTip(tip)
-    return box
 
 
 def _prediction_job(model, image, *, instances, spacing, mc_passes=0, suggest_k=0, **kwargs):
@@ -207,7 +115,7 @@ class UNetWidget(QWidget):
             "Sparse annotation: pixels with this value are not annotated and are skipped by "
             "the loss. With ignore value 0, paint background as 1 and objects as 2, 3..."
         )
-        self.ignore_value = _int_box(0, -(2**31), 2**31 - 1, "Label value of unannotated pixels.")
+        self.ignore_value = int_box(0, -(2**31), 2**31 - 1, "Label value of unannotated pixels.")
         self.ignore_value.setEnabled(False)
         self.use_ignore.toggled.connect(self.ignore_value.setEnabled)
         self.binary = QCheckBox("Foreground vs background (labels > 0)")
@@ -220,10 +128,10 @@ class UNetWidget(QWidget):
         self.patch_size = QLineEdit()
         self.patch_size.setPlaceholderText("auto")
         self.patch_size.setToolTip("Window size, e.g. '128 128' or '16 64 64'; empty = auto.")
-        self.epochs = _int_box(30, 0, 100_000, "Maximum epochs (0: only the time budget).")
-        self.time_budget = _int_box(0, 0, 10**7, "Maximum seconds (0: no limit).", "no limit")
-        self.batch_size = _int_box(0, 0, 4096, "Patches per step (0: auto).", "auto")
-        self.learning_rate = _float_box(1e-3, 1e-6, 1.0, 1e-4, 6, "AdamW learning rate.")
+        self.epochs = int_box(30, 0, 100_000, "Maximum epochs (0: only the time budget).")
+        self.time_budget = int_box(0, 0, 10**7, "Maximum seconds (0: no limit).", "no limit")
+        self.batch_size = int_box(0, 0, 4096, "Patches per step (0: auto).", "auto")
+        self.learning_rate = float_box(1e-3, 1e-6, 1.0, 1e-4, 6, "AdamW learning rate.")
         self.augment = QCheckBox("Augmentation")
         self.augment.setChecked(True)
         self.augment.setToolTip("Flips, rotations, affine/elastic deformation, intensity, noise.")
@@ -244,7 +152,7 @@ class UNetWidget(QWidget):
         self.model_info.setWordWrap(True)
 
         # ---------------------------------------------------------- predict
-        self.overlap = _float_box(0.5, 0.0, 0.95, 0.05, 2, "Window overlap (Gaussian blending).")
+        self.overlap = float_box(0.5, 0.0, 0.95, 0.05, 2, "Window overlap (Gaussian blending).")
         self.tta = QCheckBox("Flip TTA")
         self.tta.setToolTip("Average predictions over flips (slower, smoother).")
         self.probability_layer = QCheckBox("Probability layer")
@@ -255,8 +163,8 @@ class UNetWidget(QWidget):
         self.predict_button = QPushButton("Predict")
 
         # ---------------------------------------------------------- suggest
-        self.suggest_k = _int_box(5, 1, 1000, "Number of planes / tiles to suggest.")
-        self.mc_passes = _int_box(0, 0, 100, "Monte-Carlo dropout passes (0: off).", "off")
+        self.suggest_k = int_box(5, 1, 1000, "Number of planes / tiles to suggest.")
+        self.mc_passes = int_box(0, 0, 100, "Monte-Carlo dropout passes (0: off).", "off")
         self.suggest_button = QPushButton("Suggest slices")
         self.suggestions = QListWidget()
         self.suggestions.setToolTip("Click to jump to the plane or tile.")

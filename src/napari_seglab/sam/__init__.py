@@ -13,10 +13,25 @@ Typical use::
     pred = seg.predict(points=[[row, col]], labels=[1])
     pred.mask                              # (Y, X) bool, best proposal
     volume_mask = propagate(stack, plane, pred.mask, segmenter=seg)
+
+    # adapt the mask decoder to annotated images (encoder frozen)
+    result = finetune_decoder(model, images, labels, time_budget_s=600)
+    save_decoder(result.model, "decoder.pt", result=result)
+    tuned = load_model("vit_b", decoder_checkpoint="decoder.pt")
 """
 
 from .download import cache_dir, checkpoint_path, download_file, ensure_checkpoint
 from .embedding import Embedding, EmbeddingCache, EmbeddingProgress, precompute_embeddings
+from .finetune import (
+    DecoderMismatchError,
+    FinetuneEvent,
+    FinetuneResult,
+    finetune_decoder,
+    finetune_decoder_events,
+    load_decoder,
+    save_decoder,
+)
+from .finetune_prompts import PromptRecipe
 from .image import SamInput
 from .model import (
     SamModel,
@@ -33,10 +48,14 @@ __all__ = [
     "ARCHITECTURES",
     "CHECKPOINTS",
     "CheckpointSpec",
+    "DecoderMismatchError",
     "Embedding",
     "EmbeddingCache",
     "EmbeddingProgress",
+    "FinetuneEvent",
+    "FinetuneResult",
     "Prediction",
+    "PromptRecipe",
     "PromptSegmenter",
     "PropagationStep",
     "SamArchitecture",
@@ -48,9 +67,13 @@ __all__ = [
     "checkpoint_path",
     "download_file",
     "ensure_checkpoint",
+    "finetune_decoder",
+    "finetune_decoder_events",
+    "load_decoder",
     "load_model",
     "precompute_embeddings",
     "propagate",
     "propagate_steps",
+    "save_decoder",
     "save_decoder_checkpoint",
 ]

@@ -326,31 +326,25 @@ def decoder_state(model: SamModel, *, include_prompt_encoder: bool = False) -> d
 
 
 def save_decoder_checkpoint(
-    path: str | Path, model: SamModel, *, include_prompt_encoder: bool = False
+    path: str | Path,
+    model: SamModel,
+    *,
+    include_prompt_encoder: bool = False,
+    metadata: dict | None = None,
 ) -> Path:
     """Write the decoder weights of ``model`` to ``path`` (readable by :func:`load_model`).
 
     The file holds ``{"mask_decoder": state, ["prompt_encoder": state,]
-    "architecture": name}``; it is written to a temporary file and moved into
-    place, so a crash never leaves a half-written checkpoint.
+    "architecture": name}`` plus the entries of ``metadata`` (plain values);
+    it is written to a temporary file and moved into place, so a crash never
+    leaves a half-written checkpoint.
     """
-    import os
-    import tempfile
+    from ..checkpoints import atomic_torch_save
 
-    import torch
-
-    path = Path(path)
     payload: dict[str, Any] = decoder_state(model, include_prompt_encoder=include_prompt_encoder)
     payload["architecture"] = model.architecture.name
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    payload.update(metadata or {})
+    return atomic_torch_save(payload, path)
 
 
 def apply_decoder_weights(
@@ -477,7 +471,7 @@ def load_model(
         checkpoint=path,
     )
     if decoder_checkpoint is not None:
-        decoder_path = Path(decoder_checkpoint).expanduser()
-        apply_decoder_weights(model, load_checkpoint_file(decoder_path), source=decoder_path)
-        model.decoder_checkpoint = decoder_path
+        from .finetune import load_decoder  # checks the decoder's base model first
+
+        load_decoder(model, decoder_checkpoint)
     return model

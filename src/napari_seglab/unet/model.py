@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,20 +219,11 @@ class SegmentationModel:
         -------
         pathlib.Path
         """
-        path = Path(path)
-        if path.parent and not path.parent.exists():
-            raise FileNotFoundError(f"Folder {str(path.parent)!r} does not exist.")
+        from ..checkpoints import atomic_torch_save
+
         state = {k: v.detach().to("cpu").clone() for k, v in self.network.state_dict().items()}
         payload = {"metadata_json": json.dumps(self.metadata()), "state_dict": state}
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent or ".")
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return atomic_torch_save(payload, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "cpu") -> SegmentationModel:
