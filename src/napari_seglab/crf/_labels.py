@@ -1,0 +1,253 @@
+"""Refine hard label maps (semantic classes or instances) with the dense CRF.
+
+Hard labels become soft unaries: a pixel keeps its label with probability
+``confidence`` and spreads the rest over the other classes.
+
+* ``mode="instance"``: each object is refined on its own, as object versus
+  everything else, inside its bounding box plus a margin of two kernel widths.
+  Memory and time follow the objects, not the volume. Results are combined so
+  that no object ever takes a pixel another object keeps: a pixel an object
+  gives up becomes background, and background pixels claimed by several
+  objects go to the one with the highest marginal probability (a tie leaves
+  background). Label values are never changed; an object the CRF empties
+  is removed. The result does not depend on the order of the objects.
+* ``mode="semantic"``: one multi-class CRF over the whole image (tiled for big
+  volumes), one class per distinct label value (0 included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ._engine import CrfProgress, block_margin, tiled_crf
+from ._features import IntensityScaler
+from ._inputs import check_labels, check_spacing, image_channels
+from ._params import (
+    DEFAULT_BILATERAL_WEIGHT,
+    DEFAULT_INTENSITY_SIGMA,
+    DEFAULT_ITERATIONS,
+    DEFAULT_MAX_BLOCK_VOXELS,
+    DEFAULT_SMOOTHNESS_WEIGHT,
+    CrfParameters,
+)
+from ._refine import class_dtype, run_to_end
+
+#: Default probability that a pixel's given label is right.
+DEFAULT_CONFIDENCE = 0.7
+MODES = ("instance", "semantic")
+
+
+def _check_confidence(confidence: float) -> float:
+    if not 0.5 < float(confidence) < 1.0:
+        raise ValueError(f"Expected 0.5 < confidence < 1, got {confidence!r}.")
+    return float(confidence)
+
+
+def _grow(sl: tuple[slice, ...], margin: tuple[int, ...], shape: tuple[int, ...]):
+    return tuple(
+        slice(max(s.start - m, 0), min(s.stop + m, n)) for s, m, n in zip(sl, margin, shape)
+    )
+
+
+def _instance_steps(labels, channels, scaler, spacing, params, confidence, max_voxels, cancel):
+    shape = labels.shape
+    margin = block_margin(params, spacing)
+    objects = [(value, sl) for value, sl in enumerate(ndi.find_objects(labels), start=1) if sl]
+    out = labels.copy()
+    claims: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    total = max(len(objects), 1) * params.iterations
+    for index, (value, bbox) in enumerate(objects):
+        crop = _grow(bbox, margin, shape)
+        inside = labels[crop] == value
+        foreground = np.where(inside, np.float32(confidence), np.float32(1.0 - confidence))
+        probs = np.stack([1.0 - foreground, foreground])
+        marginal = np.empty(inside.shape, dtype=np.float32)
+        for event in tiled_crf(
+            channels[(slice(None), *crop)],
+            scaler,
+            lambda read, probs=probs: probs[(slice(None), *read)],
+            marginal,
+            lambda q: q[1],
+            spacing,
+            params,
+            max_block_voxels=max_voxels,
+            cancel=cancel,
+        ):
+            done = index * params.iterations + round(event.done / event.total * params.iterations)
+            yield CrfProgress(
+                done, total, f"object {value} ({index + 1}/{len(objects)}), {event.message}"
+            )
+        if cancel is not None and cancel():
+            return None
+        keep = marginal > 0.5
+        out_crop = out[crop]
+        out_crop[inside & ~keep] = 0
+        wanted = keep & ~inside
+        if wanted.any():
+            local = np.nonzero(wanted)
+            coords = tuple(c + s.start for c, s in zip(local, crop))
+            claims.append(
+                (
+                    np.ravel_multi_index(coords, shape),
+                    marginal[local],
+                    np.full(local[0].size, value, dtype=np.int64),
+                )
+            )
+    if claims:
+        where, score, value = (np.concatenate(parts) for parts in zip(*claims))
+        flat = out.reshape(-1)
+        free = flat[where] == 0
+        where, score, value = where[free], score[free], value[free]
+        # Per pixel, the best claim wins; a tie between objects leaves background.
+        order = np.lexsort((-score, where))
+        where, score, value = where[order], score[order], value[order]
+        first = np.ones(where.size, dtype=bool)
+        first[1:] = where[1:] != where[:-1]
+        tied = np.zeros(where.size, dtype=bool)
+        tied[:-1] = ~first[1:] & (score[1:] == score[:-1])
+        winner = first & ~tied
+        flat[where[winner]] = value[winner].astype(out.dtype)
+    return out
+
+
+def _semantic_steps(labels, channels, scaler, spacing, params, confidence, max_voxels, cancel):
+    values = np.unique(labels)
+    if values[0] != 0:
+        values = np.concatenate([[0], values]).astype(labels.dtype)
+    n_classes = values.size
+    if n_classes == 1:
+        return labels.copy()
+    other = np.float32((1.0 - confidence) / (n_classes - 1))
+
+    def probabilities_for(read):
+        index = np.searchsorted(values, labels[read])
+        probs = np.full((n_classes, *index.shape), other, dtype=np.float32)
+        np.put_along_axis(probs, index[np.newaxis], np.float32(confidence), axis=0)
+        return probs
+
+    dtype = class_dtype(n_classes)
+    classes = np.zeros(labels.shape, dtype=dtype)
+    yield from tiled_crf(
+        channels,
+        scaler,
+        probabilities_for,
+        classes,
+        lambda q: np.argmax(q, axis=0).astype(dtype),
+        spacing,
+        params,
+        max_block_voxels=max_voxels,
+        cancel=cancel,
+    )
+    if cancel is not None and cancel():
+        return None
+    return values[classes]
+
+
+def refine_labels_steps(
+    image: np.ndarray,
+    labels: np.ndarray,
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+    mode: str = "instance",
+    spacing: tuple[float, ...] | None = None,
+    iterations: int = DEFAULT_ITERATIONS,
+    spatial_sigma: float | None = None,
+    intensity_sigma: float = DEFAULT_INTENSITY_SIGMA,
+    bilateral_weight: float = DEFAULT_BILATERAL_WEIGHT,
+    smoothness_sigma: float | None = None,
+    smoothness_weight: float = DEFAULT_SMOOTHNESS_WEIGHT,
+    channel_axis: int | None = None,
+    intensity_range: tuple[float, float] | None = None,
+    max_block_voxels: int = DEFAULT_MAX_BLOCK_VOXELS,
+    cancel: Callable[[], bool] | None = None,
+) -> Generator[CrfProgress, None, np.ndarray | None]:
+    """Generator form of :func:`refine_labels`: yields :class:`CrfProgress`, returns labels.
+
+    ``cancel`` is checked before every mean-field iteration; when it returns
+    True the generator returns None and nothing is written anywhere.
+    """
+    labels = check_labels(labels)
+    if mode not in MODES:
+        raise ValueError(f"Expected mode to be one of {MODES}, got {mode!r}.")
+    confidence = _check_confidence(confidence)
+    channels = image_channels(image, labels.shape, channel_axis)
+    step_spacing = check_spacing(spacing, labels.ndim)
+    params = CrfParameters(
+        iterations=iterations,
+        spatial_sigma=spatial_sigma,
+        intensity_sigma=intensity_sigma,
+        bilateral_weight=bilateral_weight,
+        smoothness_sigma=smoothness_sigma,
+        smoothness_weight=smoothness_weight,
+    ).resolved(step_spacing)
+    scaler = IntensityScaler.fit(channels, intensity_range)
+    run = _instance_steps if mode == "instance" else _semantic_steps
+    result = yield from run(
+        labels, channels, scaler, step_spacing, params, confidence, max_block_voxels, cancel
+    )
+    return result
+
+
+def refine_labels(
+    image: np.ndarray,
+    labels: np.ndarray,
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+    mode: str = "instance",
+    spacing: tuple[float, ...] | None = None,
+    iterations: int = DEFAULT_ITERATIONS,
+    spatial_sigma: float | None = None,
+    intensity_sigma: float = DEFAULT_INTENSITY_SIGMA,
+    bilateral_weight: float = DEFAULT_BILATERAL_WEIGHT,
+    smoothness_sigma: float | None = None,
+    smoothness_weight: float = DEFAULT_SMOOTHNESS_WEIGHT,
+    channel_axis: int | None = None,
+    intensity_range: tuple[float, float] | None = None,
+    max_block_voxels: int = DEFAULT_MAX_BLOCK_VOXELS,
+) -> np.ndarray:
+    """Refine a hard label map so that its boundaries follow the image's edges.
+
+    Parameters
+    ----------
+    image : array
+        Same layouts as :func:`refine`; spatial shape equal to ``labels``.
+    labels : int array ``(Y, X)`` or ``(Z, Y, X)``
+        0 is background. Instance labels (one value per object) or semantic
+        classes. Not modified.
+    confidence : float
+        Probability, in ``(0.5, 1)``, that a pixel's given label is right;
+        lower values let the image move boundaries further.
+    mode : {"instance", "semantic"}
+        ``"instance"`` refines each object inside its bounding box plus a
+        margin (objects never merge, keep their values, may be removed when
+        the CRF empties them); ``"semantic"`` runs one multi-class CRF.
+    spacing, iterations, spatial_sigma, intensity_sigma, bilateral_weight, \
+smoothness_sigma, smoothness_weight, channel_axis, intensity_range, max_block_voxels
+        As in :func:`refine`.
+
+    Returns
+    -------
+    array, same shape and dtype as ``labels``
+        Refined labels using only values present in ``labels``.
+    """
+    return run_to_end(
+        refine_labels_steps(
+            image,
+            labels,
+            confidence=confidence,
+            mode=mode,
+            spacing=spacing,
+            iterations=iterations,
+            spatial_sigma=spatial_sigma,
+            intensity_sigma=intensity_sigma,
+            bilateral_weight=bilateral_weight,
+            smoothness_sigma=smoothness_sigma,
+            smoothness_weight=smoothness_weight,
+            channel_axis=channel_axis,
+            intensity_range=intensity_range,
+            max_block_voxels=max_block_voxels,
+        )
+    )

@@ -1,0 +1,83 @@
+"""``seglab crf`` on files: probabilities and labels in, refined result out."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_seglab import crf, data
+from napari_seglab.cli import main
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("crf_cli")
+    sample = data.nuclei_2d(shape=(128, 128), n_objects=12, seed=4)
+    tifffile.imwrite(folder / "image.tif", sample.image)
+    probs = crf.degrade_probabilities(sample.labels)
+    np.save(folder / "probs.npy", probs)
+    np.save(folder / "foreground.npy", probs[1])
+    tifffile.imwrite(folder / "grown.tif", crf.blobby_labels(sample.labels))
+    return folder, sample, probs
+
+
+def test_probabilities_to_class_indices(files, capsys):
+    folder, sample, probs = files
+    out = folder / "classes.tif"
+    assert main(["crf", str(folder / "image.tif"), str(folder / "probs.npy"), "-o", str(out)]) == 0
+    result = tifffile.imread(out)
+    assert np.array_equal(result, crf.refine(sample.image, probs))
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_single_foreground_map_and_options(files):
+    folder, sample, probs = files
+    out = folder / "classes.npy"
+    argv = ["crf", str(folder / "image.tif"), str(folder / "foreground.npy"), "-o", str(out)]
+    argv += ["--spacing", "0.5", "0.5", "--iterations", "3", "--bilateral-weight", "5", "--quiet"]
+    assert main(argv) == 0
+    expected = crf.refine(
+        sample.image, probs, spacing=(0.5, 0.5), iterations=3, bilateral_weight=5.0
+    )
+    assert np.array_equal(np.load(out), expected)
+
+
+def test_labels_are_refined_per_object(files):
+    folder, sample, _ = files
+    out = folder / "refined.tif"
+    argv = [
+        "crf",
+        str(folder / "image.tif"),
+        str(folder / "grown.tif"),
+        "--labels",
+        "-o",
+        str(out),
+    ]
+    assert main([*argv, "--confidence", "0.8"]) == 0
+    grown = tifffile.imread(folder / "grown.tif")
+    result = tifffile.imread(out)
+    assert result.dtype == grown.dtype
+    assert np.array_equal(result, crf.refine_labels(sample.image, grown, confidence=0.8))
+    assert crf.dice(result, sample.labels) > crf.dice(grown, sample.labels)
+
+
+@pytest.mark.parametrize(
+    ("second", "extra", "message"),
+    [
+        ("grown.tif", [], "probabilities in \\[0, 1\\]"),
+        ("missing.npy", [], "No such file"),
+        ("probs.npy", ["--spacing", "1", "1", "1"], "spacing"),
+        ("notes.txt", [], ".tif/.tiff/.npy"),
+    ],
+)
+def test_errors_are_one_line_and_exit_code_2(files, capsys, second, extra, message):
+    folder, _, _ = files
+    argv = ["crf", str(folder / "image.tif"), str(folder / second), "-o", str(folder / "x.npy")]
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seglab crf: error:")
+    assert len(err.strip().splitlines()) == 1
+    assert re.search(message, err)
