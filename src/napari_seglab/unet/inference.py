@@ -364,7 +364,7 @@ def to_instances(
     method: str = "watershed",
     background: int = 0,
     spacing: Sequence[float] | None = None,
-    min_distance: float | None = None,
+    h: float | None = None,
     min_size: int = 0,
 ) -> np.ndarray:
     """Split semantic labels into instances (one id per object, 0 background).
@@ -376,12 +376,14 @@ def to_instances(
     method : {"watershed", "connected"}
         ``connected``: connected components per class.
         ``watershed``: touching objects are split by a watershed on the
-        distance transform, seeded at its local maxima.
+        distance transform, seeded at its regional maxima at least ``h`` deep
+        (h-maxima, so flat ridges of elongated objects give one seed, not many).
     spacing : sequence of float, optional
         Voxel size (distances are physical, for anisotropic stacks).
-    min_distance : float, optional
-        Smallest distance between two seeds, in pixels of the finest axis
-        (default: 3 in 2D, 2 in 3D).
+    h : float, optional
+        How much deeper (in the units of ``spacing``) than the saddle towards
+        a neighbour a distance maximum must be to seed its own object; larger
+        values merge more. Default: half the finest voxel size.
     min_size : int
         Objects with fewer pixels are removed.
 
@@ -391,8 +393,8 @@ def to_instances(
         Objects numbered from 1, class by class.
     """
     from scipy import ndimage as ndi
-    from skimage.feature import peak_local_max
     from skimage.measure import label as connected
+    from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
     labels = np.asarray(labels)
@@ -416,18 +418,8 @@ def to_instances(
             objects = connected(mask, connectivity=1)
         else:
             distance = ndi.distance_transform_edt(mask, sampling=sampling)
-            step = float(sampling.min())
-            dist_px = min_distance if min_distance is not None else (3 if labels.ndim == 2 else 2)
-            footprint_radius = np.maximum(np.round(dist_px * step / sampling), 1).astype(int)
-            footprint = np.ones(tuple(2 * footprint_radius + 1), dtype=bool)
-            peaks = peak_local_max(
-                distance,
-                footprint=footprint,
-                labels=connected(mask, connectivity=1),
-                exclude_border=False,
-            )
-            markers = np.zeros(labels.shape, dtype=np.int32)
-            markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+            depth = 0.5 * float(sampling.min()) if h is None else float(h)
+            markers = connected(h_maxima(distance, depth))
             objects = watershed(-distance, markers, mask=mask)
         if min_size > 0:  # drop objects with fewer than min_size pixels
             sizes = np.bincount(objects.ravel())
