@@ -106,9 +106,11 @@ def _open_viewer(show: bool):
     viewer = napari.Viewer(title="napari-seglab demo", show=show)
     sample = nuclei_2d()
     viewer.open_sample("napari-seglab", "nuclei_2d")
-    for name in WIDGETS:
-        viewer.window.add_plugin_dock_widget("napari-seglab", name, tabify=True)
-    return viewer, sample
+    widgets = {
+        name: viewer.window.add_plugin_dock_widget("napari-seglab", name, tabify=True)
+        for name in WIDGETS
+    }
+    return viewer, sample, widgets
 
 
 def headless(out: Path, time_budget_s: float) -> int:
@@ -116,7 +118,7 @@ def headless(out: Path, time_budget_s: float) -> int:
     from qtpy.QtWidgets import QApplication
 
     out.mkdir(parents=True, exist_ok=True)
-    viewer, sample = _open_viewer(show=True)
+    viewer, sample, widgets = _open_viewer(show=True)
     viewer.window._qt_window.resize(1500, 950)
     app = QApplication.instance()
     app.processEvents()
@@ -135,12 +137,17 @@ def headless(out: Path, time_budget_s: float) -> int:
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     app.processEvents()
     shots.append(_shot(viewer, out / "02_pipeline_results.png"))
+    if result["layers"]:
+        dock, evaluation = widgets["Evaluation"]
+        _evaluate_in_widget(evaluation, "instances", f"{sample.name} ground truth")
+        dock.raise_()
+        shots.append(_shot(viewer, out / "03_evaluation_widget.png"))
 
     viewer.layers.clear()
     viewer.open_sample("napari-seglab", "nuclei_3d")
     viewer.dims.set_point(0, 30.0)
     app.processEvents()
-    shots.append(_shot(viewer, out / "03_3d_sample.png"))
+    shots.append(_shot(viewer, out / "04_3d_sample.png"))
 
     lines += ["| step | seconds | result |", "|---|---:|---|"]
     lines += [f"| {step} | {sec:.1f} | {res} |" for step, sec, res in result["rows"]]
@@ -149,6 +156,20 @@ def headless(out: Path, time_budget_s: float) -> int:
     print("\n".join(lines))
     viewer.close()
     return status
+
+
+def _evaluate_in_widget(widget, prediction: str, truth: str, timeout_s: float = 120.0) -> None:
+    """Drive the Evaluation widget as a user would: pick layers, instance mode, Evaluate."""
+    from qtpy.QtWidgets import QApplication
+
+    widget.pred_combo.setCurrentText(prediction)
+    widget.gt_combo.setCurrentText(truth)
+    widget.mode_combo.setCurrentText("instance")
+    widget.evaluate_button.click()
+    deadline = time.perf_counter() + timeout_s
+    while widget._worker is not None and time.perf_counter() < deadline:
+        QApplication.instance().processEvents()
+        time.sleep(0.02)
 
 
 def _shot(viewer, path: Path) -> Path:
@@ -165,7 +186,7 @@ def interactive(time_budget_s: float) -> int:
     import napari
     from napari.qt.threading import create_worker
 
-    viewer, sample = _open_viewer(show=True)
+    viewer, sample, _ = _open_viewer(show=True)
 
     def add_results(result: dict) -> None:
         for data, kwargs, kind in result["layers"]:
