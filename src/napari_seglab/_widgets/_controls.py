@@ -61,6 +61,19 @@ class TrainingPlot(QWidget):
         self.canvas.draw_idle()
 
 
+def device_choices() -> list[str]:
+    """Compute devices to offer: ``auto`` and ``cpu``, plus ``cuda``/``mps`` where present."""
+    import torch
+
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        names.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
+
+
 def int_box(value: int, low: int, high: int, tip: str, special: str | None = None) -> QSpinBox:
     """An integer spin box with range, value, tooltip and optional text for its minimum."""
     box = QSpinBox()

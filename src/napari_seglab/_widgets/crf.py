@@ -15,7 +15,6 @@ import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -29,6 +28,7 @@ from qtpy.QtWidgets import (
 from .. import crf
 from ..crf._labels import DEFAULT_CONFIDENCE
 from ..crf._params import CrfParameters
+from ._controls import float_box
 from ._layers import (
     current_plane,
     layer_spacing,
@@ -43,16 +43,6 @@ from ._layers import (
 NEW_LAYER = "New Labels layer"
 REPLACE_INPUT = "Replace input labels (Ctrl+Z undoes)"
 PREVIEW_NAME = "CRF preview"
-
-
-def _spin(value: float, low: float, high: float, step: float, decimals: int, tip: str):
-    box = QDoubleSpinBox()
-    box.setRange(low, high)
-    box.setDecimals(decimals)
-    box.setSingleStep(step)
-    box.setValue(value)
-    box.setToolTip(tip)
-    return box
 
 
 class CrfWidget(QWidget):
@@ -83,7 +73,7 @@ class CrfWidget(QWidget):
             "Labels only. instance: refine each object inside its bounding box (objects never "
             "merge, keep their numbers). semantic: one CRF over all classes jointly."
         )
-        self.confidence = _spin(
+        self.confidence = float_box(
             DEFAULT_CONFIDENCE,
             0.51,
             0.99,
@@ -96,7 +86,7 @@ class CrfWidget(QWidget):
         self.iterations.setRange(1, 50)
         self.iterations.setValue(defaults.iterations)
         self.iterations.setToolTip("Mean-field iterations (results change little after 5).")
-        self.spatial_sigma = _spin(
+        self.spatial_sigma = float_box(
             0.0,
             0.0,
             1000.0,
@@ -106,7 +96,7 @@ class CrfWidget(QWidget):
             "(scale). auto: 5 x the finest voxel size.",
         )
         self.spatial_sigma.setSpecialValueText("auto")
-        self.intensity_sigma = _spin(
+        self.intensity_sigma = float_box(
             defaults.intensity_sigma,
             0.01,
             1.0,
@@ -115,7 +105,7 @@ class CrfWidget(QWidget):
             "How different two intensities may be and still pull towards the same label, on "
             "the image scaled to [0, 1] between its 1st and 99.8th percentile.",
         )
-        self.bilateral_weight = _spin(
+        self.bilateral_weight = float_box(
             defaults.bilateral_weight,
             0.0,
             200.0,
@@ -123,7 +113,7 @@ class CrfWidget(QWidget):
             1,
             "Strength of the edge-following kernel; 0 turns it off.",
         )
-        self.smoothness_sigma = _spin(
+        self.smoothness_sigma = float_box(
             0.0,
             0.0,
             1000.0,
@@ -132,7 +122,7 @@ class CrfWidget(QWidget):
             "Width of the smoothness kernel in physical units. auto: 1 x the finest voxel size.",
         )
         self.smoothness_sigma.setSpecialValueText("auto")
-        self.smoothness_weight = _spin(
+        self.smoothness_weight = float_box(
             defaults.smoothness_weight,
             0.0,
             200.0,

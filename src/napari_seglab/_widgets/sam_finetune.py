@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._controls import TrainingPlot, float_box, int_box
+from ._controls import TrainingPlot, device_choices, float_box, int_box
 from ._layers import layers_of_type, notify_error, show_info, spatial_image, start_job
 
 MODEL_CHOICES = ("vit_b", "medsam", "vit_l", "vit_h")
@@ -127,7 +127,7 @@ class SamFinetuneWidget(QWidget):
         self.checkpoint_edit.setPlaceholderText("optional local .pth (default: registered file)")
         form.addRow("Checkpoint", self.checkpoint_edit)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(self._devices())
+        self.device_combo.addItems(device_choices())
         form.addRow("Device", self.device_combo)
         row = QHBoxLayout()
         self.load_button = QPushButton("Load model")
@@ -195,18 +195,6 @@ class SamFinetuneWidget(QWidget):
         layout.addLayout(row)
         layout.addStretch(1)
         self._set_busy(False)
-
-    @staticmethod
-    def _devices() -> list[str]:
-        import torch
-
-        names = ["auto", "cpu"]
-        if torch.cuda.is_available():
-            names.append("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            names.append("mps")
-        return names
 
     def _set_busy(self, busy: bool) -> None:
         self.start_button.setEnabled(not busy)

@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
 
 from ..sam import EmbeddingCache, PromptSegmenter, SamInput, precompute_embeddings
 from ..sam.propagate import propagate_steps
+from ._controls import device_choices
 from ._layers import (
     commit_object,
     current_plane,
@@ -181,7 +182,7 @@ class SamPromptWidget(QWidget):
         self.decoder_edit.setPlaceholderText("optional fine-tuned decoder .pth")
         form.addRow("Decoder", self.decoder_edit)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device_combo.addItems(device_choices())
         form.addRow("Device", self.device_combo)
         layout.addLayout(form)
         self.load_button = QPushButton("Load model")

@@ -36,7 +36,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..unet.architectures import ARCHITECTURE_NAMES
-from ._controls import TrainingPlot, float_box, int_box
+from ._controls import TrainingPlot, device_choices, float_box, int_box
 from ._layers import (
     layer_spacing,
     layers_of_type,
@@ -136,7 +136,7 @@ class UNetWidget(QWidget):
         self.augment.setChecked(True)
         self.augment.setToolTip("Flips, rotations, affine/elastic deformation, intensity, noise.")
         self.device = QComboBox()
-        self.device.addItems(self._devices())
+        self.device.addItems(device_choices())
         self.device.setToolTip("Where the network runs; auto: CUDA > MPS > CPU.")
         self.continue_training = QCheckBox("Continue from current model")
         self.continue_training.setToolTip("Start from the current model's weights (retrain).")
@@ -248,18 +248,6 @@ class UNetWidget(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addStretch(1)
-
-    @staticmethod
-    def _devices() -> list[str]:
-        import torch
-
-        names = ["auto", "cpu"]
-        if torch.cuda.is_available():
-            names.append("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            names.append("mps")
-        return names
 
     # ----------------------------------------------------------------- layers
     def _refresh_layers(self, event=None) -> None:
