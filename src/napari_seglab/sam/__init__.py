@@ -20,17 +20,10 @@ Typical use::
     tuned = load_model("vit_b", decoder_checkpoint="decoder.pt")
 """
 
+from .decoder_files import DecoderMismatchError, load_decoder, save_decoder
 from .download import cache_dir, checkpoint_path, download_file, ensure_checkpoint
 from .embedding import Embedding, EmbeddingCache, EmbeddingProgress, precompute_embeddings
-from .finetune import (
-    DecoderMismatchError,
-    FinetuneEvent,
-    FinetuneResult,
-    finetune_decoder,
-    finetune_decoder_events,
-    load_decoder,
-    save_decoder,
-)
+from .finetune import FinetuneEvent, FinetuneResult, finetune_decoder, finetune_decoder_events
 from .finetune_prompts import PromptRecipe
 from .image import SamInput
 from .model import (

@@ -41,6 +41,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .decoder_files import (
+    DecoderMismatchError,
+    check_decoder_compatible,
+    load_decoder,
+    read_decoder_metadata,
+    save_decoder,
+)
 from .finetune_prompts import (
     AnnotatedObject,
     PromptBatch,
@@ -73,14 +80,6 @@ __all__ = [
 
 #: Epochs when none of ``steps``, ``epochs`` and ``time_budget_s`` is given.
 DEFAULT_EPOCHS = 30
-#: Key of the fine-tuning metadata inside a decoder checkpoint.
-METADATA_KEY = "seglab_finetune"
-#: Version of the metadata layout.
-METADATA_FORMAT = 1
-
-
-class DecoderMismatchError(RuntimeError):
-    """A decoder checkpoint was trained for another base model."""
 
 
 @dataclass(frozen=True)
@@ -1127,133 +1126,3 @@ def finetune_decoder(
             return stop.value
         if callback is not None:
             callback(event)
-
-
-# -- saving and loading ---------------------------------------------------------------------
-
-
-def _encoder_content_hash(model: SamModel) -> str:
-    from .model import state_dict_hash
-
-    return state_dict_hash(model.sam.image_encoder)
-
-
-def save_decoder(
-    model: SamModel,
-    path: str | Path,
-    *,
-    result: FinetuneResult | None = None,
-    include_prompt_encoder: bool | None = None,
-) -> Path:
-    """Write the fine-tuned parts of ``model`` and their provenance to ``path``.
-
-    The file (``torch.save``, readable with ``weights_only=True``, written
-    atomically) holds ``mask_decoder`` (and ``prompt_encoder`` when it was
-    trained) state dicts, ``architecture``, and under ``"seglab_finetune"``:
-    the base model's architecture, name, checkpoint hash and encoder-weights
-    hash, the prompt recipe and settings, and the validation Dice before and
-    after. :func:`napari_seglab.sam.load_model` ``(decoder_checkpoint=path)``
-    applies it; :func:`load_decoder` also checks the base model.
-
-    Returns
-    -------
-    Path
-    """
-    from .. import __version__
-    from .model import save_decoder_checkpoint
-
-    if include_prompt_encoder is None:
-        include_prompt_encoder = bool(result and result.recipe.get("train_prompt_encoder"))
-    parts = ["mask_decoder", "prompt_encoder"] if include_prompt_encoder else ["mask_decoder"]
-    metadata = {
-        "format": METADATA_FORMAT,
-        "architecture": model.architecture.name,
-        "base_model": model.name,
-        "base_checkpoint": model.checkpoint.name if model.checkpoint else None,
-        "base_encoder_hash": model.encoder_hash,
-        "encoder_weights_hash": _encoder_content_hash(model),
-        "parts": parts,
-        "recipe": dict(result.recipe) if result else {},
-        "validation_dice": (
-            {"before": dict(result.before), "after": dict(result.after)} if result else {}
-        ),
-        "package_version": __version__,
-    }
-    return save_decoder_checkpoint(
-        path,
-        model,
-        include_prompt_encoder=include_prompt_encoder,
-        metadata={METADATA_KEY: metadata},
-    )
-
-
-def read_decoder_metadata(path: str | Path) -> dict:
-    """The ``seglab_finetune`` metadata of a decoder checkpoint (``{}`` for plain files)."""
-    from .model import load_checkpoint_file
-
-    state = load_checkpoint_file(Path(path).expanduser())
-    metadata = state.get(METADATA_KEY, {})
-    return dict(metadata) if isinstance(metadata, dict) else {}
-
-
-def check_decoder_compatible(
-    model: SamModel, metadata: dict, *, source: str | Path = "<memory>"
-) -> None:
-    """Refuse decoder weights fine-tuned on another base model than ``model``.
-
-    A decoder learns to read one image encoder's embeddings: on another
-    encoder (another architecture, or other weights such as MedSAM vs SAM)
-    its masks are meaningless even when the tensor shapes fit.
-
-    Raises
-    ------
-    DecoderMismatchError (a RuntimeError)
-        The architecture or the encoder weights differ.
-    """
-    if not metadata:
-        return
-    arch = metadata.get("architecture")
-    if arch and arch != model.architecture.name:
-        raise DecoderMismatchError(
-            f"Decoder checkpoint {source} was fine-tuned for a SAM {arch!r} base model "
-            f"({metadata.get('base_model') or 'unknown'}), but the loaded model is "
-            f"{model.architecture.name!r} ({model.name}). Load the base model it was "
-            "trained on."
-        )
-    if metadata.get("base_encoder_hash") == model.encoder_hash:
-        return
-    expected = metadata.get("encoder_weights_hash")
-    if expected and expected != _encoder_content_hash(model):
-        raise DecoderMismatchError(
-            f"Decoder checkpoint {source} was fine-tuned on the image encoder of "
-            f"{metadata.get('base_model') or 'another model'} (weights hash "
-            f"{str(expected)[:12]}...), but the loaded model {model.name} has other encoder "
-            f"weights ({model.encoder_hash[:19]}...). Load the base checkpoint it was "
-            "trained on."
-        )
-
-
-def load_decoder(model: SamModel, path: str | Path) -> dict:
-    """Apply a decoder checkpoint to ``model`` in place after checking its base model.
-
-    Returns
-    -------
-    dict
-        The checkpoint's fine-tuning metadata (``{}`` for a plain decoder file).
-
-    Raises
-    ------
-    FileNotFoundError, RuntimeError
-        Missing or unreadable file, weights that do not fit, or a decoder
-        trained for another base model (:class:`DecoderMismatchError`).
-    """
-    from .model import apply_decoder_weights, load_checkpoint_file
-
-    path = Path(path).expanduser()
-    state = load_checkpoint_file(path)
-    metadata = state.get(METADATA_KEY, {})
-    metadata = dict(metadata) if isinstance(metadata, dict) else {}
-    check_decoder_compatible(model, metadata, source=path)
-    apply_decoder_weights(model, state, source=path)
-    model.decoder_checkpoint = path
-    return metadata

@@ -471,7 +471,7 @@ def load_model(
         checkpoint=path,
     )
     if decoder_checkpoint is not None:
-        from .finetune import load_decoder  # checks the decoder's base model first
+        from .decoder_files import load_decoder  # checks the decoder's base model first
 
         load_decoder(model, decoder_checkpoint)
     return model
