@@ -121,6 +121,7 @@ def headless(out: Path, time_budget_s: float) -> int:
     viewer, sample, widgets = _open_viewer(show=True)
     viewer.window._qt_window.resize(1500, 950)
     app = QApplication.instance()
+    widgets["SAM prompting"][0].raise_()  # the tab a new user starts with
     app.processEvents()
     shots = [_shot(viewer, out / "01_sample_and_widgets.png")]
 
