@@ -48,6 +48,9 @@ class TrainingPlot(QWidget):
     def _draw(self) -> None:
         self.loss_axes.clear()
         self.dice_axes.clear()
+        # clear() puts a twin axis back on the left; keep Dice on the right.
+        self.dice_axes.yaxis.tick_right()
+        self.dice_axes.yaxis.set_label_position("right")
         self.loss_axes.set_xlabel("epoch")
         self.loss_axes.set_ylabel("loss", color="tab:blue")
         self.dice_axes.set_ylabel("val Dice", color="tab:orange")
