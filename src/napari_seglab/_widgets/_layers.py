@@ -16,6 +16,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 __all__ = [
     "commit_object",
     "current_plane",
+    "fill_combo",
     "layer_spacing",
     "layers_of_type",
     "notify_error",
@@ -31,6 +32,25 @@ __all__ = [
 def layers_of_type(viewer, kind: type[Layer]) -> list[Layer]:
     """Layers of ``viewer`` that are instances of ``kind``, in layer-list order."""
     return [layer for layer in viewer.layers if isinstance(layer, kind)]
+
+
+def fill_combo(combo, names: list[str], default: str | None = None) -> None:
+    """Offer ``names`` in a QComboBox, keeping the current choice when it is still there.
+
+    Otherwise ``default`` is selected when given and offered. No change signal is
+    emitted while the list is rebuilt.
+    """
+    current = combo.currentText()
+    combo.blockSignals(True)
+    try:
+        combo.clear()
+        combo.addItems(names)
+        if current in names:
+            combo.setCurrentText(current)
+        elif default is not None and default in names:
+            combo.setCurrentText(default)
+    finally:
+        combo.blockSignals(False)
 
 
 def layer_spacing(layer: Layer) -> tuple[float, ...]:

@@ -31,6 +31,7 @@ from ..crf._params import CrfParameters
 from ._controls import float_box
 from ._layers import (
     current_plane,
+    fill_combo,
     layer_spacing,
     layers_of_type,
     notify_error,
@@ -192,18 +193,9 @@ class CrfWidget(QWidget):
             for layer in self.viewer.layers
             if isinstance(layer, (Image, Labels)) and layer.name != PREVIEW_NAME
         ]
-        for combo, names in ((self.image_combo, images), (self.input_combo, inputs)):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            elif combo is self.input_combo:
-                labels = [n for n in names if isinstance(self.viewer.layers[n], Labels)]
-                if labels:
-                    combo.setCurrentText(labels[-1])
-            combo.blockSignals(False)
+        labels = [n for n in inputs if isinstance(self.viewer.layers[n], Labels)]
+        fill_combo(self.image_combo, images)
+        fill_combo(self.input_combo, inputs, default=labels[-1] if labels else None)
         self._input_changed()
 
     def _layer(self, combo: QComboBox):

@@ -38,7 +38,7 @@ from qtpy.QtWidgets import (
 
 from .. import metrics
 from ..metrics.contingency import check_label_pair
-from ._layers import layer_spacing, layers_of_type, notify_error, show_info, start_job
+from ._layers import fill_combo, layer_spacing, layers_of_type, notify_error, show_info, start_job
 
 SEMANTIC = "semantic"
 INSTANCE = "instance"
@@ -163,15 +163,8 @@ class EvaluationWidget(QWidget):
         names = [layer.name for layer in layers_of_type(self.viewer, Labels)]
         names = [n for n in names if not n.endswith((FP_SUFFIX, FN_SUFFIX))]
         for combo, default_index in ((self.pred_combo, 0), (self.gt_combo, 1)):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            elif names:
-                combo.setCurrentIndex(min(default_index, len(names) - 1))
-            combo.blockSignals(False)
+            default = names[min(default_index, len(names) - 1)] if names else None
+            fill_combo(combo, names, default=default)
         self._update_enabled()
 
     def _update_enabled(self, *_) -> None:

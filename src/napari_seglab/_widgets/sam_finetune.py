@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._controls import TrainingPlot, device_choices, float_box, int_box
-from ._layers import layers_of_type, notify_error, show_info, spatial_image, start_job
+from ._layers import fill_combo, layers_of_type, notify_error, show_info, spatial_image, start_job
 
 MODEL_CHOICES = ("vit_b", "medsam", "vit_l", "vit_h")
 PROMPT_CHOICES = ("mixed", "box", "points")
@@ -207,14 +207,8 @@ class SamFinetuneWidget(QWidget):
     def _refresh_layers(self, event=None) -> None:
         images = [layer.name for layer in layers_of_type(self.viewer, Image)]
         labels = [layer.name for layer in layers_of_type(self.viewer, Labels)]
-        for combo, names in ((self.image_combo, images), (self.labels_combo, labels)):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
+        fill_combo(self.image_combo, images)
+        fill_combo(self.labels_combo, labels)
         present = {layer.name for layer in self.viewer.layers}
         self.pairs = [p for p in self.pairs if p[0] in present and p[1] in present]
         self._show_pairs()

@@ -39,6 +39,7 @@ from ._controls import device_choices
 from ._layers import (
     commit_object,
     current_plane,
+    fill_combo,
     layers_of_type,
     notify_error,
     show_info,
@@ -230,14 +231,8 @@ class SamPromptWidget(QWidget):
             (self.image_combo, Image, []),
             (self.labels_combo, Labels, [NEW_LABELS]),
         ):
-            current = combo.currentText()
             names = [layer.name for layer in layers_of_type(self.viewer, kind) if layer not in own]
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names + extra)
-            if current in names + extra:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
+            fill_combo(combo, names + extra)
 
     def _set_status(self, text: str) -> None:
         with suppress(RuntimeError):  # a worker reported after the viewer closed the widget

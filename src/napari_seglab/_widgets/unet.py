@@ -38,6 +38,7 @@ from qtpy.QtWidgets import (
 from ..unet.architectures import ARCHITECTURE_NAMES
 from ._controls import TrainingPlot, device_choices, float_box, int_box
 from ._layers import (
+    fill_combo,
     layer_spacing,
     layers_of_type,
     notify_error,
@@ -253,14 +254,8 @@ class UNetWidget(QWidget):
     def _refresh_layers(self, event=None) -> None:
         images = [layer.name for layer in layers_of_type(self.viewer, Image)]
         labels = [layer.name for layer in layers_of_type(self.viewer, Labels)]
-        for combo, names in ((self.image_combo, images), (self.labels_combo, labels)):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
+        fill_combo(self.image_combo, images)
+        fill_combo(self.labels_combo, labels)
 
     def _layer(self, combo: QComboBox, kind: str):
         name = combo.currentText()
