@@ -20,13 +20,7 @@ TINY_2D = {"channels": [4, 8, 16]}
 SAFETY_BUDGET_S = 400
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: on the shared 2-core test machine this is several times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:

@@ -16,14 +16,6 @@ from napari_seglab.sam import PromptSegmenter, build_tiny_sam  # noqa: E402
 from napari_seglab.sam.finetune import read_decoder_metadata  # noqa: E402
 
 
-@pytest.fixture
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def add_crops(viewer):
     sample = nuclei_2d((128, 128), n_objects=12, seed=0)
     for i, (r, c) in enumerate(((0, 0), (64, 64))):
@@ -41,7 +33,9 @@ def finish(qtbot, widget):
     qtbot.waitUntil(lambda: widget._worker is None, timeout=60000)
 
 
-def test_finetune_save_and_use_in_sam_widget(make_napari_viewer, qtbot, tmp_path, one_thread):
+def test_finetune_save_and_use_in_sam_widget(
+    make_napari_viewer, qtbot, tmp_path, one_torch_thread
+):
     viewer = make_napari_viewer()
     add_crops(viewer)
     labels_before = [np.array(viewer.layers[f"gt{i}"].data) for i in range(2)]
@@ -96,7 +90,7 @@ def test_finetune_save_and_use_in_sam_widget(make_napari_viewer, qtbot, tmp_path
     assert not np.allclose(got, original.predict(box=box).logits)
 
 
-def test_cancel_keeps_layers_and_best_decoder(make_napari_viewer, qtbot, one_thread):
+def test_cancel_keeps_layers_and_best_decoder(make_napari_viewer, qtbot, one_torch_thread):
     viewer = make_napari_viewer()
     add_crops(viewer)
     widget = open_widget(viewer)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import monai.networks.nets  # noqa: F401
 import numpy as np
 import pytest
-import torch
 
 from napari_seglab import data
 from napari_seglab.unet import SegmentationModel, predict, probabilities_to_labels
@@ -16,13 +15,7 @@ from napari_seglab.unet import SegmentationModel, predict, probabilities_to_labe
 DISPLAY_NAME = "U-Net train / predict"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: on the shared 2-core test machine this is several times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def open_widget(viewer):
