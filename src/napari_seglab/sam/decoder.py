@@ -1,189 +1,521 @@
 """A faster inference path through SAM's mask decoder, with the same weights.
 
 SAM's two-way transformer lets a handful of prompt tokens (``M`` ≈ 7) and the
-``N = 64 × 64`` image tokens attend to each other. The reference code projects
-all ``N`` image tokens to queries/keys/values (``N × C × D`` multiply-adds per
-projection) although they only ever meet ``M`` tokens. Re-associating the
-products, e.g. ``q (X Wkᵀ)ᵀ = (q Wk) Xᵀ`` and ``softmax(·) (X Wvᵀ) =
-(softmax(·) X) Wvᵀ``, moves the projections onto the few tokens: each
-cross-attention costs ``N × C × H × M`` instead of ``2 × N × C × D`` — about
-2.3× fewer operations for a click, exactly the same function up to float
-rounding. (Key biases of token→image attention add a constant per query row
-and cancel in the softmax.)
+``N = 64 × 64`` image tokens attend to each other, then upscales the image
+tokens into mask logits. :func:`decode` computes exactly the function of
+``MaskDecoder.forward`` (up to float rounding) with far less work and memory
+traffic:
 
-:func:`decode` is used by :class:`~.prompt.PromptSegmenter` for inference;
-training (decoder fine-tuning) keeps using the ``segment_anything`` modules,
+1. **Re-association.** ``q (X Wkᵀ)ᵀ = (q Wk) Xᵀ`` and ``softmax(·) (X Wvᵀ) =
+   (softmax(·) X) Wvᵀ`` move the projections onto the few tokens: a
+   cross-attention costs ``N × C × H × M`` instead of ``2 × N × C × D``. Key
+   biases of token→image attention add a constant per query row and cancel in
+   the softmax.
+2. **Prompt-independent work is done once per image** (:func:`prepare_image`):
+   the first layer's image projections, and the image tokens through the first
+   upscaling convolution. A layer norm is a per-row affine map, so the first
+   upscaling convolution of the transformer's output is that prepared product
+   plus low-rank terms from the two image→token attentions
+   (:func:`_first_upscaling`).
+3. **Only what is read is computed.** The final token→image attention runs for
+   the output tokens that are returned, not for the prompt tokens (SAM
+   discards their outputs); each proposal's full logits are laid out only when
+   asked for (:class:`LowResMasks`).
+4. **Row blocks that stay in cache.** Every step on the image side is per
+   token except the softmaxes over all tokens, so the image tokens are
+   processed in blocks of :data:`BLOCK_ROWS` rows between those softmaxes: the
+   large intermediates (e.g. the ``(16 N, 32)`` upscaled features) never exist
+   whole, which on a CPU matters more than the arithmetic.
+
+Softmaxes over the few tokens run along a middle axis of an ``(H, M, N)``
+array, which is an order of magnitude faster than along a short last axis.
+
+Training (decoder fine-tuning) keeps using the ``segment_anything`` modules,
 whose weights this reads directly, so there is nothing to keep in sync.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from segment_anything.modeling import MaskDecoder
-    from segment_anything.modeling.transformer import Attention
+    from segment_anything.modeling.transformer import Attention, TwoWayAttentionBlock
 
-__all__ = ["decode"]
+__all__ = ["BLOCK_ROWS", "LowResMasks", "PreparedImage", "decode", "prepare_image"]
+
+#: Image tokens per block in the blocked passes (1 MiB per ``(rows, 256)`` float32 block).
+BLOCK_ROWS = 1024
 
 
-def _tokens_to_image(
-    attn: Attention, queries: torch.Tensor, image_keys: torch.Tensor, image_values: torch.Tensor
-) -> torch.Tensor:
-    """Attention of ``M`` tokens ``(M, C)`` over ``N`` image tokens ``(N, C)`` -> ``(M, C)``."""
-    import torch
+@dataclass(frozen=True)
+class PreparedImage:
+    """Prompt-independent decoder tensors for one image embedding and dense prompt.
+
+    ``N = h·w`` image tokens (row-major over the grid), ``C`` channels, ``H``
+    heads of width ``d`` in the cross-attentions, ``C'`` = 4 × the channels
+    after the first upscaling convolution.
+
+    Attributes
+    ----------
+    grid : (int, int)
+        ``(h, w)`` of the embedding grid.
+    pe : ``(N, C)``
+        Positional encoding of the grid.
+    first_keys : ``(H, d, N)``
+        First layer, token→image attention: per-head key projection of
+        ``tokens + pe`` (without its bias, which cancels in the softmax).
+    first_values : ``(H, N, d)``
+        First layer, token→image attention: per-head value projection of ``tokens``.
+    first_queries : ``(H, d, N)``
+        First layer, image→token attention: per-head query projection of ``tokens + pe``.
+    first_residual : ``(N, C)``
+        Image embedding plus the dense prompt embedding plus the output bias of
+        the first image→token attention.
+    through : tuple of ``(C, C')``
+        The first upscaling convolution ``W`` (as a matrix) behind the
+        ``norm4`` weights of layers ``j, ..., L-1``: ``T_j = Γ_j ⋯ Γ_{L-1} W``.
+    upscale_base : ``(N, C')``
+        ``first_residual @ T_0``.
+    last_shift : ``(C',)``
+        ``β_{L-1} W + b_W``: the last ``norm4`` bias through ``W``, plus its bias.
+    """
+
+    grid: tuple[int, int]
+    pe: torch.Tensor
+    first_keys: torch.Tensor
+    first_values: torch.Tensor
+    first_queries: torch.Tensor
+    first_residual: torch.Tensor
+    through: tuple[torch.Tensor, ...]
+    upscale_base: torch.Tensor
+    last_shift: torch.Tensor
+
+
+def _heads(attn: Attention) -> tuple[int, int]:
+    """``(H, d)``: number of heads and per-head width of ``attn``."""
+    return attn.num_heads, attn.internal_dim // attn.num_heads
+
+
+def _per_head_rows(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``(N, H*d)`` -> ``(H, d, N)`` contiguous."""
+    return x.T.reshape(heads, -1, x.shape[0]).contiguous()
+
+
+def _conv1_matrix(upscaling: torch.nn.Sequential) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first transposed convolution as ``(C, 4·c)`` weights and ``(4·c,)`` bias.
+
+    Columns are ordered ``[dy, dx, o]`` (sub-pixel, then output channel).
+    """
+    conv1 = upscaling[0]
+    c, mid = conv1.weight.shape[:2]
+    return conv1.weight.permute(0, 2, 3, 1).reshape(c, 4 * mid), conv1.bias.repeat(4)
+
+
+def prepare_image(
+    decoder: MaskDecoder,
+    image_embedding: torch.Tensor,
+    image_pe: torch.Tensor,
+    dense: torch.Tensor,
+    *,
+    image_tokens: torch.Tensor | None = None,
+    pe_tokens: torch.Tensor | None = None,
+) -> PreparedImage:
+    """The decoder's prompt-independent work for one image (and dense prompt).
+
+    Parameters
+    ----------
+    decoder : segment_anything.modeling.MaskDecoder
+    image_embedding, image_pe : ``(1, C, h, w)``
+    dense : ``(1, C, h, w)``
+        The dense prompt embedding: ``prompt_encoder.no_mask_embed`` broadcast
+        when there is no mask prompt (then the result serves every click on
+        this image), else the embedded mask prompt.
+    image_tokens, pe_tokens : ``(h*w, C)``, optional
+        ``image_embedding`` and ``image_pe`` already laid out as token rows.
+
+    Returns
+    -------
+    PreparedImage
+        Valid while the decoder weights, the embedding and ``dense`` are unchanged.
+    """
     import torch.nn.functional as F
 
-    heads, inner = attn.num_heads, attn.internal_dim
-    per_head = inner // heads
-    m, c = queries.shape
-    q = F.linear(queries, attn.q_proj.weight, attn.q_proj.bias)  # (M, D)
-    q = q.view(m, heads, per_head).transpose(0, 1)  # (H, M, d)
-    # (q_h Wk_h) X^T: the key projection moves onto the queries; the key bias cancels.
-    folded = torch.bmm(q, attn.k_proj.weight.view(heads, per_head, c))  # (H, M, C)
-    logits = folded.reshape(heads * m, c) @ image_keys.T  # (H*M, N)
-    weights = torch.softmax(logits * (1.0 / math.sqrt(per_head)), dim=-1)
-    context = (weights @ image_values).view(heads, m, c)  # (H, M, C)
-    # (softmax X) Wv^T + bv  (rows of the softmax sum to one).
-    values = torch.bmm(context, attn.v_proj.weight.view(heads, per_head, c).transpose(1, 2))
-    values = values + attn.v_proj.bias.view(heads, 1, per_head)  # (H, M, d)
-    out = values.transpose(0, 1).reshape(m, inner)
-    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+    layers = decoder.transformer.layers
+    first = layers[0]
+    h, w = image_embedding.shape[-2:]
+    if image_tokens is None:
+        image_tokens = image_embedding[0].flatten(1).T
+    pe = image_pe[0].flatten(1).T.contiguous() if pe_tokens is None else pe_tokens
+    # Token rows must be contiguous: a sum of transposed views keeps their column-major layout.
+    tokens = (image_tokens + dense[0].flatten(1).T).contiguous()
+    keys = tokens + pe
+    t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
+    heads, _ = _heads(t2i)
+    weight, bias = _conv1_matrix(decoder.output_upscaling)
+    through = [weight]
+    for layer in reversed(layers):
+        through.insert(0, layer.norm4.weight[:, None] * through[0])
+    residual = tokens + i2t.out_proj.bias
+    values = F.linear(tokens, t2i.v_proj.weight, t2i.v_proj.bias)
+    return PreparedImage(
+        grid=(int(h), int(w)),
+        pe=pe,
+        first_keys=_per_head_rows(F.linear(keys, t2i.k_proj.weight), heads),
+        first_values=_per_head_rows(values, heads).transpose(1, 2).contiguous(),
+        first_queries=_per_head_rows(F.linear(keys, i2t.q_proj.weight, i2t.q_proj.bias), heads),
+        first_residual=residual,
+        through=tuple(through[:-1]),
+        upscale_base=residual @ through[0],
+        last_shift=layers[-1].norm4.bias @ weight + bias,
+    )
 
 
-def _image_to_tokens(
-    attn: Attention, image_queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+# -- token side ------------------------------------------------------------------------------
+def _self_attention(
+    layer: TwoWayAttentionBlock, queries: torch.Tensor, query_pe: torch.Tensor
 ) -> torch.Tensor:
-    """Attention of ``N`` image tokens ``(N, C)`` over ``M`` tokens ``(M, C)`` -> ``(N, C)``."""
-    import torch
+    """Self-attention of the ``(M, C)`` tokens and ``norm1``, as in ``TwoWayAttentionBlock``."""
+    if layer.skip_first_layer_pe:
+        queries = layer.self_attn(q=queries[None], k=queries[None], v=queries[None])[0]
+    else:
+        q = queries + query_pe
+        queries = queries + layer.self_attn(q=q[None], k=q[None], v=queries[None])[0]
+    return layer.norm1(queries)
+
+
+def _token_queries(attn: Attention, queries: torch.Tensor) -> torch.Tensor:
+    """Scaled per-head query projection of ``(M, C)`` tokens -> ``(H, M, d)``."""
     import torch.nn.functional as F
 
-    heads, inner = attn.num_heads, attn.internal_dim
-    per_head = inner // heads
-    m, c = keys.shape
-    n = image_queries.shape[0]
-    k = F.linear(keys, attn.k_proj.weight, attn.k_proj.bias).view(m, heads, per_head)
-    k = k.transpose(0, 1)  # (H, M, d)
-    v = F.linear(values, attn.v_proj.weight, attn.v_proj.bias).view(m, heads, per_head)
-    v = v.transpose(0, 1)  # (H, M, d)
-    # X Wq_h^T k_h^T + bq_h k_h^T: the query projection moves onto the keys.
-    folded = torch.bmm(k, attn.q_proj.weight.view(heads, per_head, c))  # (H, M, C)
-    bias = (attn.q_proj.bias.view(heads, 1, per_head) * k).sum(-1)  # (H, M)
-    logits = torch.addmm(bias.reshape(1, heads * m), image_queries, folded.reshape(-1, c).T)
-    weights = torch.softmax(logits.view(n, heads, m) * (1.0 / math.sqrt(per_head)), dim=-1)
-    # softmax_h v_h Wo_h^T summed over heads: the output projection moves onto the tokens.
-    out_weight = attn.out_proj.weight.view(c, heads, per_head).permute(1, 2, 0)  # (H, d, C)
-    projected = torch.bmm(v, out_weight).reshape(heads * m, c)  # (H*M, C)
-    return torch.addmm(attn.out_proj.bias, weights.view(n, heads * m), projected)
+    heads, per_head = _heads(attn)
+    q = F.linear(queries, attn.q_proj.weight, attn.q_proj.bias) * (1.0 / math.sqrt(per_head))
+    return q.view(-1, heads, per_head).transpose(0, 1)
 
 
-def _upscale_and_project(
-    upscaling: torch.nn.Sequential, image: torch.Tensor, hyper: torch.Tensor, h: int, w: int
-) -> torch.Tensor:
-    """SAM's ``output_upscaling`` followed by the hypernetwork product, as plain GEMMs.
+def _folded_keys(attn: Attention, queries: torch.Tensor) -> torch.Tensor:
+    """Token→image queries with the key projection folded in, ``(H*M, C)``.
 
-    Both transposed convolutions have kernel 2 and stride 2, so each is a
-    per-pixel linear map to 2x2 sub-pixels. Keeping the layout
-    ``(pixel, sub-pixel, channel)`` makes them matrix products, the
-    ``LayerNorm2d`` a plain layer norm over the last axis, and leaves only the
-    ``K`` output masks to be rearranged into image order.
+    ``logits = folded @ imageᵀ`` are the scaled attention logits (the key bias
+    cancels in the softmax).
+    """
+    import torch
 
-    Returns ``(1, K, 4h, 4w)`` mask logits.
+    heads, per_head = _heads(attn)
+    q = _token_queries(attn, queries)  # (H, M, d)
+    c = attn.k_proj.weight.shape[1]
+    return torch.bmm(q, attn.k_proj.weight.view(heads, per_head, c)).view(-1, c)
+
+
+def _token_values(attn: Attention, context: torch.Tensor) -> torch.Tensor:
+    """``(H*M, C)`` softmax-weighted image rows -> attention output ``(M, C)``.
+
+    ``(softmax X) Wvᵀ + bv`` (rows of the softmax sum to one), then the output projection.
+    """
+    import torch
+
+    heads, per_head = _heads(attn)
+    c = context.shape[1]
+    values = torch.baddbmm(
+        attn.v_proj.bias.view(heads, 1, per_head),
+        context.view(heads, -1, c),
+        attn.v_proj.weight.view(heads, per_head, c).transpose(1, 2),
+    )  # (H, M, d)
+    return _merge_heads(attn, values)
+
+
+def _merge_heads(attn: Attention, per_head: torch.Tensor) -> torch.Tensor:
+    """``(H, M, d)`` per-head outputs -> ``(M, C)`` through the output projection."""
+    import torch.nn.functional as F
+
+    m = per_head.shape[1]
+    merged = per_head.transpose(0, 1).reshape(m, -1)
+    return F.linear(merged, attn.out_proj.weight, attn.out_proj.bias)
+
+
+def _token_keys_values(
+    attn: Attention, keys: torch.Tensor, values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled per-head keys ``(H, M, d)`` and values projected to the output ``(H*M, C)``.
+
+    The image→token update is ``Σ_h softmax_h v_h Wo_hᵀ``: the output
+    projection moves onto the tokens (its bias is added separately).
     """
     import torch
     import torch.nn.functional as F
 
-    conv1, norm, act1, conv2, act2 = upscaling
-    n, c = image.shape
-    mid = conv1.weight.shape[1]
-    out = conv2.weight.shape[1]
-    w1 = conv1.weight.permute(0, 2, 3, 1).reshape(c, 4 * mid)  # (C, [dy, dx, o])
-    x = torch.addmm(conv1.bias.repeat(4), image, w1).view(n * 4, mid)
-    x = act1(F.layer_norm(x, (mid,), norm.weight, norm.bias, norm.eps))
+    heads, per_head = _heads(attn)
+    m, c = keys.shape
+    k = F.linear(keys, attn.k_proj.weight, attn.k_proj.bias) * (1.0 / math.sqrt(per_head))
+    k = k.view(m, heads, per_head).transpose(0, 1)  # (H, M, d)
+    v = F.linear(values, attn.v_proj.weight, attn.v_proj.bias).view(m, heads, per_head)
+    out_weight = attn.out_proj.weight.view(c, heads, per_head).permute(1, 2, 0)  # (H, d, C)
+    return k, torch.bmm(v.transpose(0, 1), out_weight).reshape(heads * m, c)
+
+
+def _softmax_over_tokens(logits: torch.Tensor, heads: int) -> torch.Tensor:
+    """``(H*M, B)`` image→token logits -> weights, softmax over the ``M`` tokens of each head."""
+    import torch
+
+    rows, cols = logits.shape
+    return torch.softmax(logits.view(heads, rows // heads, cols), dim=1).view(rows, cols)
+
+
+# -- masks -----------------------------------------------------------------------------------
+class LowResMasks:
+    """Low-resolution mask logits of the proposals, laid out when first asked for.
+
+    Parameters
+    ----------
+    flat : ``(K, 16·h·w)``
+        Logits in the decoder's order ``[y, x, dy1, dx1, dy2, dx2]`` (token,
+        then the two 2×2 sub-pixel steps).
+    grid : (int, int)
+        ``(h, w)`` of the embedding grid.
+    """
+
+    def __init__(self, flat: torch.Tensor, grid: tuple[int, int]):
+        self._flat = flat
+        self._grid = grid
+        self._done: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return int(self._flat.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """``(1, K, 4h, 4w)``."""
+        h, w = self._grid
+        return (1, len(self), 4 * h, 4 * w)
+
+    def one(self, k: int) -> torch.Tensor:
+        """Logits of proposal ``k`` in image order, ``(4h, 4w)``."""
+        if k not in self._done:
+            h, w = self._grid
+            grid = self._flat[k].view(h, w, 2, 2, 2, 2)
+            self._done[k] = grid.permute(0, 2, 4, 1, 3, 5).reshape(4 * h, 4 * w)
+        return self._done[k]
+
+    def select(self, which: slice | list[int]) -> torch.Tensor:
+        """Logits of some proposals, ``(1, k, 4h, 4w)``."""
+        import torch
+
+        indices = range(len(self))[which] if isinstance(which, slice) else which
+        return torch.stack([self.one(int(k)) for k in indices])[None]
+
+    def all(self) -> torch.Tensor:
+        """All proposals, ``(1, K, 4h, 4w)`` (what ``MaskDecoder.forward`` returns)."""
+        return self.select(slice(None))
+
+
+def _first_upscaling(
+    prepared: PreparedImage,
+    rows: slice,
+    states: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    right: torch.Tensor,
+) -> torch.Tensor:
+    """The first upscaling convolution of the transformer's output for a block of rows.
+
+    Layer ``j`` updates the image tokens to ``z_j = image_{j-1} + A_jᵀP_j + b_j``
+    (attention weights ``A_j``, values projected to the output ``P_j``) and
+    normalises them, ``image_j = r_j (z_j - μ_j) Γ_j + β_j`` with per-row mean
+    ``μ_j`` and inverse deviation ``r_j``: a per-row affine map. Unrolled, with
+    ``ρ_j = r_j ⋯ r_{L-1}`` per row and ``T_j = Γ_j ⋯ Γ_{L-1} W``::
+
+        Y = image_{L-1} W + b_W
+          = ρ_0 X' T_0 + Σ_j ρ_j [A_jᵀ (P_j T_j) - μ_j 1ᵀT_j]
+            + Σ_{j≥1} ρ_j (b_j + β_{j-1}) T_j + β_{L-1} W + b_W
+
+    where ``X' = X + b_0`` (``X' T_0`` is prepared per image). The rest is one
+    GEMM of width ``L (H M + 2) - 1`` instead of ``C``.
+
+    Parameters
+    ----------
+    states : list of (A, μ, r)
+        Per layer: attention weights ``(H*M, N)``, row means and inverse
+        standard deviations ``(N, 1)`` of its ``norm4``.
+    right : ``(L (H M + 2) - 1, C')``
+        The matching right-hand factors (:func:`_upscaling_right`).
+
+    Returns ``(rows, C')``, columns ``[dy, dx, o]``.
+    """
+    import torch
+
+    rho = None
+    parts: list[torch.Tensor] = []
+    for index in range(len(states) - 1, -1, -1):
+        weights, mean, rstd = states[index]
+        rho = rstd[rows].T if rho is None else rho * rstd[rows].T  # (1, B)
+        layer_parts = [weights[:, rows] * rho, rho * mean[rows].T]
+        if index > 0:
+            layer_parts.append(rho)
+        parts[:0] = layer_parts
+    base = torch.addcmul(prepared.last_shift, prepared.upscale_base[rows], rho.T)
+    return torch.addmm(base, torch.cat(parts).T, right)
+
+
+def _upscaling_right(
+    decoder: MaskDecoder, prepared: PreparedImage, projections: list[torch.Tensor]
+) -> torch.Tensor:
+    """Right-hand factors of :func:`_first_upscaling`, in the order of its left rows."""
+    import torch
+
+    layers = decoder.transformer.layers
+    parts = []
+    for index, (layer, through) in enumerate(zip(layers, prepared.through)):
+        parts += [projections[index] @ through, -through.sum(0, keepdim=True)]
+        if index > 0:
+            shift = layer.cross_attn_image_to_token.out_proj.bias + layers[index - 1].norm4.bias
+            parts.append((shift @ through)[None])
+    return torch.cat(parts)
+
+
+def _upscale(upscaling: torch.nn.Sequential, first_conv: torch.Tensor) -> torch.Tensor:
+    """SAM's ``output_upscaling`` after its first convolution, as plain GEMMs.
+
+    Both transposed convolutions have kernel 2 and stride 2, so each is a
+    per-pixel linear map to 2x2 sub-pixels. Keeping the layout
+    ``(pixel, sub-pixel, channel)`` makes them matrix products and the
+    ``LayerNorm2d`` a plain layer norm over the last axis.
+
+    Parameters
+    ----------
+    first_conv : ``(B, 4·c)``
+        Output of the first transposed convolution, columns ``[dy, dx, o]``.
+
+    Returns
+    -------
+    ``(16·B, c'')`` features, rows ``[token, dy1, dx1, dy2, dx2]``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    _conv1, norm, act1, conv2, act2 = upscaling
+    mid, out = conv2.weight.shape[:2]
+    x = act1(F.layer_norm(first_conv.view(-1, mid), (mid,), norm.weight, norm.bias, norm.eps))
     w2 = conv2.weight.permute(0, 2, 3, 1).reshape(mid, 4 * out)
-    x = act2(torch.addmm(conv2.bias.repeat(4), x, w2)).view(n * 16, out)
-    k = hyper.shape[0]
-    masks = (x @ hyper.T).view(h, w, 2, 2, 2, 2, k)  # (y, x, dy1, dx1, dy2, dx2, K)
-    masks = masks.permute(6, 0, 2, 4, 1, 3, 5).reshape(1, k, 4 * h, 4 * w)
-    return masks
+    return act2(torch.addmm(conv2.bias.repeat(4), x, w2)).view(-1, out)
 
 
+# -- the decoder -----------------------------------------------------------------------------
 def decode(
-    decoder: MaskDecoder,
-    image_embedding: torch.Tensor,
-    image_pe: torch.Tensor,
-    sparse: torch.Tensor,
-    dense: torch.Tensor,
-    multimask: bool,
-    *,
-    image_tokens: torch.Tensor | None = None,
-    pe_tokens: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    decoder: MaskDecoder, prepared: PreparedImage, sparse: torch.Tensor, multimask: bool
+) -> tuple[LowResMasks, torch.Tensor]:
     """Same outputs as ``MaskDecoder.forward`` for one prompt, computed faster.
 
     Parameters
     ----------
     decoder : segment_anything.modeling.MaskDecoder
-    image_embedding : ``(1, C, h, w)``
-    image_pe : ``(1, C, h, w)``
-    sparse : ``(1, P, C)`` prompt tokens
-    dense : ``(1, C, h, w)`` dense prompt embedding
+    prepared : PreparedImage
+        From :func:`prepare_image` for this decoder, embedding and dense prompt.
+    sparse : ``(1, P, C)``
+        Prompt tokens from the prompt encoder.
     multimask : bool
-    image_tokens, pe_tokens : ``(h*w, C)``, optional
-        ``image_embedding`` and ``image_pe`` already laid out as contiguous
-        token rows (callers that prompt the same image repeatedly keep them);
-        ``dense`` is still added.
+        Three proposals instead of one.
 
     Returns
     -------
-    low_res_masks : ``(1, K, 4h, 4w)``
+    low_res_masks : LowResMasks
+        ``(1, K, 4h, 4w)`` logits (:meth:`LowResMasks.all`).
     iou_predictions : ``(1, K)``
     """
     import torch
-    import torch.nn.functional as F
 
-    transformer = decoder.transformer
-    c, h, w = image_embedding.shape[1:]
+    layers = decoder.transformer.layers
+    final = decoder.transformer.final_attn_token_to_image
+    n, c = prepared.first_residual.shape
+    blocks = [slice(start, min(start + BLOCK_ROWS, n)) for start in range(0, n, BLOCK_ROWS)]
+    pe = prepared.pe
     output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
-    tokens = torch.cat([output_tokens, sparse[0]], dim=0)  # (M, C)
-    if image_tokens is None:
-        image_tokens = image_embedding[0].flatten(1).T.contiguous()
-    image = image_tokens + dense[0].flatten(1).T  # (N, C), a new tensor
-    pe = image_pe[0].flatten(1).T.contiguous() if pe_tokens is None else pe_tokens
-
-    queries, query_pe = tokens, tokens
-    for layer in transformer.layers:
-        if layer.skip_first_layer_pe:
-            queries = layer.self_attn(q=queries[None], k=queries[None], v=queries[None])[0]
-        else:
-            q = queries + query_pe
-            queries = queries + layer.self_attn(q=q[None], k=q[None], v=queries[None])[0]
-        queries = layer.norm1(queries)
-        image_keys = image + pe
-        attended = _tokens_to_image(
-            layer.cross_attn_token_to_image, queries + query_pe, image_keys, image
-        )
-        queries = layer.norm2(queries + attended)
-        queries = layer.norm3(queries + layer.mlp(queries))
-        update = _image_to_tokens(
-            layer.cross_attn_image_to_token, image_keys, queries + query_pe, queries
-        )
-        image = F.layer_norm(
-            image + update, (c,), layer.norm4.weight, layer.norm4.bias, layer.norm4.eps
-        )
-    attended = _tokens_to_image(
-        transformer.final_attn_token_to_image, queries + query_pe, image + pe, image
-    )
-    queries = transformer.norm_final_attn(queries + attended)
-
-    first = 1 if multimask else 0
+    query_pe = torch.cat([output_tokens, sparse[0]], dim=0)  # (M, C)
+    # Only the IoU token and the returned mask tokens are read after the transformer.
+    offset = 1 if multimask else 0
     count = decoder.num_mask_tokens - 1 if multimask else 1
-    mask_tokens = queries[1 + first : 1 + first + count]
+    read = [0, *range(1 + offset, 1 + offset + count)]
+
+    # The first layer meets the image only through the prepared projections.
+    layer = layers[0]
+    queries = _self_attention(layer, query_pe, query_pe)
+    t2i = layer.cross_attn_token_to_image
+    weights = torch.softmax(
+        torch.bmm(_token_queries(t2i, queries + query_pe), prepared.first_keys), dim=-1
+    )  # (H, M, N)
+    queries = layer.norm2(queries + _merge_heads(t2i, torch.bmm(weights, prepared.first_values)))
+    queries = layer.norm3(queries + layer.mlp(queries))
+    i2t = layer.cross_attn_image_to_token
+    heads, per_head = _heads(i2t)
+    keys, projected = _token_keys_values(i2t, queries + query_pe, queries)
+    first_weights = _softmax_over_tokens(
+        torch.bmm(keys, prepared.first_queries).view(-1, n), heads
+    )
+
+    # Layer j's image→token update, one block of rows at a time, together with the logits
+    # of the next token→image attention (which needs the tokens' self-attention first).
+    states: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    projections = [projected]
+    image = prepared.first_residual
+    # Layer j's image→token queries with the query projection folded in (set for j ≥ 1).
+    folded_q = query_bias = first_weights
+    for index, layer in enumerate(layers):
+        last = index + 1 == len(layers)
+        if last:
+            consumer = final
+            folded = _folded_keys(final, queries[read] + query_pe[read])
+        else:
+            queries = _self_attention(layers[index + 1], queries, query_pe)
+            consumer = layers[index + 1].cross_attn_token_to_image
+            folded = _folded_keys(consumer, queries + query_pe)
+        norm = layer.norm4
+        updated = torch.empty_like(image)
+        mean = image.new_empty(n, 1)
+        rstd = torch.empty_like(mean)
+        weights = first_weights if index == 0 else torch.empty_like(first_weights)
+        logits = image.new_empty(folded.shape[0], n)
+        for rows in blocks:
+            if index == 0:
+                z = torch.addmm(prepared.first_residual[rows], first_weights[:, rows].T, projected)
+            else:
+                block = image[rows]
+                block_logits = torch.addmm(query_bias, folded_q, (block + pe[rows]).T)
+                weights[:, rows] = _softmax_over_tokens(block_logits, heads)
+                z = torch.addmm(block, weights[:, rows].T, projected).add_(i2t.out_proj.bias)
+            out, mean[rows], rstd[rows] = torch.native_layer_norm(
+                z, (c,), norm.weight, norm.bias, norm.eps
+            )
+            updated[rows] = out
+            logits[:, rows] = folded @ (out + pe[rows]).T
+        states.append((weights, mean, rstd))
+        image = updated
+        context = torch.softmax(logits, dim=-1) @ image  # (rows of folded, C)
+        if last:
+            read_out = decoder.transformer.norm_final_attn(
+                queries[read] + _token_values(final, context)
+            )
+            break
+        after = layers[index + 1]
+        queries = after.norm2(queries + _token_values(consumer, context))
+        queries = after.norm3(queries + after.mlp(queries))
+        i2t = after.cross_attn_image_to_token
+        heads, per_head = _heads(i2t)
+        keys, projected = _token_keys_values(i2t, queries + query_pe, queries)
+        projections.append(projected)
+        # X Wq_h^T k_h^T + bq_h k_h^T: the query projection moves onto the tokens.
+        folded_q = torch.bmm(keys, i2t.q_proj.weight.view(heads, per_head, c)).view(-1, c)
+        query_bias = (i2t.q_proj.bias.view(heads, 1, per_head) * keys).sum(-1).view(-1, 1)
+
     hyper = torch.stack(
-        [decoder.output_hypernetworks_mlps[first + i](mask_tokens[i]) for i in range(count)]
-    )  # (K, C/8)
-    masks = _upscale_and_project(decoder.output_upscaling, image, hyper, h, w)
-    iou = decoder.iou_prediction_head(queries[0:1])[:, first : first + count]
-    return masks, iou
+        [decoder.output_hypernetworks_mlps[offset + i](read_out[1 + i]) for i in range(count)]
+    )  # (K, c'')
+    iou = decoder.iou_prediction_head(read_out[0:1])[:, offset : offset + count]
+
+    # Upscaling and the hypernetwork product, block by block.
+    right = _upscaling_right(decoder, prepared, projections)
+    flat = hyper.new_empty(count, 16 * n)
+    for rows in blocks:
+        first_conv = _first_upscaling(prepared, rows, states, right)
+        features = _upscale(decoder.output_upscaling, first_conv)
+        flat[:, 16 * rows.start : 16 * rows.stop] = hyper @ features.T
+    return LowResMasks(flat, prepared.grid), iou

@@ -5,11 +5,12 @@ Coordinates follow napari: points are ``(row, col)`` pixel positions, boxes
 frame appear only in :func:`_to_model_frame`, the single conversion.
 
 Speed: the image embedding comes from an :class:`~.embedding.EmbeddingCache`;
-a prompt runs only the prompt encoder and the mask decoder (re-associated in
-:mod:`.decoder` to skip most image-token projections, with the positional
-encoding computed once per model), and only the mask that is shown is
-upsampled to full size (:attr:`Prediction.mask`). :attr:`Prediction.masks`
-upsamples all proposals on first access, for callers that want them.
+a prompt runs only the prompt encoder and the mask decoder, rewritten in
+:mod:`.decoder` to skip most image-token projections; its prompt-independent
+part is computed once per image and reused by every click. Only the mask that
+is shown is laid out and upsampled to full size (:attr:`Prediction.mask`);
+:attr:`Prediction.masks` upsamples all proposals on first access, for callers
+that want them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .decoder import decode
+from .decoder import LowResMasks, PreparedImage, decode, prepare_image
 from .embedding import Embedding, EmbeddingCache
 from .image import SamInput
 
@@ -55,7 +56,7 @@ class Prediction:
     scores: np.ndarray
     best: int
     original_size: tuple[int, int]
-    _logits: torch.Tensor = field(repr=False)
+    _logits: LowResMasks | torch.Tensor = field(repr=False)
     _input_size: tuple[int, int] = field(repr=False)
     _img_size: int = field(repr=False)
     _threshold: float = field(default=0.0, repr=False)
@@ -65,7 +66,7 @@ class Prediction:
     @property
     def logits(self) -> np.ndarray:
         """Low-resolution logits ``(K, h, w)`` float32."""
-        return self._logits[0].detach().float().cpu().numpy()
+        return self._low_res(slice(None))[0].detach().float().cpu().numpy()
 
     @property
     def mask(self) -> np.ndarray:
@@ -90,13 +91,19 @@ class Prediction:
             self._all = self._upsample(slice(None))
         return self._all
 
+    def _low_res(self, which: slice) -> torch.Tensor:
+        """Low-resolution logits of some proposals, ``(1, k, h, w)``."""
+        if isinstance(self._logits, LowResMasks):
+            return self._logits.select(which)
+        return self._logits[:, which]
+
     def _upsample(self, which: slice) -> np.ndarray:
         """SAM's postprocessing (resize to the padded input, crop, resize) for some masks."""
         import torch
         import torch.nn.functional as F
 
         with torch.inference_mode():
-            low = self._logits[:, which].float()
+            low = self._low_res(which).float()
             size = (self._img_size, self._img_size)
             up = F.interpolate(low, size, mode="bilinear", align_corners=False)
             up = up[..., : self._input_size[0], : self._input_size[1]]
@@ -136,8 +143,8 @@ class PromptSegmenter:
         self.cache = cache if cache is not None else EmbeddingCache(max_items=8)
         self._source: SamInput | None = None
         self._embedding: Embedding | None = None
-        self._token_key: Embedding | None = None
-        self._token_rows: torch.Tensor | None = None
+        self._prepared_key: tuple[Any, ...] | None = None
+        self._prepared: PreparedImage | None = None
 
     # -- image ------------------------------------------------------------------------
     def source_for(self, image: SamInput | np.ndarray, *, rgb: bool | None = None) -> SamInput:
@@ -184,12 +191,33 @@ class PromptSegmenter:
         self._embedding = self.cache.get_or_compute(self.model, rgb_plane)
         return self._embedding
 
-    def _tokens(self, embedding: Embedding) -> torch.Tensor:
-        """The embedding as contiguous ``(h*w, C)`` rows, kept for the current image."""
-        if self._token_key is not embedding:
-            self._token_rows = embedding.features[0].flatten(1).T.contiguous()
-            self._token_key = embedding
-        return self._token_rows
+    def _prepared_for(
+        self, embedding: Embedding, dense: torch.Tensor, masked: bool
+    ) -> PreparedImage:
+        """The decoder's prompt-independent work for ``embedding``.
+
+        Without a mask prompt it is kept for the current image and reused by
+        every click until the embedding or any decoder weight changes (PyTorch
+        counts in-place changes of each parameter, e.g. by fine-tuning or
+        loading decoder weights).
+        """
+        sam = self.model.sam
+        pe = self.model.pe_tokens()
+
+        def prepare() -> PreparedImage:
+            return prepare_image(
+                sam.mask_decoder, embedding.features, self.model.dense_pe(), dense, pe_tokens=pe
+            )
+
+        if masked:
+            return prepare()
+        versions = tuple(p._version for p in sam.mask_decoder.parameters())
+        key = (embedding, sam.mask_decoder, pe, sam.prompt_encoder.no_mask_embed.weight._version)
+        key += versions
+        if self._prepared is None or not _same(key, self._prepared_key or ()):
+            self._prepared = prepare()
+            self._prepared_key = key
+        return self._prepared
 
     def set_embedding(self, embedding: Embedding) -> None:
         """Prompt on a precomputed embedding."""
@@ -359,16 +387,8 @@ class PromptSegmenter:
         with torch.inference_mode():
             sparse, dense = sam.prompt_encoder(points=point_arg, boxes=box_t, masks=mask_t)
             if self.fast_decoder:
-                low_res, iou = decode(
-                    sam.mask_decoder,
-                    embedding.features,
-                    self.model.dense_pe(),
-                    sparse,
-                    dense,
-                    multimask,
-                    image_tokens=self._tokens(embedding),
-                    pe_tokens=self.model.pe_tokens(),
-                )
+                prepared = self._prepared_for(embedding, dense, masked=mask_t is not None)
+                low_res, iou = decode(sam.mask_decoder, prepared, sparse, multimask)
             else:
                 low_res, iou = sam.mask_decoder(
                     image_embeddings=embedding.features,
@@ -387,3 +407,10 @@ class PromptSegmenter:
             _img_size=self.model.img_size,
             _threshold=float(sam.mask_threshold),
         )
+
+
+def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """Element-wise identity of two keys (objects by identity, counters by value)."""
+    return len(a) == len(b) and all(
+        x is y or (isinstance(x, int) and isinstance(y, int) and x == y) for x, y in zip(a, b)
+    )
