@@ -170,7 +170,7 @@ def main() -> None:
     # -- precompute memory: bounded by the LRU, not the stack -------------------------------
     # An encoder with ViT-B's output (256 x 64 x 64 embeddings, 4 MiB each) but one thin
     # block: memory depends on the embedding size, not on the encoder's depth.
-    planes = 12 if quick else 48
+    planes = 12 if quick else 200  # the full run: a (200, 512, 512) stack
     lru = 4
     light = build_tiny_sam(
         architecture="vit_b",
