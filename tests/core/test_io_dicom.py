@@ -33,6 +33,7 @@ def write_slice(
     slope: float = 1.0,
     description: str = "synthetic CT",
     window: tuple[float, float] | None = (40.0, 400.0),
+    photometric: str = "MONOCHROME2",
 ) -> Path:
     """One uncompressed single-frame CT slice."""
     meta = FileMetaDataset()
@@ -55,7 +56,7 @@ def write_slice(
     ds.SliceThickness = "2.5"
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PhotometricInterpretation = photometric
     ds.BitsAllocated = 16
     ds.BitsStored = 16
     ds.HighBit = 15
@@ -219,6 +220,19 @@ def test_oblique_and_tilted_series_warn_and_keep_exact_positions(
     np.testing.assert_allclose(
         (saved.affine @ [4, 5, 2, 1])[:3], [-lps[0], -lps[1], lps[2]], atol=1e-3
     )
+
+
+def test_monochrome1_keeps_values_and_opens_with_an_inverted_colormap(tmp_path):
+    normal = write_series(tmp_path / "m2", n_slices=3, seed=5)
+    inverted = write_series(tmp_path / "m1", n_slices=3, seed=5, photometric="MONOCHROME1")
+    np.testing.assert_array_equal(normal["pixels"], inverted["pixels"])
+    plain = read_dicom_series(tmp_path / "m2")
+    volume = read_dicom_series(tmp_path / "m1")
+    np.testing.assert_array_equal(volume.data, plain.data)
+    _, kwargs, kind = volume.layer_data()
+    assert kind == "image" and kwargs["colormap"] == "gray_r"
+    assert "colormap" not in plain.layer_data()[1]
+    assert any("MONOCHROME1" in note for note in volume.metadata["dicom"]["notes"])
 
 
 def test_float_rescale_gives_float32(tmp_path):

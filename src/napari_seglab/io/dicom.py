@@ -15,7 +15,9 @@ reoriented to the layer axes ``(Z, Y, X)`` = (Superior, Posterior, Left) of
 Only the folder itself is searched (not sub-folders). Files without the DICOM
 preamble (``DICM`` at byte 128), DICOMDIR indexes and DICOM objects without
 pixel data are skipped; multi-frame (enhanced) and colour DICOM are refused
-with a clear error. No patient-identifying tags are copied into the metadata.
+with a clear error. ``MONOCHROME1`` series (low values shown bright) keep their
+stored values and open with an inverted grey colormap. No patient-identifying
+tags are copied into the metadata.
 """
 
 from __future__ import annotations
@@ -291,6 +293,12 @@ def _read_series(info: DicomSeriesInfo, members: list[tuple[Path, Any]], folder:
     tags["n_slices"] = len(slices)
     tags["slice_spacing"] = slice_spacing
     tags["files"] = [path.name for path, _ in slices]
+    inverted = str(first.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
+    if inverted:
+        notes.append(
+            "MONOCHROME1: low values are meant to look bright; the values are kept as stored "
+            "and the layer is shown with an inverted grey colormap."
+        )
     if notes:
         tags["notes"] = notes
     metadata: dict[str, Any] = {
@@ -308,6 +316,7 @@ def _read_series(info: DicomSeriesInfo, members: list[tuple[Path, Any]], folder:
         name=name,
         metadata=metadata,
         contrast_limits=_window(first),
+        colormap="gray_r" if inverted else None,
     )
 
 

@@ -55,6 +55,9 @@ class Volume:
         Suggested layer name.
     contrast_limits : tuple of float, optional
         Display window from the file (DICOM window, NIfTI ``cal_min/cal_max``).
+    colormap : str, optional
+        napari colormap for an image; ``"gray_r"`` for DICOM ``MONOCHROME1``
+        (low values shown bright), whose values are kept as stored.
     """
 
     data: np.ndarray
@@ -65,6 +68,7 @@ class Volume:
     metadata: dict[str, Any] = field(default_factory=dict)
     name: str = "volume"
     contrast_limits: tuple[float, float] | None = None
+    colormap: str | None = None
 
     @property
     def is_oblique(self) -> bool:
@@ -99,6 +103,8 @@ class Volume:
             return self.data, kwargs, "labels"
         if self.contrast_limits is not None:
             kwargs["contrast_limits"] = tuple(float(c) for c in self.contrast_limits)
+        if self.colormap is not None:
+            kwargs["colormap"] = self.colormap
         return self.data, kwargs, "image"
 
 
@@ -111,6 +117,7 @@ def volume_from_source(
     metadata: dict[str, Any],
     extra_spacing: float = 1.0,
     contrast_limits: tuple[float, float] | None = None,
+    colormap: str | None = None,
     detach: bool = False,
 ) -> Volume:
     """Reorient a source array and build its :class:`Volume`.
@@ -122,7 +129,7 @@ def volume_from_source(
         flattened into one leading time/channel axis of the volume.
     ras_affine : ndarray, shape ``(4, 4)``
         Maps ``(i, j, k, 1)`` to RAS+ mm.
-    is_label, name, contrast_limits
+    is_label, name, contrast_limits, colormap
         Copied to the volume.
     metadata : dict
         Format-specific metadata; ``"orientation"`` and ``"geometry"`` are added
@@ -201,4 +208,5 @@ def volume_from_source(
         metadata=meta,
         name=name,
         contrast_limits=contrast_limits,
+        colormap=colormap,
     )
