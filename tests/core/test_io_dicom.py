@@ -230,7 +230,8 @@ def test_monochrome1_keeps_values_and_opens_with_an_inverted_colormap(tmp_path):
     volume = read_dicom_series(tmp_path / "m1")
     np.testing.assert_array_equal(volume.data, plain.data)
     _, kwargs, kind = volume.layer_data()
-    assert kind == "image" and kwargs["colormap"] == "gray_r"
+    assert kind == "image"
+    assert kwargs["colormap"] == "gray_r"
     assert "colormap" not in plain.layer_data()[1]
     assert any("MONOCHROME1" in note for note in volume.metadata["dicom"]["notes"])
 
