@@ -56,3 +56,37 @@ def test_bad_mode():
     labels = np.zeros((4, 4), np.uint8)
     with pytest.raises(ValueError, match=r"mode: expected one of .*'panoptic'"):
         metrics.evaluate(labels, labels, mode="panoptic")
+
+
+def test_cancel_stops_between_classes_and_steps():
+    sample = data.nuclei_3d()
+    gt = sample.labels
+    pred = np.roll(gt, 1, axis=2)
+    asked = []
+
+    def cancel_after(n):
+        def cancel():
+            asked.append(1)
+            return len(asked) > n
+
+        return cancel
+
+    # Semantic surface metrics ask before every class: stop after the third class.
+    assert metrics.semantic(pred, gt, spacing=sample.spacing, cancel=cancel_after(3)) is None
+    assert len(asked) == 4
+    asked.clear()
+    assert metrics.evaluate(pred, gt, mode="instance", cancel=cancel_after(0)) is None
+    asked.clear()
+    steps = metrics.evaluation_steps(pred, gt, mode="semantic", cancel=cancel_after(2))
+    events = []
+    while True:
+        try:
+            events.append(next(steps))
+        except StopIteration as stop:
+            returned = stop.value
+            break
+    assert returned is None
+    assert events[-1]["message"] != "done"
+    # Never asked to stop: the full result, equal to the plain call.
+    full = metrics.evaluate(pred, gt, mode="semantic", cancel=lambda: False)
+    assert full.result == metrics.semantic(pred, gt)

@@ -162,3 +162,34 @@ def test_mismatched_layers_report_an_error_and_change_nothing(make_napari_viewer
     assert len(viewer.layers) == n_layers
     with pytest.raises(RuntimeError, match="press Evaluate first"):
         widget.save_csv("never.csv")
+
+
+def test_cancel_keeps_results_and_layers(make_napari_viewer, qtbot, stack):
+    pred, gt, spacing = stack
+    viewer = make_napari_viewer()
+    viewer.add_labels(pred, name="prediction", scale=spacing)
+    viewer.add_labels(gt, name="ground truth", scale=spacing)
+    widget = open_widget(viewer)
+    assert not widget.cancel_button.isEnabled()
+    # Each object id as a class: dozens of per-class surface computations to stop between.
+    widget.mode_combo.setCurrentText(SEMANTIC)
+    widget.errors_check.setChecked(True)
+    n_layers = len(viewer.layers)
+
+    widget.evaluate_button.click()
+    assert widget.cancel_button.isEnabled()
+    assert not widget.evaluate_button.isEnabled()
+    widget.cancel_button.click()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+
+    assert "Cancelled" in widget.status.text()
+    assert widget.evaluation is None
+    assert widget.table.rowCount() == 0
+    assert len(viewer.layers) == n_layers
+    assert widget.evaluate_button.isEnabled()
+    assert not widget.cancel_button.isEnabled()
+    # A later run completes normally.
+    widget.evaluate_button.click()
+    wait_done(qtbot, widget)
+    assert widget.table.rowCount() > 0
+    assert len(viewer.layers) == n_layers + 2

@@ -11,6 +11,7 @@ optionally false-positive / false-negative Labels layers.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,7 @@ class EvaluationWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self._worker = None
+        self._cancel = threading.Event()
         self.evaluation: metrics.Evaluation | None = None
         self._evaluated_layers: tuple[str, str] | None = None
 
@@ -93,6 +95,11 @@ class EvaluationWidget(QWidget):
         )
         self.errors_check = QCheckBox("Add error layers (false positives / negatives)")
         self.evaluate_button = QPushButton("Evaluate")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.setToolTip(
+            "Stop the evaluation (at the next class or step); no layer and no result change."
+        )
         self.progress = QProgressBar()
         self.progress.setVisible(False)
         self.status = QLabel("")
@@ -126,7 +133,10 @@ class EvaluationWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.errors_check)
-        layout.addWidget(self.evaluate_button)
+        run_buttons = QHBoxLayout()
+        run_buttons.addWidget(self.evaluate_button)
+        run_buttons.addWidget(self.cancel_button)
+        layout.addLayout(run_buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.table, stretch=1)
@@ -135,6 +145,7 @@ class EvaluationWidget(QWidget):
             layout.addWidget(self.canvas, stretch=1)
 
         self.evaluate_button.clicked.connect(self.evaluate)
+        self.cancel_button.clicked.connect(self.cancel)
         self.copy_button.clicked.connect(self.copy_table)
         self.export_button.clicked.connect(self._choose_csv)
         self.objects_button.clicked.connect(lambda: self._choose_csv(objects=True))
@@ -172,6 +183,7 @@ class EvaluationWidget(QWidget):
         self.threshold_spin.setEnabled(instance)
         self.tolerance_spin.setEnabled(not instance)
         self.evaluate_button.setEnabled(self._worker is None and self.pred_combo.count() > 0)
+        self.cancel_button.setEnabled(self._worker is not None)
 
     # ------------------------------------------------------------------- run
     def evaluate(self) -> None:
@@ -200,7 +212,7 @@ class EvaluationWidget(QWidget):
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self.status.setText("Evaluating…")
-        self.evaluate_button.setEnabled(False)
+        self._cancel = threading.Event()
         self._worker = start_job(
             metrics.evaluation_steps,
             pred_data,
@@ -210,6 +222,7 @@ class EvaluationWidget(QWidget):
             iou_threshold=float(self.threshold_spin.value()),
             tolerance=float(self.tolerance_spin.value()),
             error_images=self.errors_check.isChecked(),
+            cancel=self._cancel.is_set,
             on_yielded=self._on_progress,
             on_returned=self._on_result,
             on_errored=self._on_error,
@@ -217,6 +230,13 @@ class EvaluationWidget(QWidget):
             # errors go to _on_error (a notification), not re-raised in the event loop
             _ignore_errors=True,
         )
+        self._update_enabled()
+
+    def cancel(self) -> None:
+        """Ask the running evaluation to stop; the previous results and all layers stay."""
+        if self._worker is not None:
+            self._cancel.set()
+            self.status.setText("Cancelling…")
 
     def _on_progress(self, event: dict) -> None:
         self.progress.setRange(0, int(event["total"]))
@@ -232,7 +252,10 @@ class EvaluationWidget(QWidget):
         self.progress.setVisible(False)
         self._update_enabled()
 
-    def _on_result(self, evaluation: metrics.Evaluation) -> None:
+    def _on_result(self, evaluation: metrics.Evaluation | None) -> None:
+        if evaluation is None:
+            self.status.setText("Cancelled; no layer changed.")
+            return
         self.evaluation = evaluation
         self.show_table(*evaluation.table())
         self._plot(evaluation)

@@ -7,7 +7,7 @@ call :func:`evaluate` to get the same :class:`Evaluation` directly.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +68,8 @@ def evaluation_steps(
     classes: Any = None,
     ignore_label: int | None = None,
     error_images: bool = False,
-) -> Generator[dict[str, Any], None, Evaluation]:
+    cancel: Callable[[], bool] | None = None,
+) -> Generator[dict[str, Any], None, Evaluation | None]:
     """Evaluate ``pred`` against ``gt`` step by step.
 
     Parameters
@@ -85,6 +86,9 @@ def evaluation_steps(
         Semantic mode: see :func:`~.overlap.semantic`.
     error_images : bool
         Also build false-positive and false-negative images.
+    cancel : callable, optional
+        Asked between steps and between the classes' surface metrics; when it
+        returns True the evaluation stops and returns None.
 
     Yields
     ------
@@ -93,13 +97,17 @@ def evaluation_steps(
 
     Returns
     -------
-    Evaluation
+    Evaluation or None
+        None when cancelled.
     """
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
     shape = check_label_pair(pred, gt)
     total = 2 + int(error_images) + int(len(shape) == 3)
     step = 0
+
+    def cancelled() -> bool:
+        return cancel is not None and bool(cancel())
 
     def event(message: str) -> dict[str, Any]:
         nonlocal step
@@ -115,27 +123,35 @@ def evaluation_steps(
             spacing=spacing,
             ignore_label=ignore_label,
             tolerance=tolerance,
+            cancel=cancelled,
         )
     else:
         result = instances(pred, gt, iou_threshold=iou_threshold)
+    if result is None or cancelled():
+        return None
     slices = None
     if len(shape) == 3:
         yield event("Dice per slice")
         labels = list(result) if mode == "semantic" else None
         slices = per_slice(pred, gt, axis=0, classes=labels, foreground=mode == "instance")
     fp = fn = None
-    if error_images:
+    if error_images and not cancelled():
         yield event("error images")
         if mode == "semantic":
             fp, fn = semantic_errors(pred, gt, classes=list(result), ignore_label=ignore_label)
         else:
             fp, fn = instance_errors(pred, gt, result)
+    if cancelled():
+        return None
     yield event("done")
     return Evaluation(mode, result, slices, fp, fn)
 
 
-def evaluate(pred: Any, gt: Any, **options: Any) -> Evaluation:
-    """Run :func:`evaluation_steps` to the end and return its :class:`Evaluation`."""
+def evaluate(pred: Any, gt: Any, **options: Any) -> Evaluation | None:
+    """Run :func:`evaluation_steps` to the end and return its :class:`Evaluation`.
+
+    None only when a ``cancel`` option asked to stop.
+    """
     steps = evaluation_steps(pred, gt, **options)
     while True:
         try:

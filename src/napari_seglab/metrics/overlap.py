@@ -18,6 +18,7 @@ Conventions
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -105,7 +106,8 @@ def semantic(
     ignore_label: int | None = None,
     tolerance: float = 1.0,
     surface: bool = True,
-) -> dict[int, dict[str, float]]:
+    cancel: Callable[[], bool] | None = None,
+) -> dict[int, dict[str, float]] | None:
     """Per-class overlap and surface metrics of a semantic segmentation.
 
     Parameters
@@ -126,13 +128,17 @@ def semantic(
         Tolerance of the surface Dice, in the units of ``spacing``.
     surface : bool
         Compute ``hd95``, ``assd`` and ``surface_dice`` (NaN when False).
+    cancel : callable, optional
+        Asked before each class's surface metrics (the slow part); when it
+        returns True the computation stops and None is returned.
 
     Returns
     -------
-    dict
+    dict or None
         ``{class_id: {"dice", "iou", "precision", "recall", "hd95", "assd",
         "surface_dice", "volume_gt", "volume_pred"}}`` with float values, in
         ascending class order. See :mod:`.overlap` for empty-class conventions.
+        None when cancelled.
     """
     table, pred_boxes, gt_boxes = scan(pred, gt, boxes=surface)
     ndim = len(table.shape)
@@ -166,6 +172,8 @@ def semantic(
             "volume_pred": n_pred * voxel_volume,
         }
         if surface:
+            if cancel is not None and cancel():
+                return None
             box = _union_box(pred_boxes, gt_boxes, label)
             if box is None:
                 pred_mask = gt_mask = np.zeros((1,) * ndim, dtype=bool)
