@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -13,7 +14,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 import napari_seglab
 from napari_seglab import cli
 from napari_seglab._io_plugin import get_dicom_reader, read_dicom_layers, write_labels_nifti
-from napari_seglab.io import list_dicom_series, read_dicom_series, read_nifti
+from napari_seglab.io import list_dicom_series, read_dicom_folder, read_dicom_series, read_nifti
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
@@ -390,3 +391,104 @@ def test_npe2_opens_a_dicom_folder_through_the_manifest(tmp_path):
     assert layer_type == "image"
     np.testing.assert_array_equal(data, series["pixels"].astype(np.int32) - 1024)
     np.testing.assert_allclose(kwargs["scale"], (2.5, 0.7, 0.9))
+
+
+def write_enhanced(path: Path, series: dict, *, intercept=-1024.0, shuffle_seed=1) -> Path:
+    """The stack of ``write_series`` as one Enhanced CT file, frames in shuffled order."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import EnhancedCTImageStorage
+
+    pixels = series["pixels"]
+    n = len(pixels)
+    order = np.random.default_rng(shuffle_seed).permutation(n)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = EnhancedCTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 7
+    ds.SeriesDescription = "enhanced CT"
+    ds.Modality = "CT"
+    ds.Rows, ds.Columns = pixels.shape[1:]
+    ds.NumberOfFrames = n
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+
+    def item(**values):
+        entry = Dataset()
+        for key, value in values.items():
+            setattr(entry, key, value)
+        return Sequence([entry])
+
+    shared = Dataset()
+    shared.PixelMeasuresSequence = item(
+        PixelSpacing=[str(v) for v in PIXEL_SPACING], SliceThickness="2.5"
+    )
+    shared.PlaneOrientationSequence = item(
+        ImageOrientationPatient=[f"{v:g}" for v in (*series["row_dir"], *series["col_dir"])]
+    )
+    shared.PixelValueTransformationSequence = item(
+        RescaleIntercept=f"{intercept:g}", RescaleSlope="1", RescaleType="HU"
+    )
+    shared.FrameVOILUTSequence = item(WindowCenter="40", WindowWidth="400")
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for k in order:
+        group = Dataset()
+        position = series["origin"] + k * series["step"] * series["normal"]
+        group.PlanePositionSequence = item(ImagePositionPatient=[f"{v:.4f}" for v in position])
+        frames.append(group)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    ds.PixelData = pixels[order].astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("orientation", [AXIAL, SAGITTAL])
+def test_enhanced_multi_frame_file_reads_like_the_same_slices(tmp_path, orientation):
+    series = write_series(tmp_path / "slices", n_slices=5, orientation=orientation, seed=3)
+    (tmp_path / "enhanced").mkdir()
+    write_enhanced(tmp_path / "enhanced" / "volume.dcm", series)
+    slices = read_dicom_series(tmp_path / "slices")
+    enhanced = read_dicom_series(tmp_path / "enhanced")
+    np.testing.assert_array_equal(enhanced.data, slices.data)
+    assert enhanced.data.dtype == np.int16  # HU after the shared rescale
+    np.testing.assert_allclose(enhanced.spacing, slices.spacing)
+    np.testing.assert_allclose(enhanced.origin, slices.origin)
+    np.testing.assert_allclose(enhanced.affine, slices.affine)
+    assert enhanced.contrast_limits == slices.contrast_limits
+    assert enhanced.metadata["dicom"]["n_slices"] == 5
+    assert enhanced.name == "enhanced CT"
+
+
+def test_multi_frame_without_frame_positions_is_refused_by_name(tmp_path):
+    series = write_series(tmp_path / "slices", n_slices=3, seed=4)
+    (tmp_path / "cine").mkdir()
+    path = write_enhanced(tmp_path / "cine" / "cine.dcm", series)
+    ds = pydicom.dcmread(path)
+    del ds.PerFrameFunctionalGroupsSequence
+    ds.save_as(path)
+    with pytest.raises(ValueError, match=r"cine\.dcm.*multi-frame \(3 frames.*per-frame"):
+        read_dicom_series(tmp_path / "cine")
+    ds = pydicom.dcmread(write_enhanced(path, series))
+    del ds.PerFrameFunctionalGroupsSequence[0:1]
+    ds.save_as(path)
+    with pytest.raises(ValueError, match=r"3 frames but 2 per-frame functional groups"):
+        read_dicom_series(tmp_path / "cine")
+
+
+def test_default_series_counts_frames_not_files(tmp_path):
+    series = write_series(tmp_path / "slices", n_slices=6, seed=6)
+    folder = tmp_path / "mixed"
+    write_series(folder, n_slices=3, seed=7, description="few slices")  # 3 files
+    write_enhanced(folder / "volume.dcm", series)  # 1 file, 6 frames
+    assert read_dicom_series(folder).name == "enhanced CT"
+    assert [v.name for v in read_dicom_folder(folder)] == ["few slices", "enhanced CT"]

@@ -14,8 +14,10 @@ reoriented to the layer axes ``(Z, Y, X)`` = (Superior, Posterior, Left) of
 
 Only the folder itself is searched (not sub-folders). Files without the DICOM
 preamble (``DICM`` at byte 128), DICOMDIR indexes and DICOM objects without
-pixel data are skipped; multi-frame (enhanced) and colour DICOM are refused
-with a clear error. ``MONOCHROME1`` series (low values shown bright) keep their
+pixel data are skipped. Enhanced multi-frame files (one file per stack, e.g.
+Enhanced CT/MR) are split into their frames (:mod:`.dicom_frames`); other
+multi-frame files (cine, secondary capture) and colour DICOM are refused with a
+clear error. ``MONOCHROME1`` series (low values shown bright) keep their
 stored values and open with an inverted grey colormap. No patient-identifying
 tags are copied into the metadata.
 """
@@ -34,6 +36,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.misc import is_dicom
 
+from .dicom_frames import is_multi_frame, split_frames
 from .volume import GEOMETRY_KEY, Volume, volume_from_source
 
 #: Slice-position spacing may vary by this fraction of the median (plus 1e-3 mm).
@@ -186,7 +189,8 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
         Folder holding the slice files (not searched recursively).
     series_uid : str, optional
         ``SeriesInstanceUID`` to read. Default: the only series, or the one with
-        the most slices when the folder holds several.
+        the most slices (frames, for enhanced multi-frame files) when the folder
+        holds several.
 
     Returns
     -------
@@ -197,7 +201,7 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
     """
     series = _scan(folder)
     if series_uid is None:
-        chosen = max(series, key=lambda item: len(item[1]))
+        chosen = max(series, key=lambda item: _n_frames(item[1]))
     else:
         matches = [item for item in series if item[0].uid == series_uid]
         if not matches:
@@ -231,14 +235,18 @@ def read_dicom_folder(folder: str | os.PathLike) -> list[Volume]:
 
 def _read_series(info: DicomSeriesInfo, members: list[tuple[Path, Any]], folder: Path) -> Volume:
     """Sort, rescale and reorient one series (``members``: its files and datasets)."""
-    slices = list(members)
+    for path, ds in members:
+        _check_supported(path, ds)
+    slices = [
+        frame
+        for path, ds in members
+        for frame in (split_frames(path, ds) if is_multi_frame(ds) else [(path, ds)])
+    ]
     first_path, first = slices[0]
     where = f"series '{info.label}' in '{folder}'"
-    _check_supported(first_path, first)
 
     row_dir, col_dir = _orientation(first_path, first)
     for path, ds in slices[1:]:
-        _check_supported(path, ds)
         other_row, other_col = _orientation(path, ds)
         if max(np.abs(other_row - row_dir).max(), np.abs(other_col - col_dir).max()) > (
             ORIENTATION_TOLERANCE
@@ -324,10 +332,12 @@ def _check_supported(path: Path, ds: Any) -> None:
     if "PixelData" not in ds:
         raise ValueError(f"DICOM file '{path}' has no pixel data ({_sop_class(ds)}).")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
+    if frames > 1 and "PerFrameFunctionalGroupsSequence" not in ds:
         raise ValueError(
-            f"DICOM file '{path}' is multi-frame ({frames} frames, {_sop_class(ds)}); only "
-            "series of single-frame slices are supported."
+            f"DICOM file '{path}' is multi-frame ({frames} frames, {_sop_class(ds)}) without "
+            "per-frame functional groups, so the frames' positions are unknown; only "
+            "single-frame slices and enhanced multi-frame images (Enhanced CT/MR/PET...) are "
+            "supported."
         )
     samples = int(ds.get("SamplesPerPixel", 1))
     if samples != 1:
@@ -452,6 +462,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, pydicom.valuerep.IS | int):
         return int(value)
     return str(value)
+
+
+def _n_frames(members: list[tuple[Path, Any]]) -> int:
+    """Slices in a series: its files, counting each frame of a multi-frame file."""
+    return sum(int(ds.get("NumberOfFrames", 1) or 1) for _, ds in members)
 
 
 def _sop_class(ds: Any) -> str:

@@ -1,0 +1,143 @@
+"""Enhanced multi-frame DICOM (Enhanced CT/MR/PET...) as single-frame slices.
+
+An enhanced image stores a whole stack in one file: the pixels of all frames in
+one ``PixelData`` element, and per-frame geometry and value transforms in
+*functional groups*, each either shared by all frames
+(``SharedFunctionalGroupsSequence``) or given per frame
+(``PerFrameFunctionalGroupsSequence``). :func:`split_frames` turns such a file
+into one dataset per frame carrying the classic single-frame attributes
+(``ImagePositionPatient``, ``ImageOrientationPatient``, ``PixelSpacing``,
+``RescaleSlope`` ...), so the series reader sorts, checks and stacks them like
+a folder of slices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+#: (functional group sequence, attribute) pairs copied onto each frame, per-frame value first.
+FRAME_ATTRIBUTES = (
+    ("PlanePositionSequence", "ImagePositionPatient"),
+    ("PlaneOrientationSequence", "ImageOrientationPatient"),
+    ("PixelMeasuresSequence", "PixelSpacing"),
+    ("PixelMeasuresSequence", "SliceThickness"),
+    ("PixelMeasuresSequence", "SpacingBetweenSlices"),
+    ("PixelValueTransformationSequence", "RescaleSlope"),
+    ("PixelValueTransformationSequence", "RescaleIntercept"),
+    ("PixelValueTransformationSequence", "RescaleType"),
+    ("FrameVOILUTSequence", "WindowCenter"),
+    ("FrameVOILUTSequence", "WindowWidth"),
+)
+
+#: Top-level attributes every frame keeps (identity, size, pixel format, description).
+FILE_ATTRIBUTES = (
+    "SOPClassUID",
+    "Modality",
+    "SeriesInstanceUID",
+    "SeriesNumber",
+    "SeriesDescription",
+    "StudyInstanceUID",
+    "StudyDescription",
+    "BodyPartExamined",
+    "PatientPosition",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "ImageType",
+    "Rows",
+    "Columns",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "KVP",
+    "MagneticFieldStrength",
+)
+
+
+class FrameDataset(Dataset):
+    """One frame of a multi-frame image as a single-frame dataset.
+
+    ``pixel_array`` returns the frame's stored values ``(Rows, Columns)``.
+    """
+
+    def __init__(self, pixels: np.ndarray) -> None:
+        super().__init__()
+        self._frame_pixels = pixels
+
+    @property
+    def pixel_array(self) -> np.ndarray:  # type: ignore[override]
+        return self._frame_pixels
+
+
+def is_multi_frame(ds: Any) -> bool:
+    """More than one frame in the file."""
+    return int(ds.get("NumberOfFrames", 1) or 1) > 1
+
+
+def _group_value(groups: list[Dataset], sequence: str, attribute: str) -> Any:
+    """``attribute`` of the first item of ``sequence`` in the first group that has it."""
+    for group in groups:
+        items = group.get(sequence)
+        if items is not None and len(items) and attribute in items[0]:
+            return items[0][attribute].value
+    return None
+
+
+def split_frames(path: Path, ds: Any) -> list[tuple[Path, Dataset]]:
+    """The frames of an enhanced multi-frame file, each as ``(name, dataset)``.
+
+    Parameters
+    ----------
+    path : Path
+        The file (frames are named ``<file>#frame<k>``, 1-based, in messages).
+    ds : pydicom Dataset
+        Its dataset (pixel data may be deferred; it is read here).
+
+    Returns
+    -------
+    list of (Path, FrameDataset)
+        In file order; the series reader sorts them by position.
+
+    Raises
+    ------
+    ValueError
+        When the per-frame functional groups do not match the frames (frame
+        positions unknown) or the pixels cannot be decoded.
+    """
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is None or len(per_frame) != frames:
+        count = 0 if per_frame is None else len(per_frame)
+        raise ValueError(
+            f"DICOM file '{path}' has {frames} frames but {count} per-frame functional "
+            "groups, so the frames' positions are unknown."
+        )
+    shared_items = ds.get("SharedFunctionalGroupsSequence")
+    shared = [shared_items[0]] if shared_items is not None and len(shared_items) else []
+    try:
+        pixels = np.asarray(ds.pixel_array)  # deferred pixel data is read from the file here
+    except Exception as exc:  # pydicom raises many types for unsupported encodings
+        raise ValueError(
+            f"Cannot decode the pixels of multi-frame DICOM file '{path}': "
+            f"{type(exc).__name__}: {exc}."
+        ) from None
+    if pixels.shape[0] != frames:
+        raise ValueError(
+            f"DICOM file '{path}': NumberOfFrames is {frames} but the pixel data holds "
+            f"{pixels.shape[0]} frames."
+        )
+    out = []
+    for index in range(frames):
+        frame = FrameDataset(pixels[index])
+        for keyword in FILE_ATTRIBUTES:
+            if keyword in ds:
+                setattr(frame, keyword, ds[keyword].value)
+        groups = [per_frame[index], *shared]
+        for sequence, attribute in FRAME_ATTRIBUTES:
+            value = _group_value(groups, sequence, attribute)
+            if value is not None:
+                setattr(frame, attribute, value)
+        out.append((path.with_name(f"{path.name}#frame{index + 1}"), frame))
+    return out
