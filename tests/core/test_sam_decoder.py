@@ -17,9 +17,10 @@ from napari_seglab.sam import decoder as fast  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def random_decoder(depth: int, dim: int = 32, grid: int = 12, seed: int = 0):
+def random_decoder(depth: int, dim: int = 32, grid: int | tuple[int, int] = 12, seed: int = 0):
     """A SAM decoder of ``depth`` layers with random weights, and its prompt encoder."""
     torch.manual_seed(seed)
+    rows, cols = (grid, grid) if isinstance(grid, int) else grid
     decoder = MaskDecoder(
         transformer_dim=dim,
         transformer=TwoWayTransformer(depth=depth, embedding_dim=dim, mlp_dim=64, num_heads=4),
@@ -29,8 +30,8 @@ def random_decoder(depth: int, dim: int = 32, grid: int = 12, seed: int = 0):
     )
     prompts = PromptEncoder(
         embed_dim=dim,
-        image_embedding_size=(grid, grid),
-        input_image_size=(16 * grid, 16 * grid),
+        image_embedding_size=(rows, cols),
+        input_image_size=(16 * rows, 16 * cols),
         mask_in_chans=8,
     )
     # Default initialisation leaves norms at (1, 0): randomise them so the folding is tested.
@@ -74,6 +75,17 @@ def test_decode_equals_mask_decoder(depth, multimask, prompt):
     torch.testing.assert_close(iou, ref_iou, rtol=1e-4, atol=1e-5)
     # One proposal on its own equals its entry in the full set.
     torch.testing.assert_close(masks.one(len(masks) - 1), ref_masks[0, -1], rtol=1e-4, atol=1e-4)
+
+
+def test_non_square_grid():
+    decoder, prompts = random_decoder(2, grid=(9, 14))
+    points, labels = torch.tensor([[[40.0, 70.0], [200.0, 100.0]]]), torch.tensor([[1, 0]])
+    (ref_masks, ref_iou), (masks, iou) = reference_and_fast(
+        decoder, prompts, points, labels, None, None, True
+    )
+    assert masks.shape == tuple(ref_masks.shape) == (1, 3, 36, 56)
+    torch.testing.assert_close(masks.all(), ref_masks, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(iou, ref_iou, rtol=1e-4, atol=1e-5)
 
 
 def test_more_tokens_than_one_block(monkeypatch):
