@@ -492,3 +492,147 @@ def test_default_series_counts_frames_not_files(tmp_path):
     write_enhanced(folder / "volume.dcm", series)  # 1 file, 6 frames
     assert read_dicom_series(folder).name == "enhanced CT"
     assert [v.name for v in read_dicom_folder(folder)] == ["few slices", "enhanced CT"]
+
+
+def write_seg(path: Path, series: dict, planes: dict, *, referenced_uid=None, seed=0) -> Path:
+    """A BINARY DICOM SEG: ``planes`` maps segment number -> {slice index: bool mask}."""
+    from pydicom.dataset import Dataset
+    from pydicom.pixels import pack_bits
+    from pydicom.sequence import Sequence
+    from pydicom.uid import SegmentationStorage
+
+    def item(**values):
+        entry = Dataset()
+        for key, value in values.items():
+            setattr(entry, key, value)
+        return Sequence([entry])
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SegmentationStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = SegmentationStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 99
+    ds.SeriesDescription = "organs"
+    ds.Modality = "SEG"
+    ds.SegmentationType = "BINARY"
+    rows, cols = series["pixels"].shape[1:]
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 1
+    ds.HighBit = 0
+    ds.PixelRepresentation = 0
+    segments = []
+    for number in planes:
+        entry = Dataset()
+        entry.SegmentNumber = number
+        entry.SegmentLabel = f"organ {number}"
+        segments.append(entry)
+    ds.SegmentSequence = Sequence(segments)
+    if referenced_uid is not None:
+        ds.ReferencedSeriesSequence = item(SeriesInstanceUID=referenced_uid)
+    shared = Dataset()
+    shared.PixelMeasuresSequence = item(
+        PixelSpacing=[str(v) for v in PIXEL_SPACING], SliceThickness=str(series["step"])
+    )
+    shared.PlaneOrientationSequence = item(
+        ImageOrientationPatient=[f"{v:g}" for v in (*series["row_dir"], *series["col_dir"])]
+    )
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames, masks = [], []
+    entries = [(n, k, m) for n, per in planes.items() for k, m in per.items()]
+    for index in np.random.default_rng(seed).permutation(len(entries)):
+        number, k, mask = entries[index]
+        group = Dataset()
+        position = series["origin"] + k * series["step"] * series["normal"]
+        group.PlanePositionSequence = item(ImagePositionPatient=[f"{v:.4f}" for v in position])
+        group.SegmentIdentificationSequence = item(ReferencedSegmentNumber=number)
+        frames.append(group)
+        masks.append(mask)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    ds.NumberOfFrames = len(frames)
+    ds.PixelData = pack_bits(np.asarray(masks, dtype=np.uint8))
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def seg_planes(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        1: {1: rng.random(shape) > 0.5, 2: rng.random(shape) > 0.5},  # slices 1-2
+        3: {4: rng.random(shape) > 0.7},  # slice 4 only; slice 3 has no frame
+    }
+
+
+def labels_as_series(folder: Path, series: dict, planes: dict, slices: range) -> np.ndarray:
+    """Read back the expected labels written as a plain series on the same geometry.
+
+    Slice ``k`` of ``slices`` holds the labels of SEG slice ``k``; reading it with the
+    (separately tested) series reader gives the voxel layout the SEG volume must have.
+    """
+    uid = generate_uid()
+    shape = series["pixels"].shape[1:]
+    folder.mkdir(parents=True)
+    for index, k in enumerate(slices):
+        pixels = np.zeros(shape, dtype=np.uint16)
+        for number, per in planes.items():
+            if k in per:
+                pixels[per[k]] = number
+        position = series["origin"] + k * series["step"] * series["normal"]
+        write_slice(
+            folder / f"labels{index:03d}.dcm",
+            pixels,
+            position,
+            series_uid=uid,
+            orientation=(*series["row_dir"], *series["col_dir"]),
+            intercept=0.0,
+        )
+    return read_dicom_series(folder).data
+
+
+@pytest.mark.parametrize("orientation", [AXIAL, SAGITTAL, CORONAL])
+def test_seg_on_its_referenced_series_lines_up_voxel_for_voxel(tmp_path, orientation):
+    folder = tmp_path / "study"
+    series = write_series(folder, n_slices=6, orientation=orientation, seed=8)
+    planes = seg_planes(series["pixels"].shape[1:])
+    write_seg(folder / "seg.dcm", series, planes, referenced_uid=series["uid"])
+    volumes = {v.name: v for v in read_dicom_folder(folder)}
+    ct, seg = volumes["synthetic CT"], volumes["organs"]
+    assert seg.is_label
+    assert seg.layer_data()[2] == "labels"
+    assert seg.data.shape == ct.data.shape
+    np.testing.assert_allclose(seg.spacing, ct.spacing)
+    np.testing.assert_allclose(seg.origin, ct.origin)
+    np.testing.assert_allclose(seg.affine, ct.affine)
+    expected = labels_as_series(tmp_path / "expected", series, planes, range(6))
+    np.testing.assert_array_equal(seg.data, expected)
+    assert seg.metadata["dicom"]["segments"] == {"1": "organ 1", "3": "organ 3"}
+    assert seg.metadata["dicom"]["referenced_series"] == series["uid"]
+
+
+def test_seg_without_its_series_spans_its_frames(tmp_path):
+    source = write_series(tmp_path / "ct", n_slices=6, seed=9)
+    planes = seg_planes(source["pixels"].shape[1:], seed=1)
+    (tmp_path / "seg").mkdir()
+    write_seg(tmp_path / "seg" / "seg.dcm", source, planes, referenced_uid=source["uid"])
+    seg = read_dicom_series(tmp_path / "seg")
+    ct = read_dicom_series(tmp_path / "ct")
+    assert seg.data.shape == (4, *ct.data.shape[1:])  # slices 1..4; slice 3 has no frame
+    np.testing.assert_allclose(seg.spacing, ct.spacing)
+    expected = labels_as_series(tmp_path / "expected", source, planes, range(1, 5))
+    np.testing.assert_array_equal(seg.data, expected)
+    assert any("not in the folder" in note for note in seg.metadata["dicom"]["notes"])
+
+
+def test_seg_frame_off_the_scan_grid_is_a_clear_error(tmp_path):
+    folder = tmp_path / "study"
+    series = write_series(folder, n_slices=4, seed=10)
+    shifted = dict(series, origin=series["origin"] + 0.4 * series["normal"])
+    planes = {1: {1: np.ones(series["pixels"].shape[1:], dtype=bool)}}
+    write_seg(folder / "seg.dcm", shifted, planes, referenced_uid=series["uid"])
+    with pytest.raises(ValueError, match=r"seg\.dcm#frame1.*0\.400 mm from the nearest slice"):
+        read_dicom_series(folder, list_dicom_series(folder)[-1].uid)

@@ -17,9 +17,10 @@ preamble (``DICM`` at byte 128), DICOMDIR indexes and DICOM objects without
 pixel data are skipped. Enhanced multi-frame files (one file per stack, e.g.
 Enhanced CT/MR) are split into their frames (:mod:`.dicom_frames`); other
 multi-frame files (cine, secondary capture) and colour DICOM are refused with a
-clear error. ``MONOCHROME1`` series (low values shown bright) keep their
-stored values and open with an inverted grey colormap. No patient-identifying
-tags are copied into the metadata.
+clear error. DICOM Segmentation objects (SEG) become label volumes on the
+grid of the series they reference (:mod:`.dicom_seg`). ``MONOCHROME1`` series
+(low values shown bright) keep their stored values and open with an inverted
+grey colormap. No patient-identifying tags are copied into the metadata.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ from pydicom.errors import InvalidDicomError
 from pydicom.misc import is_dicom
 
 from .dicom_frames import is_multi_frame, split_frames
+from .dicom_seg import (
+    frame_mask,
+    frame_segment,
+    is_segmentation,
+    referenced_series_uid,
+    segment_labels,
+)
 from .volume import GEOMETRY_KEY, Volume, volume_from_source
 
 #: Slice-position spacing may vary by this fraction of the median (plus 1e-3 mm).
@@ -210,7 +218,7 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
                 f"Series {series_uid} not found in '{folder}'; available: {available}."
             )
         chosen = matches[0]
-    return _read_series(*chosen, Path(folder))
+    return _read_series(*chosen, Path(folder), series)
 
 
 def read_dicom_folder(folder: str | os.PathLike) -> list[Volume]:
@@ -221,9 +229,10 @@ def read_dicom_folder(folder: str | os.PathLike) -> list[Volume]:
     when no series can be read the first reason is raised as ``ValueError``.
     """
     volumes, failures = [], []
-    for info, members in _scan(folder):
+    series = _scan(folder)
+    for info, members in series:
         try:
-            volumes.append(_read_series(info, members, Path(folder)))
+            volumes.append(_read_series(info, members, Path(folder), series))
         except ValueError as exc:
             failures.append(str(exc))
     if not volumes:
@@ -233,18 +242,65 @@ def read_dicom_folder(folder: str | os.PathLike) -> list[Volume]:
     return volumes
 
 
-def _read_series(info: DicomSeriesInfo, members: list[tuple[Path, Any]], folder: Path) -> Volume:
-    """Sort, rescale and reorient one series (``members``: its files and datasets)."""
+def _read_series(
+    info: DicomSeriesInfo,
+    members: list[tuple[Path, Any]],
+    folder: Path,
+    others: list[tuple[DicomSeriesInfo, list[tuple[Path, Any]]]] = (),
+) -> Volume:
+    """Sort, rescale and reorient one series (``members``: its files and datasets).
+
+    ``others`` are the folder's other series; a DICOM segmentation (SEG) is put
+    on the grid of the series it references when that series is among them.
+    """
     for path, ds in members:
         _check_supported(path, ds)
-    slices = [
+    if is_segmentation(members[0][1]):
+        return _read_segmentation(info, members, folder, others)
+    slices = _expanded(members)
+    where = f"series '{info.label}' in '{folder}'"
+    row_dir, col_dir, positions, slices = _sorted_geometry(slices, where)
+    first = slices[0][1]
+    slice_spacing = _slice_spacing(positions @ np.cross(row_dir, col_dir), slices, first, where)
+    data, rescale = _rescaled_stack(slices)  # (slices, rows, cols)
+    notes: list[str] = []
+    inverted = str(first.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
+    if inverted:
+        notes.append(
+            "MONOCHROME1: low values are meant to look bright; the values are kept as stored "
+            "and the layer is shown with an inverted grey colormap."
+        )
+    return _volume(
+        info,
+        folder,
+        data,
+        _Grid(row_dir, col_dir, positions, slice_spacing, first),
+        tags={"rescale": rescale, "files": [path.name for path, _ in slices]},
+        notes=notes,
+        is_label=False,
+        contrast_limits=_window(first),
+        colormap="gray_r" if inverted else None,
+    )
+
+
+def _expanded(members: list[tuple[Path, Any]]) -> list[tuple[Path, Any]]:
+    """The series' slices: single-frame files as they are, multi-frame files split."""
+    return [
         frame
         for path, ds in members
         for frame in (split_frames(path, ds) if is_multi_frame(ds) else [(path, ds)])
     ]
-    first_path, first = slices[0]
-    where = f"series '{info.label}' in '{folder}'"
 
+
+def _sorted_geometry(
+    slices: list[tuple[Path, Any]], where: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[Path, Any]]]:
+    """Check one orientation and size; sort by position along the normal.
+
+    Returns the row and column direction cosines, the positions ``(n, 3)`` (LPS
+    mm) and the slices, both sorted along the slice normal.
+    """
+    first_path, first = slices[0]
     row_dir, col_dir = _orientation(first_path, first)
     for path, ds in slices[1:]:
         other_row, other_col = _orientation(path, ds)
@@ -261,31 +317,61 @@ def _read_series(info: DicomSeriesInfo, members: list[tuple[Path, Any]], folder:
                 f"Cannot stack {where}: '{path.name}' is {ds.Rows}×{ds.Columns} pixels but "
                 f"'{first_path.name}' is {first.Rows}×{first.Columns}."
             )
-    normal = np.cross(row_dir, col_dir)
     positions = np.array([_position(path, ds) for path, ds in slices])
-    along = positions @ normal
-    order = np.argsort(along, kind="stable")
-    slices = [slices[i] for i in order]
-    along, positions = along[order], positions[order]
-    slice_spacing = _slice_spacing(along, slices, first, where)
+    order = np.argsort(positions @ np.cross(row_dir, col_dir), kind="stable")
+    return row_dir, col_dir, positions[order], [slices[i] for i in order]
 
-    notes = []
+
+@dataclass(frozen=True)
+class _Grid:
+    """Voxel grid of a series: directions, sorted slice positions, spacing, first slice."""
+
+    row_dir: np.ndarray
+    col_dir: np.ndarray
+    positions: np.ndarray
+    slice_spacing: float
+    first: Any
+
+    @property
+    def normal(self) -> np.ndarray:
+        return np.cross(self.row_dir, self.col_dir)
+
+
+def _volume(
+    info: DicomSeriesInfo,
+    folder: Path,
+    data: np.ndarray,
+    grid: _Grid,
+    *,
+    tags: dict[str, Any],
+    notes: list[str],
+    is_label: bool,
+    contrast_limits: tuple[float, float] | None = None,
+    colormap: str | None = None,
+    header: Any = None,
+) -> Volume:
+    """A :class:`Volume` from stacked slices ``(slices, rows, cols)`` on ``grid``.
+
+    ``header``: the dataset whose descriptive tags go into the metadata
+    (default the grid's first slice).
+    """
+    first = grid.first
+    header = first if header is None else header
     if "PixelSpacing" in first:
         row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
     else:
         row_spacing = col_spacing = 1.0
         notes.append("PixelSpacing missing: in-plane spacing set to 1 mm.")
-
-    data, rescale = _rescaled_stack(slices)  # (slices, rows, cols)
+    positions, normal = grid.positions, grid.normal
     source = np.transpose(data, (2, 1, 0))  # (cols, rows, slices): i along the row direction
     lps = np.eye(4)
-    lps[:3, 0] = row_dir * col_spacing
-    lps[:3, 1] = col_dir * row_spacing
-    lps[:3, 2] = normal * slice_spacing
-    if len(slices) > 1:
+    lps[:3, 0] = grid.row_dir * col_spacing
+    lps[:3, 1] = grid.col_dir * row_spacing
+    lps[:3, 2] = normal * grid.slice_spacing
+    if len(positions) > 1:
         # The mean step between slice origins; equals normal * spacing unless the
         # slices are offset sideways (CT gantry tilt), which makes the grid sheared.
-        step = (positions[-1] - positions[0]) / (len(slices) - 1)
+        step = (positions[-1] - positions[0]) / (len(positions) - 1)
         sideways = np.linalg.norm(step - (step @ normal) * normal)
         if sideways > 1e-3:
             notes.append(
@@ -296,22 +382,15 @@ def _read_series(info: DicomSeriesInfo, members: list[tuple[Path, Any]], folder:
     lps[:3, 3] = positions[0]
     ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
-    tags = {key: _plain(first.get(key)) for key in KEPT_TAGS if key in first}
-    tags["rescale"] = rescale
-    tags["n_slices"] = len(slices)
-    tags["slice_spacing"] = slice_spacing
-    tags["files"] = [path.name for path, _ in slices]
-    inverted = str(first.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
-    if inverted:
-        notes.append(
-            "MONOCHROME1: low values are meant to look bright; the values are kept as stored "
-            "and the layer is shown with an inverted grey colormap."
-        )
+    kept = {key: _plain(header.get(key)) for key in KEPT_TAGS if key in header}
+    kept.update(tags)
+    kept["n_slices"] = len(positions)
+    kept["slice_spacing"] = grid.slice_spacing
     if notes:
-        tags["notes"] = notes
+        kept["notes"] = notes
     metadata: dict[str, Any] = {
         "source": {"path": str(folder), "format": "dicom"},
-        "dicom": tags,
+        "dicom": kept,
         GEOMETRY_KEY: {"source_format": "dicom"},
     }
     name = info.description or (
@@ -320,12 +399,140 @@ def _read_series(info: DicomSeriesInfo, members: list[tuple[Path, Any]], folder:
     return volume_from_source(
         source,
         ras,
-        is_label=False,
+        is_label=is_label,
         name=name,
         metadata=metadata,
-        contrast_limits=_window(first),
-        colormap="gray_r" if inverted else None,
+        contrast_limits=contrast_limits,
+        colormap=colormap,
     )
+
+
+def _read_segmentation(
+    info: DicomSeriesInfo,
+    members: list[tuple[Path, Any]],
+    folder: Path,
+    others: list[tuple[DicomSeriesInfo, list[tuple[Path, Any]]]],
+) -> Volume:
+    """A DICOM SEG as one label volume (segment number = label value).
+
+    On the voxel grid of the referenced series when it is in ``others`` (so the
+    labels line up voxel for voxel with that scan), else on a grid spanning the
+    frames with the SEG's own slice spacing (planes without frames are empty).
+    """
+    where = f"segmentation '{info.label}' in '{folder}'"
+    frames = [frame for path, ds in members for frame in split_frames(path, ds)]
+    row_dir, col_dir, positions, frames = _sorted_geometry(frames, where)
+    first = frames[0][1]
+    seg = members[0][1]
+    normal = np.cross(row_dir, col_dir)
+    reference = referenced_series_uid(seg)
+    grid = _reference_grid(reference, others, row_dir, col_dir, first, where)
+    notes: list[str] = []
+    if grid is None:
+        grid = _own_grid(positions, row_dir, col_dir, first, where)
+        if reference is not None:
+            notes.append(
+                f"Referenced series {reference} is not in the folder: the labels are on a grid "
+                "spanning the segmentation's frames, not on the scan's grid."
+            )
+    grid_along = grid.positions @ normal
+    spacing = max(grid.slice_spacing, 1e-6)
+    segments = segment_labels(seg)
+    top = max([*segments, *(frame_segment(path, frame) for path, frame in frames)], default=1)
+    labels = np.zeros(
+        (len(grid.positions), int(first.Rows), int(first.Columns)),
+        dtype=np.uint8 if top < 256 else np.uint16,
+    )
+    overlapping = 0
+    for (path, frame), position in zip(frames, positions):
+        k = int(np.argmin(np.abs(grid_along - position @ normal)))
+        offset = position - grid.positions[k]
+        if np.linalg.norm(offset) > SPACING_TOLERANCE * spacing + 1e-3:
+            raise ValueError(
+                f"Cannot place {where}: frame '{path.name}' at {np.round(position, 3).tolist()} "
+                f"mm is {np.linalg.norm(offset):.3f} mm from the nearest slice of the grid "
+                "(frames must lie on the referenced scan's slices, uncropped)."
+            )
+        mask = frame_mask(seg, frame)
+        plane = labels[k]
+        overlapping += int(np.count_nonzero(mask & (plane > 0)))
+        plane[mask] = frame_segment(path, frame)
+    if overlapping:
+        notes.append(
+            f"{overlapping} voxels belong to several segments; each keeps the segment of the "
+            "frame read last."
+        )
+    return _volume(
+        info,
+        folder,
+        labels,
+        grid,
+        tags={
+            "segments": {str(k): v for k, v in segments.items()},
+            "referenced_series": reference,
+            "segmentation_type": str(seg.get("SegmentationType", "")),
+            "files": [path.name for path, _ in members],
+        },
+        notes=notes,
+        is_label=True,
+        header=first,
+    )
+
+
+def _reference_grid(
+    reference: str | None,
+    others: list[tuple[DicomSeriesInfo, list[tuple[Path, Any]]]],
+    row_dir: np.ndarray,
+    col_dir: np.ndarray,
+    first: Any,
+    where: str,
+) -> _Grid | None:
+    """The referenced series' grid, when it is present and matches the frames' plane and size."""
+    for info, members in others:
+        if info.uid != reference or is_segmentation(members[0][1]):
+            continue
+        slices = _expanded(members)
+        r_row, r_col, positions, slices = _sorted_geometry(slices, f"series '{info.label}'")
+        header = slices[0][1]
+        same_plane = max(np.abs(r_row - row_dir).max(), np.abs(r_col - col_dir).max())
+        if same_plane > ORIENTATION_TOLERANCE or (header.Rows, header.Columns) != (
+            first.Rows,
+            first.Columns,
+        ):
+            raise ValueError(
+                f"Cannot place {where} on its referenced series '{info.label}': the frames are "
+                f"{first.Rows}×{first.Columns} with orientation {[*row_dir, *col_dir]}, the "
+                f"series {header.Rows}×{header.Columns} with {[*r_row, *r_col]}."
+            )
+        spacing = _slice_spacing(positions @ np.cross(r_row, r_col), slices, header, where)
+        return _Grid(r_row, r_col, positions, spacing, header)
+    return None
+
+
+def _own_grid(
+    positions: np.ndarray, row_dir: np.ndarray, col_dir: np.ndarray, first: Any, where: str
+) -> _Grid:
+    """Evenly spaced planes from the first to the last frame position (gaps allowed)."""
+    normal = np.cross(row_dir, col_dir)
+    along = positions @ normal
+    distinct = np.unique(np.round(along, 3))
+    spacing = 0.0
+    for key in ("SpacingBetweenSlices", "SliceThickness"):
+        value = first.get(key)
+        if value not in (None, "") and float(value) > 0:
+            spacing = float(value)
+            break
+    if spacing == 0.0:
+        spacing = float(np.diff(distinct).min()) if len(distinct) > 1 else 1.0
+    count = int(np.rint((distinct[-1] - distinct[0]) / spacing)) + 1
+    steps = (along - along[0]) / spacing
+    if np.abs(steps - np.round(steps)).max() > SPACING_TOLERANCE:
+        raise ValueError(
+            f"Cannot stack {where}: frame positions are not multiples of the {spacing:.3f} mm "
+            "slice spacing."
+        )
+    grid = positions[0] + np.arange(count)[:, None] * spacing * normal[None, :]
+    return _Grid(row_dir, col_dir, grid, spacing, first)
 
 
 def _check_supported(path: Path, ds: Any) -> None:

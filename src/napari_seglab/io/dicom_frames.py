@@ -31,6 +31,7 @@ FRAME_ATTRIBUTES = (
     ("PixelValueTransformationSequence", "RescaleType"),
     ("FrameVOILUTSequence", "WindowCenter"),
     ("FrameVOILUTSequence", "WindowWidth"),
+    ("SegmentIdentificationSequence", "ReferencedSegmentNumber"),
 )
 
 #: Top-level attributes every frame keeps (identity, size, pixel format, description).
@@ -123,6 +124,8 @@ def split_frames(path: Path, ds: Any) -> list[tuple[Path, Dataset]]:
             f"Cannot decode the pixels of multi-frame DICOM file '{path}': "
             f"{type(exc).__name__}: {exc}."
         ) from None
+    if frames == 1 and pixels.ndim == 2:
+        pixels = pixels[None]  # pydicom drops the frame axis of a single frame
     if pixels.shape[0] != frames:
         raise ValueError(
             f"DICOM file '{path}': NumberOfFrames is {frames} but the pixel data holds "
