@@ -636,3 +636,23 @@ def test_seg_frame_off_the_scan_grid_is_a_clear_error(tmp_path):
     write_seg(folder / "seg.dcm", shifted, planes, referenced_uid=series["uid"])
     with pytest.raises(ValueError, match=r"seg\.dcm#frame1.*0\.400 mm from the nearest slice"):
         read_dicom_series(folder, list_dicom_series(folder)[-1].uid)
+
+
+def test_cli_reads_a_seg_and_converts_it_onto_the_scan_grid(tmp_path, capsys):
+    folder = tmp_path / "study"
+    series = write_series(folder, n_slices=6, seed=11)
+    planes = seg_planes(series["pixels"].shape[1:], seed=2)
+    write_seg(folder / "seg.dcm", series, planes, referenced_uid=series["uid"])
+    assert cli.main(["read", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "SEG series 99, 6 slices, segments 1: organ 1, 3: organ 3" in out
+    seg_uid = next(s.uid for s in list_dicom_series(folder) if s.modality == "SEG")
+    assert (
+        cli.main(["convert", str(folder), str(tmp_path / "seg.nii.gz"), "--series", seg_uid]) == 0
+    )
+    assert cli.main(["convert", str(folder), str(tmp_path / "ct.nii.gz")]) == 0
+    seg, ct = read_nifti(tmp_path / "seg.nii.gz"), read_nifti(tmp_path / "ct.nii.gz")
+    assert seg.is_label
+    assert seg.data.shape == ct.data.shape
+    np.testing.assert_allclose(seg.affine, ct.affine)
+    np.testing.assert_array_equal(seg.data, read_dicom_series(folder, seg_uid).data)

@@ -109,9 +109,14 @@ def _summary(volume, *, metadata: bool) -> dict:
         tags = meta["dicom"]
         summary["dicom"] = (
             f"{tags.get('Modality', '?')} series {tags.get('SeriesNumber', '?')}, "
-            f"{tags['n_slices']} slices, rescale {tags['rescale']['slope']}"
-            f"/{tags['rescale']['intercept']}"
+            f"{tags['n_slices']} slices"
         )
+        if "rescale" in tags:
+            rescale = tags["rescale"]
+            summary["dicom"] += f", rescale {rescale['slope']}/{rescale['intercept']}"
+        if "segments" in tags:
+            names = ", ".join(f"{k}: {v}" for k, v in tags["segments"].items())
+            summary["dicom"] += f", segments {names}"
     if metadata:
         summary["metadata"] = meta
     return summary
