@@ -12,20 +12,21 @@ traffic:
    biases of token→image attention add a constant per query row and cancel in
    the softmax.
 2. **Prompt-independent work is done once per image** (:func:`prepare_image`):
-   the first layer's image projections, and the image tokens through the first
-   upscaling convolution. A layer norm is a per-row affine map, so the first
-   upscaling convolution of the transformer's output is that prepared product
-   plus low-rank terms from the two image→token attentions
-   (:func:`_first_upscaling`).
+   the first layer's image projections, and the image tokens through the
+   second layer's projections and through the first upscaling convolution. A
+   layer norm is a per-row affine map, so the second layer's projections
+   (:func:`_second_layer_projections`) and the first upscaling convolution of
+   the transformer's output (:func:`_first_upscaling`) are those prepared
+   products plus narrow low-rank terms from the image→token attentions.
 3. **Only what is read is computed.** The final token→image attention runs for
    the output tokens that are returned, not for the prompt tokens (SAM
    discards their outputs); each proposal's full logits are laid out only when
    asked for (:class:`LowResMasks`).
-4. **Row blocks that stay in cache.** Every step on the image side is per
-   token except the softmaxes over all tokens, so the image tokens are
-   processed in blocks of :data:`BLOCK_ROWS` rows between those softmaxes: the
-   large intermediates (e.g. the ``(16 N, 32)`` upscaled features) never exist
-   whole, which on a CPU matters more than the arithmetic.
+4. **Row blocks.** Every step on the image side is per token except the
+   softmaxes over all tokens, so the image tokens are processed in blocks of
+   :data:`BLOCK_ROWS` rows between those softmaxes: the large intermediates
+   (e.g. the ``(16 N, 32)`` upscaled features) never exist whole. This bounds
+   the working memory; it did not change the time on the development machine.
 
 Softmaxes over the few tokens run along a middle axis of an ``(H, M, N)``
 array, which is an order of magnitude faster than along a short last axis.
