@@ -494,7 +494,9 @@ def test_default_series_counts_frames_not_files(tmp_path):
     assert [v.name for v in read_dicom_folder(folder)] == ["few slices", "enhanced CT"]
 
 
-def write_seg(path: Path, series: dict, planes: dict, *, referenced_uid=None, seed=0) -> Path:
+def write_seg(
+    path: Path, series: dict, planes: dict, *, referenced_uid=None, seed=0, thickness=None
+) -> Path:
     """A BINARY DICOM SEG: ``planes`` maps segment number -> {slice index: bool mask}."""
     from pydicom.dataset import Dataset
     from pydicom.pixels import pack_bits
@@ -537,7 +539,8 @@ def write_seg(path: Path, series: dict, planes: dict, *, referenced_uid=None, se
         ds.ReferencedSeriesSequence = item(SeriesInstanceUID=referenced_uid)
     shared = Dataset()
     shared.PixelMeasuresSequence = item(
-        PixelSpacing=[str(v) for v in PIXEL_SPACING], SliceThickness=str(series["step"])
+        PixelSpacing=[str(v) for v in PIXEL_SPACING],
+        SliceThickness=str(series["step"] if thickness is None else thickness),
     )
     shared.PlaneOrientationSequence = item(
         ImageOrientationPatient=[f"{v:g}" for v in (*series["row_dir"], *series["col_dir"])]
@@ -614,11 +617,18 @@ def test_seg_on_its_referenced_series_lines_up_voxel_for_voxel(tmp_path, orienta
     assert seg.metadata["dicom"]["referenced_series"] == series["uid"]
 
 
-def test_seg_without_its_series_spans_its_frames(tmp_path):
+@pytest.mark.parametrize("thickness", [None, 3.0])  # 3 mm: thicker than the 2.5 mm spacing
+def test_seg_without_its_series_spans_its_frames(tmp_path, thickness):
     source = write_series(tmp_path / "ct", n_slices=6, seed=9)
     planes = seg_planes(source["pixels"].shape[1:], seed=1)
     (tmp_path / "seg").mkdir()
-    write_seg(tmp_path / "seg" / "seg.dcm", source, planes, referenced_uid=source["uid"])
+    write_seg(
+        tmp_path / "seg" / "seg.dcm",
+        source,
+        planes,
+        referenced_uid=source["uid"],
+        thickness=thickness,
+    )
     seg = read_dicom_series(tmp_path / "seg")
     ct = read_dicom_series(tmp_path / "ct")
     assert seg.data.shape == (4, *ct.data.shape[1:])  # slices 1..4; slice 3 has no frame

@@ -516,21 +516,29 @@ def _own_grid(
     normal = np.cross(row_dir, col_dir)
     along = positions @ normal
     distinct = np.unique(np.round(along, 3))
-    spacing = 0.0
-    for key in ("SpacingBetweenSlices", "SliceThickness"):
-        value = first.get(key)
-        if value not in (None, "") and float(value) > 0:
-            spacing = float(value)
-            break
-    if spacing == 0.0:
-        spacing = float(np.diff(distinct).min()) if len(distinct) > 1 else 1.0
-    count = int(np.rint((distinct[-1] - distinct[0]) / spacing)) + 1
-    steps = (along - along[0]) / spacing
-    if np.abs(steps - np.round(steps)).max() > SPACING_TOLERANCE:
+    steps = distinct - distinct[0]
+
+    def fits(spacing: float) -> bool:
+        ratios = steps / spacing
+        return bool(np.abs(ratios - np.round(ratios)).max() <= SPACING_TOLERANCE)
+
+    # SpacingBetweenSlices when given; else the slice thickness if every frame lies a whole
+    # number of thicknesses apart (frames may skip planes); else the smallest gap.
+    candidates = [
+        float(first.get(key))
+        for key in ("SpacingBetweenSlices", "SliceThickness")
+        if first.get(key) not in (None, "") and float(first.get(key)) > 0
+    ]
+    if len(distinct) > 1:
+        candidates.append(float(np.diff(distinct).min()))
+    usable = [value for value in candidates if fits(value)]
+    if candidates and not usable:
         raise ValueError(
-            f"Cannot stack {where}: frame positions are not multiples of the {spacing:.3f} mm "
-            "slice spacing."
+            f"Cannot stack {where}: frame positions are not multiples of the slice spacing "
+            f"({', '.join(f'{v:.3f}' for v in candidates)} mm tried)."
         )
+    spacing = usable[0] if usable else 1.0
+    count = int(np.rint(steps[-1] / spacing)) + 1
     grid = positions[0] + np.arange(count)[:, None] * spacing * normal[None, :]
     return _Grid(row_dir, col_dir, grid, spacing, first)
 
