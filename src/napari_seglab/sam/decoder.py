@@ -263,7 +263,7 @@ def _second_layer_projections(
     scale = rstd.T  # (1, N)
     left = torch.cat([weights * scale, -scale * mean.T])  # (HM + 1, N)
     right = torch.cat([projected @ fold.through, fold.column_sums])  # (HM + 1, 3D)
-    stacked = torch.addmm(torch.addcmul(fold.shift, fold.base, scale), right.T, left)
+    stacked = torch.addcmul(fold.shift, fold.base, scale).addmm_(right.T, left)
     keys, values, queries = stacked.view(3, heads, -1, stacked.shape[1])
     return keys, values, queries
 
@@ -360,24 +360,41 @@ def _softmax_over_tokens(logits: torch.Tensor, heads: int) -> torch.Tensor:
 
 # -- masks -----------------------------------------------------------------------------------
 class LowResMasks:
-    """Low-resolution mask logits of the proposals, laid out when first asked for.
+    """Low-resolution mask logits of the proposals, each computed when first asked for.
+
+    A proposal's logits are its hypernetwork vector times the upscaled image
+    features; the decoder computes the best-scoring one and keeps the features,
+    so the others cost one matrix-vector product each if they are ever read.
 
     Parameters
     ----------
-    flat : ``(K, 16·h·w)``
-        Logits in the decoder's order ``[y, x, dy1, dx1, dy2, dx2]`` (token,
-        then the two 2×2 sub-pixel steps).
+    features : list of ``(16·B, c'')``
+        Upscaled features per block of ``B`` image tokens, rows
+        ``[token, dy1, dx1, dy2, dx2]``.
+    hyper : ``(K, c'')``
+        Hypernetwork outputs of the returned mask tokens.
     grid : (int, int)
         ``(h, w)`` of the embedding grid.
+    first : int, optional
+        Proposal to compute at once.
     """
 
-    def __init__(self, flat: torch.Tensor, grid: tuple[int, int]):
-        self._flat = flat
+    def __init__(
+        self,
+        features: list[torch.Tensor],
+        hyper: torch.Tensor,
+        grid: tuple[int, int],
+        first: int | None = None,
+    ):
+        self._features = features
+        self._hyper = hyper
         self._grid = grid
         self._done: dict[int, torch.Tensor] = {}
+        if first is not None:
+            self.one(first)
 
     def __len__(self) -> int:
-        return int(self._flat.shape[0])
+        return int(self._hyper.shape[0])
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -387,9 +404,12 @@ class LowResMasks:
 
     def one(self, k: int) -> torch.Tensor:
         """Logits of proposal ``k`` in image order, ``(4h, 4w)``."""
+        import torch
+
         if k not in self._done:
             h, w = self._grid
-            grid = self._flat[k].view(h, w, 2, 2, 2, 2)
+            flat = torch.cat([torch.mv(block, self._hyper[k]) for block in self._features])
+            grid = flat.view(h, w, 2, 2, 2, 2)  # [y, x, dy1, dx1, dy2, dx2]
             self._done[k] = grid.permute(0, 2, 4, 1, 3, 5).reshape(4 * h, 4 * w)
         return self._done[k]
 
@@ -448,7 +468,7 @@ def _first_upscaling(
             layer_parts.append(rho)
         parts[:0] = layer_parts
     base = torch.addcmul(prepared.last_shift, prepared.upscale_base[rows], rho.T)
-    return torch.addmm(base, torch.cat(parts).T, right)
+    return base.addmm_(torch.cat(parts).T, right)
 
 
 def _upscaling_right(
@@ -494,6 +514,18 @@ def _upscale(upscaling: torch.nn.Sequential, first_conv: torch.Tensor) -> torch.
     return act2(torch.addmm(conv2.bias.repeat(4), x, w2)).view(-1, out)
 
 
+def _blocked_product(
+    weights: torch.Tensor, blocks_of_rows: list[torch.Tensor], blocks: list[slice]
+) -> torch.Tensor:
+    """``weights @ image`` for ``weights`` ``(R, N)`` and the image as row blocks -> ``(R, C)``."""
+    import torch
+
+    product = torch.mm(weights[:, blocks[0]], blocks_of_rows[0])
+    for rows, block in zip(blocks[1:], blocks_of_rows[1:]):
+        product.addmm_(weights[:, rows], block)
+    return product
+
+
 # -- the decoder -----------------------------------------------------------------------------
 def decode(
     decoder: MaskDecoder, prepared: PreparedImage, sparse: torch.Tensor, multimask: bool
@@ -513,7 +545,8 @@ def decode(
     Returns
     -------
     low_res_masks : LowResMasks
-        ``(1, K, 4h, 4w)`` logits (:meth:`LowResMasks.all`).
+        ``(1, K, 4h, 4w)`` logits (:meth:`LowResMasks.all`); the best-scoring
+        proposal is computed, the others on first access.
     iou_predictions : ``(1, K)``
     """
     import torch
@@ -551,7 +584,7 @@ def decode(
     # After the first layer, the second layer's projections come from the prepared fold.
     states: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     projections = [projected]
-    image = prepared.first_residual
+    image: list[torch.Tensor] = []  # the current image tokens, one tensor per block
     # Layer j's image→token weights, or its queries with the query projection folded in.
     given_weights: torch.Tensor | None = first_weights
     folded_q = query_bias = first_weights
@@ -566,24 +599,24 @@ def decode(
             consumer = layers[index + 1].cross_attn_token_to_image
             folded = None if use_fold else _folded_keys(consumer, queries + query_pe)
         norm = layer.norm4
-        updated = torch.empty_like(image)
-        mean = image.new_empty(n, 1)
+        updated = []
+        mean = first_weights.new_empty(n, 1)
         rstd = torch.empty_like(mean)
         weights = given_weights if given_weights is not None else torch.empty_like(first_weights)
-        logits = None if folded is None else image.new_empty(folded.shape[0], n)
-        for rows in blocks:
+        logits = None if folded is None else first_weights.new_empty(folded.shape[0], n)
+        for number, rows in enumerate(blocks):
             if index == 0:
                 z = torch.addmm(prepared.first_residual[rows], weights[:, rows].T, projected)
             else:
-                block = image[rows]
+                block = image[number]  # not read again: updated in place
                 if given_weights is None:
                     block_logits = torch.addmm(query_bias, folded_q, (block + pe[rows]).T)
                     weights[:, rows] = _softmax_over_tokens(block_logits, heads)
-                z = torch.addmm(block, weights[:, rows].T, projected).add_(i2t.out_proj.bias)
+                z = block.addmm_(weights[:, rows].T, projected).add_(i2t.out_proj.bias)
             out, mean[rows], rstd[rows] = torch.native_layer_norm(
                 z, (c,), norm.weight, norm.bias, norm.eps
             )
-            updated[rows] = out
+            updated.append(out)
             if logits is not None:
                 logits[:, rows] = folded @ (out + pe[rows]).T
         states.append((weights, mean, rstd))
@@ -597,7 +630,7 @@ def decode(
             attention = torch.softmax(torch.bmm(q, image_keys), dim=-1)  # (H, M, N)
             attended = _merge_heads(consumer, torch.bmm(attention, image_values.transpose(1, 2)))
         else:
-            context = torch.softmax(logits, dim=-1) @ image  # (rows of folded, C)
+            context = _blocked_product(torch.softmax(logits, dim=-1), image, blocks)
             if last:
                 read_out = decoder.transformer.norm_final_attn(
                     queries[read] + _token_values(final, context)
@@ -626,9 +659,9 @@ def decode(
 
     # Upscaling and the hypernetwork product, block by block.
     right = _upscaling_right(decoder, prepared, projections)
-    flat = hyper.new_empty(count, 16 * n)
-    for rows in blocks:
-        first_conv = _first_upscaling(prepared, rows, states, right)
-        features = _upscale(decoder.output_upscaling, first_conv)
-        flat[:, 16 * rows.start : 16 * rows.stop] = hyper @ features.T
-    return LowResMasks(flat, prepared.grid), iou
+    features = [
+        _upscale(decoder.output_upscaling, _first_upscaling(prepared, rows, states, right))
+        for rows in blocks
+    ]
+    best = int(iou[0].argmax())
+    return LowResMasks(features, hyper, prepared.grid, first=best), iou
