@@ -8,8 +8,16 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.pixels import pack_bits
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    CTImageStorage,
+    EnhancedCTImageStorage,
+    ExplicitVRLittleEndian,
+    SegmentationStorage,
+    generate_uid,
+)
 
 import napari_seglab
 from napari_seglab import cli
@@ -20,6 +28,26 @@ AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 PIXEL_SPACING = (0.7, 0.9)  # (between rows, between columns)
+
+
+def new_file(path: Path, sop_class) -> FileDataset:
+    """An empty DICOM file dataset of ``sop_class`` with its file meta information."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    return ds
+
+
+def item(**values) -> Sequence:
+    """A one-item sequence (a functional group macro) with ``values``."""
+    entry = Dataset()
+    for key, value in values.items():
+        setattr(entry, key, value)
+    return Sequence([entry])
 
 
 def write_slice(
@@ -37,13 +65,7 @@ def write_slice(
     photometric: str = "MONOCHROME2",
 ) -> Path:
     """One uncompressed single-frame CT slice."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds = new_file(path, CTImageStorage)
     ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
     ds.SeriesInstanceUID = series_uid
     ds.SeriesNumber = series_number
@@ -395,20 +417,10 @@ def test_npe2_opens_a_dicom_folder_through_the_manifest(tmp_path):
 
 def write_enhanced(path: Path, series: dict, *, intercept=-1024.0, shuffle_seed=1) -> Path:
     """The stack of ``write_series`` as one Enhanced CT file, frames in shuffled order."""
-    from pydicom.dataset import Dataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import EnhancedCTImageStorage
-
     pixels = series["pixels"]
     n = len(pixels)
     order = np.random.default_rng(shuffle_seed).permutation(n)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = EnhancedCTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds = new_file(path, EnhancedCTImageStorage)
     ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = 7
@@ -421,12 +433,6 @@ def write_enhanced(path: Path, series: dict, *, intercept=-1024.0, shuffle_seed=
     ds.BitsAllocated = ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 0
-
-    def item(**values):
-        entry = Dataset()
-        for key, value in values.items():
-            setattr(entry, key, value)
-        return Sequence([entry])
 
     shared = Dataset()
     shared.PixelMeasuresSequence = item(
@@ -498,24 +504,7 @@ def write_seg(
     path: Path, series: dict, planes: dict, *, referenced_uid=None, seed=0, thickness=None
 ) -> Path:
     """A BINARY DICOM SEG: ``planes`` maps segment number -> {slice index: bool mask}."""
-    from pydicom.dataset import Dataset
-    from pydicom.pixels import pack_bits
-    from pydicom.sequence import Sequence
-    from pydicom.uid import SegmentationStorage
-
-    def item(**values):
-        entry = Dataset()
-        for key, value in values.items():
-            setattr(entry, key, value)
-        return Sequence([entry])
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SegmentationStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = SegmentationStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds = new_file(path, SegmentationStorage)
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = 99
     ds.SeriesDescription = "organs"

@@ -304,9 +304,7 @@ def _sorted_geometry(
     row_dir, col_dir = _orientation(first_path, first)
     for path, ds in slices[1:]:
         other_row, other_col = _orientation(path, ds)
-        if max(np.abs(other_row - row_dir).max(), np.abs(other_col - col_dir).max()) > (
-            ORIENTATION_TOLERANCE
-        ):
+        if not _same_orientation(other_row, other_col, row_dir, col_dir):
             raise ValueError(
                 f"Cannot stack {where}: '{path.name}' has ImageOrientationPatient "
                 f"{[*other_row, *other_col]} but '{first_path.name}' has "
@@ -494,11 +492,8 @@ def _reference_grid(
         slices = _expanded(members)
         r_row, r_col, positions, slices = _sorted_geometry(slices, f"series '{info.label}'")
         header = slices[0][1]
-        same_plane = max(np.abs(r_row - row_dir).max(), np.abs(r_col - col_dir).max())
-        if same_plane > ORIENTATION_TOLERANCE or (header.Rows, header.Columns) != (
-            first.Rows,
-            first.Columns,
-        ):
+        same_size = (header.Rows, header.Columns) == (first.Rows, first.Columns)
+        if not (same_size and _same_orientation(r_row, r_col, row_dir, col_dir)):
             raise ValueError(
                 f"Cannot place {where} on its referenced series '{info.label}': the frames are "
                 f"{first.Rows}×{first.Columns} with orientation {[*row_dir, *col_dir]}, the "
@@ -524,11 +519,7 @@ def _own_grid(
 
     # SpacingBetweenSlices when given; else the slice thickness if every frame lies a whole
     # number of thicknesses apart (frames may skip planes); else the smallest gap.
-    candidates = [
-        float(first.get(key))
-        for key in ("SpacingBetweenSlices", "SliceThickness")
-        if first.get(key) not in (None, "") and float(first.get(key)) > 0
-    ]
+    candidates = _header_spacings(first)
     if len(distinct) > 1:
         candidates.append(float(np.diff(distinct).min()))
     usable = [value for value in candidates if fits(value)]
@@ -587,14 +578,24 @@ def _position(path: Path, ds: Any) -> np.ndarray:
     return position
 
 
+def _same_orientation(
+    row: np.ndarray, col: np.ndarray, other_row: np.ndarray, other_col: np.ndarray
+) -> bool:
+    """Direction cosines equal within :data:`ORIENTATION_TOLERANCE`."""
+    difference = max(np.abs(row - other_row).max(), np.abs(col - other_col).max())
+    return bool(difference <= ORIENTATION_TOLERANCE)
+
+
+def _header_spacings(ds: Any) -> list[float]:
+    """Positive ``SpacingBetweenSlices`` then ``SliceThickness`` of ``ds`` (mm), if given."""
+    values = (ds.get(key) for key in ("SpacingBetweenSlices", "SliceThickness"))
+    return [float(v) for v in values if v not in (None, "") and float(v) > 0]
+
+
 def _slice_spacing(along: np.ndarray, slices: list, first: Any, where: str) -> float:
     """Uniform distance between sorted slice positions (mm); raises on duplicates and gaps."""
     if len(along) == 1:
-        for key in ("SpacingBetweenSlices", "SliceThickness"):
-            value = first.get(key)
-            if value not in (None, "") and float(value) > 0:
-                return float(value)
-        return 1.0
+        return next(iter(_header_spacings(first)), 1.0)
     steps = np.diff(along)
     if np.any(steps < 1e-3):
         i = int(np.argmin(steps))
