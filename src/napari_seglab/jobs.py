@@ -168,9 +168,7 @@ class ProgressEvent:
         return min(max(self.done / self.total, 0.0), 1.0)
 
 
-def run_to_end(
-    job: Generator[Any, Any, T], callback: Callable[[Any], Any] | None = None
-) -> T:
+def run_to_end(job: Generator[Any, Any, T], callback: Callable[[Any], Any] | None = None) -> T:
     """Drive a job to its end and return what it returned.
 
     Parameters

@@ -243,9 +243,7 @@ def training_loop(
     optimizer = torch.optim.AdamW(
         params, lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
-    scaler = torch.amp.GradScaler(
-        device.type, enabled=autocast_dtype(device) == torch.float16
-    )
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device) == torch.float16)
     clock = Stopwatch()
     history: list[dict] = []
     best = _Best(settings.min_improvement)
@@ -305,10 +303,7 @@ def training_loop(
                 if settings.max_steps is not None and step >= settings.max_steps:
                     stopped_by = "steps"
                     break
-                if (
-                    settings.time_budget_s is not None
-                    and clock.elapsed >= settings.time_budget_s
-                ):
+                if settings.time_budget_s is not None and clock.elapsed >= settings.time_budget_s:
                     stopped_by = "time"
                     break
             task.train_mode(False)
@@ -319,9 +314,13 @@ def training_loop(
                 stopped_by = stopped_by or "epochs"
             validation = task.validate()
             improved = best.offer(epoch, validation, task)
-            if not improved and settings.patience is not None and best.has_score:
-                if epoch - best.epoch >= settings.patience:
-                    stopped_by = stopped_by or "patience"
+            if (
+                not improved
+                and settings.patience is not None
+                and best.has_score
+                and epoch - best.epoch >= settings.patience
+            ):
+                stopped_by = stopped_by or "patience"
             mean_loss = float(loss_sum.item()) / epoch_steps if epoch_steps else None
             yield event(mean_loss, validation, bool(stopped_by))
             if not stopped_by and check.is_set():

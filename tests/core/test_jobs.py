@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import pytest
@@ -26,7 +27,7 @@ def test_run_to_end_returns_value_and_forwards_every_event():
     assert [e.done for e in seen] == [1, 2, 3, 4, 5]
     assert all(e.total == 5 and e.stage == "counting" for e in seen)
     assert seen[-1].fraction == 1.0
-    assert all(b.elapsed >= a.elapsed for a, b in zip(seen, seen[1:]))
+    assert all(b.elapsed >= a.elapsed for a, b in itertools.pairwise(seen))
 
 
 @pytest.mark.parametrize("form", ["event", "callable", "check"])
@@ -35,11 +36,14 @@ def test_every_cancel_form_ends_the_job_with_job_cancelled(form):
     cancel = {"event": flag, "callable": flag.is_set, "check": CancelCheck(flag)}[form]
     job = _counting_job(10, cancel)
     seen = []
+
+    def watch(event):
+        seen.append(event)
+        if event.done == 3:
+            flag.set()
+
     with pytest.raises(JobCancelled, match="Counting was cancelled") as info:
-        for event in job:
-            seen.append(event)
-            if event.done == 3:
-                flag.set()
+        run_to_end(job, watch)
     assert len(seen) == 3
     assert info.value.partial == 0 + 1 + 2
     assert isinstance(info.value, RuntimeError)

@@ -65,12 +65,17 @@ def test_loss_falls_and_events_have_one_shape():
     result, events = _run(task, learning_rate=0.1, max_epochs=5)
     assert [e.epoch for e in events] == [1, 2, 3, 4, 5]
     assert all(isinstance(e, EpochEvent) and e.stage == "epoch" for e in events)
-    assert [e.done for e in events] == [1, 2, 3, 4, 5] and events[0].total == 5
+    assert [e.done for e in events] == [1, 2, 3, 4, 5]
+    assert events[0].total == 5
     assert events[-1].loss < events[0].loss
-    assert events[-1].final and not any(e.final for e in events[:-1])
-    assert events[-1].samples == 5 * 4 * 8 and events[-1].step == 20
-    assert result.stopped_by == "epochs" and result.epochs == 5
-    assert len(result.history) == 5 and result.history[0]["epoch"] == 1
+    assert events[-1].final
+    assert not any(e.final for e in events[:-1])
+    assert events[-1].samples == 5 * 4 * 8
+    assert events[-1].step == 20
+    assert result.stopped_by == "epochs"
+    assert result.epochs == 5
+    assert len(result.history) == 5
+    assert result.history[0]["epoch"] == 1
     assert task.modes[-1] is False  # left in evaluation mode
 
 
@@ -86,8 +91,10 @@ def test_best_epoch_weights_are_restored_and_patience_stops():
 
     task.snapshot = snapshot
     result, events = _run(task, learning_rate=0.1, max_epochs=20, patience=2)
-    assert result.stopped_by == "patience" and result.stopped_early
-    assert result.best_epoch == 2 and result.best_score == pytest.approx(0.5)
+    assert result.stopped_by == "patience"
+    assert result.stopped_early
+    assert result.best_epoch == 2
+    assert result.best_score == pytest.approx(0.5)
     assert [e.epoch for e in events] == [1, 2, 3, 4]
     assert torch.equal(task.weight.detach(), weights[2])
     assert events[-1].best_epoch == 2
@@ -95,33 +102,43 @@ def test_best_epoch_weights_are_restored_and_patience_stops():
 
 def test_validate_first_reports_epoch_zero_and_min_improvement():
     task = _LineFit(scores=[0.5, 0.50001, 0.6])
-    result, events = _run(
+    _result, events = _run(
         task, learning_rate=0.1, max_epochs=2, validate_first=True, min_improvement=1e-3
     )
     assert [e.epoch for e in events] == [0, 1, 2]
     assert events[0].loss is None
     # 0.50001 does not beat 0.5 by more than 1e-3; 0.6 does.
-    assert events[1].best_epoch == 0 and events[2].best_epoch == 2
+    assert events[1].best_epoch == 0
+    assert events[2].best_epoch == 2
 
 
 def test_step_and_time_limits():
     result, events = _run(_LineFit(), learning_rate=0.1, max_steps=6)
-    assert result.steps == 6 and result.stopped_by == "steps" and len(events) == 2
+    assert result.steps == 6
+    assert result.stopped_by == "steps"
+    assert len(events) == 2
     result, events = _run(_LineFit(batches_per_epoch=1000), time_budget_s=1e-6)
-    assert result.stopped_by == "time" and result.steps == 1
-    assert events[-1].fraction == 1.0 and events[-1].budget_s == 1e-6
+    assert result.stopped_by == "time"
+    assert result.steps == 1
+    assert events[-1].fraction == 1.0
+    assert events[-1].budget_s == 1e-6
 
 
 def test_cancel_raises_with_best_result_so_far():
     flag = threading.Event()
     task = _LineFit(scores=[0.3, 0.9, 0.1])
     job = training_loop(task, LoopSettings(max_epochs=10), device=torch.device("cpu"), cancel=flag)
+
+    def watch(event):
+        if event.epoch == 3:
+            flag.set()
+
     with pytest.raises(JobCancelled) as info:
-        for event in job:
-            if event.epoch == 3:
-                flag.set()
+        run_to_end(job, watch)
     partial = info.value.partial
-    assert partial.cancelled and partial.best_epoch == 2 and partial.epochs == 3
+    assert partial.cancelled
+    assert partial.best_epoch == 2
+    assert partial.epochs == 3
 
 
 def test_cancel_before_any_epoch_has_no_partial():
@@ -148,6 +165,7 @@ def test_settings_errors_name_the_setting(settings, message):
 def test_nan_validation_counts_as_no_score():
     task = _LineFit(scores=[float("nan"), 0.2])
     result, events = _run(task, max_epochs=2)
-    assert events[0].score is None and events[1].score == pytest.approx(0.2)
+    assert events[0].score is None
+    assert events[1].score == pytest.approx(0.2)
     assert result.best_epoch == 2
     assert np.isfinite(events[-1].loss)
