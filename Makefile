@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(XRUN) $(BIN)/python -m napari_seglab.demo $(if $(XRUN),--headless,) --out demo-output
+	$(XRUN) $(BIN)/python -m napari_seglab._widgets.demo $(if $(XRUN),--headless,) --out demo-output
 
 test: $(STAMP)
 	$(XRUN) $(BIN)/python -m pytest

@@ -44,8 +44,8 @@ def run_pipeline(sample, *, time_budget_s: float = 45.0, log=print) -> dict:
         ``layers``: list of ``(data, kwargs, layer_type)`` results; ``rows``:
         report rows ``(step, seconds, result)``.
     """
-    from . import crf, metrics, unet
-    from .data import nuclei_2d
+    from .. import crf, metrics, unet
+    from ..data import nuclei_2d
 
     rows, layers = [], []
     truth = sample.semantic
@@ -101,7 +101,7 @@ def _semantic_summary(scores: dict) -> str:
 def _open_viewer(show: bool):
     import napari
 
-    from .data import nuclei_2d
+    from ..data import nuclei_2d
 
     viewer = napari.Viewer(title="napari-seglab demo", show=show)
     sample = nuclei_2d()
