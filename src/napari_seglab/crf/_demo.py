@@ -83,10 +83,11 @@ def blobby_labels(
 
 
 def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """Dice coefficient of two foreground masks (non-zero is foreground)."""
-    a, b = np.asarray(prediction) > 0, np.asarray(truth) > 0
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2.0 * np.logical_and(a, b).sum() / total)
+    """Dice coefficient of two foreground masks (non-zero is foreground; 1 when both are empty)."""
+    from ..metrics import mean_dice
+
+    score = mean_dice(np.asarray(prediction) > 0, np.asarray(truth) > 0, classes=(1,))
+    return 1.0 if np.isnan(score) else score
 
 
 def boundary_f_score(

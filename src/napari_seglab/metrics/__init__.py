@@ -28,7 +28,7 @@ from .export import (
     write_csv,
 )
 from .matching import DEFAULT_THRESHOLDS, INSTANCE_KEYS, instances
-from .overlap import SEMANTIC_KEYS, semantic
+from .overlap import SEMANTIC_KEYS, mean_dice, semantic
 from .slices import per_slice
 from .surface import SurfaceScores, surface_distances, surface_scores
 
@@ -46,6 +46,7 @@ __all__ = [
     "instance_errors",
     "instances",
     "is_instance_result",
+    "mean_dice",
     "per_slice",
     "results_table",
     "semantic",

@@ -185,6 +185,30 @@ def semantic(
     return results
 
 
+def mean_dice(
+    pred: Any, gt: Any, *, classes: Any = None, ignore_label: int | None = None
+) -> float:
+    """Mean Dice over classes, leaving out classes absent from both inputs.
+
+    Parameters
+    ----------
+    pred, gt : array-like of integers or bools, same shape
+        As for :func:`semantic` (bool masks count ``True`` as class 1).
+    classes : iterable of int, optional
+        Classes to average; default every non-zero id present (except ``ignore_label``).
+    ignore_label : int, optional
+        Ground-truth id of voxels that count for nothing (unannotated).
+
+    Returns
+    -------
+    float
+        NaN when every class is absent from both inputs.
+    """
+    scores = semantic(pred, gt, classes=classes, ignore_label=ignore_label, surface=False)
+    values = [s["dice"] for s in scores.values() if not np.isnan(s["dice"])]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def _class_ids(table: ContingencyTable, classes: Any, ignore_label: int | None) -> list[int]:
     if classes is not None:
         wanted = [int(c) for c in np.atleast_1d(np.asarray(classes)).ravel()]
