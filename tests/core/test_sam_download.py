@@ -1,4 +1,4 @@
-"""Checkpoints: download from a real HTTP server on loopback, hashes, loading errors."""
+"""Checkpoints: download (pooch) from a real HTTP server on loopback, hashes, loading errors."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import io
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import ClassVar
 
@@ -15,6 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 
+from napari_seglab.jobs import JobCancelled  # noqa: E402
 from napari_seglab.sam import (  # noqa: E402
     CHECKPOINTS,
     CheckpointSpec,
@@ -36,8 +38,10 @@ def checkpoint_bytes() -> bytes:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     files: ClassVar[dict[str, bytes]] = {}
+    requests: ClassVar[Counter] = Counter()
 
     def do_GET(self) -> None:
+        self.requests[self.path] += 1
         body = self.files.get(self.path.split("?")[0])
         if body is None:
             self.send_error(404)
@@ -56,8 +60,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def server(checkpoint_bytes):
-    handler = type("Handler", (_Handler,), {"files": {"/tiny.pth": checkpoint_bytes}})
+def hits() -> Counter:
+    """Requests the test server received, by path (with query)."""
+    return Counter()
+
+
+@pytest.fixture
+def served(checkpoint_bytes) -> dict[str, bytes]:
+    """What the test server serves, by path; tests may add files."""
+    return {"/tiny.pth": checkpoint_bytes}
+
+
+@pytest.fixture
+def server(served, hits):
+    handler = type("Handler", (_Handler,), {"files": served, "requests": hits})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -183,3 +199,55 @@ def test_decoder_checkpoint_is_applied_and_keeps_embeddings(tmp_path, checkpoint
     )
     with pytest.raises(RuntimeError, match=r"full\.pth|mask_decoder"):
         load_model("tiny", checkpoint=full, device="cpu", decoder_checkpoint=full)
+
+
+def test_cached_file_is_not_downloaded_again(server, checkpoint_bytes, cache_folder, hits):
+    digest = "sha256:" + hashlib.sha256(checkpoint_bytes).hexdigest()
+    spec = spec_for(f"{server}/tiny.pth", digest)
+    first = ensure_checkpoint(spec, progress=False)
+    assert ensure_checkpoint(spec, progress=False) == first
+    assert download_file(spec.url, first, digest, progress=False) == first
+    assert hits == Counter({"/tiny.pth": 1})
+    assert leftovers(cache_folder) == ["tiny.pth", "tiny.pth.verified.json"]
+
+
+def test_md5_pinned_checkpoint(server, checkpoint_bytes, cache_folder, capsys):
+    md5 = hashlib.md5(checkpoint_bytes).hexdigest()
+    with pytest.raises(RuntimeError, match=r"registered MD5: expected 0{32}, got " + md5):
+        ensure_checkpoint(spec_for(f"{server}/tiny.pth", "md5:" + "0" * 32), progress=False)
+    assert leftovers(cache_folder) == []
+    path = ensure_checkpoint(spec_for(f"{server}/tiny.pth", "md5:" + md5), progress=True)
+    assert path.read_bytes() == checkpoint_bytes
+    assert "tiny.pth" in capsys.readouterr().err  # the tqdm bar
+
+
+def test_missing_on_server_gives_offline_guidance(server, cache_folder):
+    spec = spec_for(f"{server}/gone.pth", "sha256:" + "1" * 64)
+    with pytest.raises(FileNotFoundError) as info:
+        ensure_checkpoint(spec, progress=False)
+    message = str(info.value)
+    assert "404" in message
+    assert f"place it at {cache_folder / 'sam' / 'tiny.pth'}" in message
+    assert leftovers(cache_folder) == []
+
+
+def test_cancelled_download_leaves_no_file(server, served, cache_folder, hits):
+    payload = np.random.default_rng(0).bytes(3 << 20)  # three 1 MiB blocks
+    url = f"{server}/big.bin"
+    served["/big.bin"] = payload
+    seen = []
+    flag = threading.Event()
+
+    def progress(done, total):
+        seen.append((done, total))
+        flag.set()
+
+    target = cache_folder / "sam" / "big.bin"
+    digest = "sha256:" + hashlib.sha256(payload).hexdigest()
+    with pytest.raises(JobCancelled, match=r"big\.bin was cancelled"):
+        download_file(url, target, digest, progress=progress, cancel=flag)
+    assert seen == [(1 << 20, 3 << 20)]
+    assert leftovers(cache_folder) == []
+    with pytest.raises(JobCancelled):  # set before the start: no request at all
+        download_file(url, target, digest, progress=False, cancel=flag)
+    assert hits == Counter({"/big.bin": 1})

@@ -1,30 +1,32 @@
-"""Checkpoint files: cache folder, verified downloads, offline guidance.
+"""Checkpoint files: cache paths, verified downloads through pooch, offline guidance.
 
-A download streams into a temporary file next to the target, hashing as it
-goes; only a complete file with the expected hash is moved into place with
-:func:`os.replace` (atomic on one file system). Any failure (network error,
-truncated transfer, hash mismatch, cancel) removes the temporary file, so the
-cache never holds a partial checkpoint.
+Fetching, hashing and the progress bar are :func:`pooch.retrieve`'s: it
+streams into a temporary file in the target's folder, checks the pinned hash
+(``sha256:`` or ``md5:``) and only then moves the file into place (a rename on
+one file system, so atomic); on any failure the temporary file is deleted, so
+the cache never holds a partial checkpoint. What pooch lacks is added here: a
+progress callback and cancel, errors that name the URL, the expected and the
+received hash, and, when the network is unreachable, the exact path where to
+place the file by hand. A cached file is checked once; the result is
+remembered in ``<file>.verified.json``.
 
-Cache folder: ``$SEGLAB_CACHE_DIR`` if set, else the platform's user cache
-folder for ``napari-seglab`` (``platformdirs.user_cache_dir``). Checkpoints
-live in its ``sam`` sub-folder.
+The cache folder is :func:`napari_seglab.cache.cache_dir` (``$SEGLAB_CACHE_DIR``,
+else the platform's user cache folder); checkpoints live in its ``sam``
+sub-folder.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import http.client
 import json
 import os
-import tempfile
-import urllib.error
-import urllib.request
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 from ..cache import ENV_VAR as CACHE_ENV_VAR
+from ..cache import cache_dir
+from ..jobs import CancelCheck, CancelLike
 from .registry import CheckpointSpec, get_checkpoint
 
 __all__ = [
@@ -42,17 +44,6 @@ _CHUNK = 1 << 20
 ProgressCallback = Callable[[int, "int | None"], None]
 
 
-def cache_dir(subfolder: str | None = None) -> Path:
-    """The cache folder (created if missing), optionally a sub-folder of it.
-
-    Delegates to :func:`napari_seglab.cache.cache_dir` (``$SEGLAB_CACHE_DIR``,
-    else the platform's user cache folder).
-    """
-    from ..cache import cache_dir as shared_cache_dir
-
-    return shared_cache_dir(*((subfolder,) if subfolder else ()))
-
-
 def checkpoint_path(spec: CheckpointSpec | str) -> Path:
     """Where the cached file of a registered checkpoint lives (it may not exist yet)."""
     spec = get_checkpoint(spec) if isinstance(spec, str) else spec
@@ -60,12 +51,15 @@ def checkpoint_path(spec: CheckpointSpec | str) -> Path:
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
-    """Hex digest of a file's contents, read in 1 MiB blocks."""
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Hex digest of a file's contents (``pooch.file_hash``)."""
+    import pooch
+
+    return pooch.file_hash(str(path), alg=algorithm)
+
+
+def _stamp(path: Path, expected_hash: str) -> dict:
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "hash": expected_hash}
 
 
 def _sidecar(path: Path) -> Path:
@@ -82,23 +76,93 @@ def verify_file(path: str | Path, expected_hash: str) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint file not found: {path}")
     algorithm, expected = expected_hash.split(":", 1)
-    stat = path.stat()
-    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "hash": expected_hash}
-    sidecar = _sidecar(path)
-    try:
-        if json.loads(sidecar.read_text()) == stamp:
+    stamp = _stamp(path, expected_hash)
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(_sidecar(path).read_text()) == stamp:
             return
-    except (OSError, ValueError):
-        pass
     actual = file_digest(path, algorithm)
     if actual != expected.lower():
         raise RuntimeError(
             f"Checkpoint {path} does not match its registered {algorithm.upper()}: expected "
-            f"{expected}, got {actual} ({stat.st_size} bytes). The file is corrupt, incomplete "
+            f"{expected}, got {actual} ({stamp['size']} bytes). The file is corrupt, incomplete "
             "or a different model: delete it and download it again."
         )
     with contextlib.suppress(OSError):  # read-only cache: verify again next time
-        sidecar.write_text(json.dumps(stamp))
+        _sidecar(path).write_text(json.dumps(stamp))
+
+
+class _Progress:
+    """The progress-bar object pooch's HTTPDownloader drives.
+
+    Counts bytes, polls cancel, and passes ``(done, total)`` to a callback or
+    to a tqdm bar (``show=True``). pooch sets ``total`` from Content-Length.
+    """
+
+    def __init__(self, url: str, callback: ProgressCallback | None, show: bool, cancel):
+        self.url, self.callback, self.show, self.cancel = url, callback, show, cancel
+        self.total: int | None = None
+        self.done = 0
+        self._bar = None
+
+    def update(self, n: int) -> None:
+        self.cancel.raise_if_set(f"Download of {self.url}")
+        # pooch counts whole chunks; the last one may be short
+        self.done = min(self.done + n, self.total) if self.total else self.done + n
+        if self.callback is not None:
+            self.callback(self.done, self.total or None)
+        if self.show:
+            if self._bar is None:
+                from tqdm.auto import tqdm
+
+                name = self.url.rsplit("/", 1)[-1].split("?")[0]
+                self._bar = tqdm(total=self.total or None, unit="B", unit_scale=True, desc=name)
+            self._bar.update(self.done - self._bar.n)
+
+    def reset(self) -> None:
+        self.done = 0
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class _Downloader:
+    """pooch's HTTPDownloader with progress, cancel, and errors that name the URL.
+
+    Raises RuntimeError (which pooch does not retry); pooch then deletes its
+    temporary file.
+    """
+
+    def __init__(self, progress: bool | ProgressCallback, cancel: CancelLike, timeout: float):
+        self.progress, self.cancel, self.timeout = progress, CancelCheck(cancel), timeout
+
+    def __call__(self, url: str, output_file: str, pooch_obj, check_only: bool = False):
+        import pooch
+        import requests
+
+        callback = self.progress if callable(self.progress) else None
+        counter = _Progress(url, callback, self.progress is True, self.cancel)
+        http = pooch.HTTPDownloader(progressbar=counter, chunk_size=_CHUNK, timeout=self.timeout)
+        self.cancel.raise_if_set(f"Download of {url}")
+        try:
+            http(url, output_file, pooch_obj)
+        except requests.exceptions.RequestException as exc:
+            received = os.path.getsize(output_file)
+            if received or isinstance(exc, requests.exceptions.ChunkedEncodingError):
+                raise RuntimeError(
+                    f"Download of {url} was interrupted after {received} bytes of "
+                    f"{counter.total or 'unknown'} ({exc.__class__.__name__}); try again."
+                ) from exc
+            raise RuntimeError(f"Could not download {url}: {exc}") from exc
+        finally:
+            counter.close()
+        received = os.path.getsize(output_file)
+        if counter.total and received != counter.total:
+            raise RuntimeError(
+                f"Download of {url} is truncated: received {received} of {counter.total} "
+                "bytes; try again."
+            )
 
 
 def download_file(
@@ -108,24 +172,25 @@ def download_file(
     *,
     progress: bool | ProgressCallback = True,
     timeout: float = 60.0,
-    cancel: Callable[[], bool] | None = None,
+    cancel: CancelLike = None,
 ) -> Path:
-    """Download ``url`` to ``destination`` atomically, verifying its hash.
+    """Download ``url`` to ``destination`` atomically, verifying its hash (pooch).
 
     Parameters
     ----------
     url : str
     destination : path
-        Final file path; its folder is created if needed.
+        Final file path; its folder is created if needed. A file already there
+        with the expected hash is kept (not downloaded again).
     expected_hash : str or None
         ``"sha256:<hex>"`` or ``"md5:<hex>"``; None skips the check.
     progress : bool or callable
         True shows a tqdm progress bar; a callable receives
-        ``(bytes_done, bytes_total_or_None)`` after each block.
+        ``(bytes_done, bytes_total_or_None)`` after each 1 MiB block.
     timeout : float
         Seconds to wait for the server on connect and on each read.
-    cancel : callable, optional
-        Returns True to abort; the partial file is removed.
+    cancel : threading.Event or callable, optional
+        Set (or returning True) to stop; see :class:`napari_seglab.jobs.CancelCheck`.
 
     Returns
     -------
@@ -137,76 +202,32 @@ def download_file(
     RuntimeError
         Network failure, truncated transfer or hash mismatch; the message names
         the URL and what did not match. No file is left behind.
+    napari_seglab.jobs.JobCancelled
+        ``cancel`` was set; no file is left behind.
     """
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    algorithm, expected = expected_hash.split(":", 1) if expected_hash else ("sha256", None)
-    digest = hashlib.new(algorithm)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{destination.name}.", suffix=".part", dir=destination.parent
-    )
-    tmp = Path(tmp_name)
-    bar = None
-    try:
-        try:
-            response = urllib.request.urlopen(url, timeout=timeout)
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise RuntimeError(f"Could not download {url}: {reason}") from exc
-        with response, os.fdopen(fd, "wb") as out:
-            fd = -1
-            total_header = response.headers.get("Content-Length")
-            total = int(total_header) if total_header and total_header.isdigit() else None
-            if progress is True:
-                from tqdm.auto import tqdm
+    import pooch
 
-                bar = tqdm(total=total, unit="B", unit_scale=True, desc=destination.name)
-            done = 0
-            while True:
-                if cancel is not None and cancel():
-                    raise RuntimeError(f"Download of {url} was cancelled.")
-                try:
-                    block = response.read(_CHUNK)
-                except (http.client.IncompleteRead, OSError) as exc:
-                    raise RuntimeError(
-                        f"Download of {url} was interrupted after {done} bytes"
-                        + (f" of {total}" if total else "")
-                        + f" ({exc.__class__.__name__}); try again."
-                    ) from exc
-                if not block:
-                    break
-                out.write(block)
-                digest.update(block)
-                done += len(block)
-                if bar is not None:
-                    bar.update(len(block))
-                elif callable(progress):
-                    progress(done, total)
-        if total is not None and done != total:
-            raise RuntimeError(
-                f"Download of {url} is truncated: received {done} of {total} bytes; try again."
-            )
-        actual = digest.hexdigest()
-        if expected is not None and actual != expected.lower():
-            raise RuntimeError(
-                f"Downloaded file from {url} does not match its registered "
-                f"{algorithm.upper()}: expected {expected}, got {actual} ({done} bytes). "
-                "The server sent a different or corrupt file; nothing was saved."
-            )
-        os.replace(tmp, destination)
-        if expected_hash:
-            stat = destination.stat()
-            stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "hash": expected_hash}
-            with contextlib.suppress(OSError):
-                _sidecar(destination).write_text(json.dumps(stamp))
-        return destination
-    finally:
-        if bar is not None:
-            bar.close()
-        if fd != -1:
-            os.close(fd)
-        if tmp.exists():
-            tmp.unlink()
+    destination = Path(destination)
+    try:
+        pooch.retrieve(
+            url,
+            known_hash=expected_hash,
+            fname=destination.name,
+            path=destination.parent,
+            downloader=_Downloader(progress, cancel, timeout),
+        )
+    except ValueError as exc:  # pooch's hash mismatch, which names the received hash
+        algorithm, expected = (expected_hash or "sha256:").split(":", 1)
+        got = re.search(r"but got ([0-9a-fA-F]+)", str(exc))
+        raise RuntimeError(
+            f"Downloaded file from {url} does not match its registered {algorithm.upper()}: "
+            f"expected {expected}, got {got.group(1) if got else str(exc)}. The server sent a "
+            "different or corrupt file; nothing was saved."
+        ) from exc
+    if expected_hash:  # pooch just hashed it: spare the next verify_file
+        with contextlib.suppress(OSError):
+            _sidecar(destination).write_text(json.dumps(_stamp(destination, expected_hash)))
+    return destination
 
 
 def ensure_checkpoint(
@@ -214,7 +235,7 @@ def ensure_checkpoint(
     *,
     download: bool = True,
     progress: bool | ProgressCallback = True,
-    cancel: Callable[[], bool] | None = None,
+    cancel: CancelLike = None,
 ) -> Path:
     """Path of a registered checkpoint in the cache, downloading it if missing.
 
@@ -233,7 +254,7 @@ def ensure_checkpoint(
         The file is not cached and cannot be downloaded; the message gives the
         exact path to place the file at, its URL and hash.
     RuntimeError
-        The cached file does not match the registered hash.
+        The cached or downloaded file does not match the registered hash.
     """
     spec = get_checkpoint(spec) if isinstance(spec, str) else spec
     target = checkpoint_path(spec)
@@ -252,7 +273,7 @@ def ensure_checkpoint(
     try:
         return download_file(spec.url, target, spec.hash, progress=progress, cancel=cancel)
     except RuntimeError as exc:
-        if "Could not download" in str(exc):
+        if str(exc).startswith("Could not download"):
             raise FileNotFoundError(
                 f"SAM checkpoint {spec.name!r} is not in the cache and could not be downloaded "
                 f"({exc}). {how}"
