@@ -1,4 +1,9 @@
-"""Medical image I/O: NIfTI and DICOM series on napari's layer axes.
+"""Image I/O: NIfTI and DICOM series on napari's layer axes, and one reader for every format.
+
+:func:`read_array` reads any input the plugin takes (NIfTI, DICOM folders and
+files, TIFF, ``.npy``, zarr/OME-Zarr, PNG/JPEG) into an :class:`ArrayFile`:
+the array plus spacing, origin and affine where the format stores them.
+:func:`write_array` writes a result in the format its suffix names.
 
 Every reader returns a :class:`Volume` whose array axes are ``(Z, Y, X)`` =
 (Superior, Posterior, patient Left), i.e. LPS+ with the slice axis first, with
@@ -18,15 +23,23 @@ Examples
 from .dicom import DicomSeriesInfo, list_dicom_series, read_dicom_folder, read_dicom_series
 from .nifti import read_nifti, write_nifti
 from .orientation import LAYER_AXCODES
+from .reader import SUFFIXES, ArrayFile, read_array, supported_formats
 from .volume import Volume
+from .writer import WRITE_SUFFIXES, write_array
 
 __all__ = [
     "LAYER_AXCODES",
+    "SUFFIXES",
+    "WRITE_SUFFIXES",
+    "ArrayFile",
     "DicomSeriesInfo",
     "Volume",
     "list_dicom_series",
+    "read_array",
     "read_dicom_folder",
     "read_dicom_series",
     "read_nifti",
+    "supported_formats",
+    "write_array",
     "write_nifti",
 ]

@@ -1,0 +1,68 @@
+"""Write a result array in the format its suffix names (the counterpart of :func:`.read_array`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Suffixes :func:`write_array` writes.
+WRITE_SUFFIXES = (".tif", ".tiff", ".npy", ".nii", ".nii.gz")
+
+
+def write_array(
+    path: str | os.PathLike,
+    array: Any,
+    *,
+    spacing: tuple[float, ...] | None = None,
+    what: str = "output file",
+) -> Path:
+    """Write ``array`` to ``path`` (``.tif``/``.tiff``, ``.npy`` or ``.nii``/``.nii.gz``).
+
+    Parameters
+    ----------
+    path : str or path-like
+        Target file; missing parent folders are created.
+    array : array-like
+        Data, in the axis order :func:`.read_array` gives back (NIfTI: ``(Z, Y, X)``
+        layer axes).
+    spacing : tuple of float, optional
+        Voxel size per axis; stored in the TIFF description (read back by
+        :func:`.read_array`) and the NIfTI header; ``.npy`` keeps no geometry.
+    what : str
+        What the file is, for error messages.
+
+    Returns
+    -------
+    Path
+        The path written.
+
+    Raises
+    ------
+    ValueError
+        ``path`` ends in none of :data:`WRITE_SUFFIXES`.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if not name.endswith(WRITE_SUFFIXES):
+        raise ValueError(
+            f"unsupported {what} {str(path)!r}: expected one of {', '.join(WRITE_SUFFIXES)}, "
+            f"got {repr(path.suffix) if path.suffix else 'no suffix'}."
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.asarray(array)
+    if name.endswith(".npy"):
+        np.save(path, data)
+    elif name.endswith((".tif", ".tiff")):
+        import tifffile
+
+        metadata = {} if spacing is None else {"spacing": [float(s) for s in spacing]}
+        tifffile.imwrite(path, data, metadata=metadata)
+    else:
+        from .nifti import write_nifti
+
+        is_label = data.dtype == np.bool_ or np.issubdtype(data.dtype, np.integer)
+        return Path(write_nifti(path, data, spacing=spacing, is_label=bool(is_label)))
+    return path
