@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .io.dicom import folder_has_dicom, read_dicom_folder
+from .io.dicom import folder_has_dicom, read_dicom_folder, read_dicom_series
 from .io.nifti import is_nifti_path, read_nifti, write_nifti
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -37,18 +37,59 @@ def read_nifti_layers(path: PathOrPaths) -> list[LayerData]:
 
 
 def get_dicom_reader(path: PathOrPaths) -> ReaderFunction | None:
-    """The DICOM reader when ``path`` is a folder holding DICOM files, else ``None``."""
+    """The DICOM reader for a folder holding DICOM files or one DICOM file, else ``None``.
+
+    A file counts only when it carries the ``DICM`` preamble (the manifest
+    offers only ``*.dcm``, ``*.dicom`` and ``*.ima`` names; called directly it
+    also takes a ``DICOMDIR`` path, read as its folder);
+    other files are left to other readers.
+    """
     paths = _as_list(path)
-    if len(paths) != 1 or not Path(paths[0]).is_dir():
+    if len(paths) != 1:
         return None
-    if not folder_has_dicom(paths[0]):
-        return None
-    return read_dicom_layers
+    target = Path(paths[0])
+    if target.is_dir():
+        return read_dicom_layers if folder_has_dicom(target) else None
+    if target.name.upper() == "DICOMDIR":
+        return read_dicom_layers if folder_has_dicom(target.parent) else None
+    return read_dicom_layers if _has_dicom_preamble(target) else None
 
 
 def read_dicom_layers(path: PathOrPaths) -> list[LayerData]:
-    """One Image layer per series in the folder, in ``SeriesNumber`` order."""
-    return [volume.layer_data() for p in _as_list(path) for volume in read_dicom_folder(p)]
+    """Layers of the DICOM data at ``path``.
+
+    A folder (or its ``DICOMDIR``) gives one layer per series, in
+    ``SeriesNumber`` order; a single file gives the series it belongs to,
+    read from the files beside it.
+    """
+    layers = []
+    for p in _as_list(path):
+        target = Path(p)
+        if target.is_dir():
+            layers += [volume.layer_data() for volume in read_dicom_folder(target)]
+        elif target.name.upper() == "DICOMDIR":
+            layers += [volume.layer_data() for volume in read_dicom_folder(target.parent)]
+        else:
+            layers.append(read_dicom_series(target.parent, _series_uid(target)).layer_data())
+    return layers
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    """True when ``path`` is a file with ``DICM`` at byte 128 (Part 10 files)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _series_uid(path: Path) -> str | None:
+    import pydicom
+
+    header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+    uid = getattr(header, "SeriesInstanceUID", None)
+    return str(uid) if uid else None
 
 
 def write_labels_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
