@@ -8,11 +8,15 @@ from a reader of this package (its ``metadata["geometry"]``), else with the
 geometry given by ``spacing``/``origin``.
 
 Layer type rule (:func:`label_decision`): a file opens as *labels* when its
-intent is ``label``/``neuroname``, or when its voxels are integers stored
-without intensity scaling, none negative, with at most
-:data:`MAX_LABEL_VALUES` distinct values. Everything else opens as an image:
-``float32`` when the header scales intensities (``scl_slope``/``scl_inter``),
-the stored dtype otherwise.
+intent is ``label``/``neuroname``; or when its voxels are integers stored
+without intensity scaling, none negative, and either its name says labels
+(``*_seg*``, ``*label*``, ``*mask*``, BIDS ``_dseg``, ``aseg``, ``parc``,
+``atlas``; at most :data:`MAX_LABEL_VALUES` distinct values) or it has at
+most :data:`MAX_UNNAMED_LABEL_VALUES` distinct values (an 8-bit MRI or a
+probability map saved as ``uint8`` has far more). Everything else opens as an
+image: ``float32`` when the header scales intensities
+(``scl_slope``/``scl_inter``), the stored dtype otherwise. ``layer_type``
+overrides the rule.
 """
 
 from __future__ import annotations
@@ -30,8 +34,31 @@ import numpy as np
 from .orientation import from_layer_axes, reorient_to_ras
 from .volume import GEOMETRY_KEY, Volume, volume_from_source
 
-#: Integer files with at most this many distinct values open as labels.
+#: Integer files named like labels open as labels with at most this many distinct values.
 MAX_LABEL_VALUES = 256
+
+#: Integer files whose name says nothing open as labels only with at most this many values.
+MAX_UNNAMED_LABEL_VALUES = 64
+
+#: Words in a file name that mark a label map (matched between separators).
+LABEL_NAME_WORDS = (
+    "seg",
+    "dseg",
+    "aseg",
+    "aparc",
+    "parc",
+    "segmentation",
+    "segmentations",
+    "label",
+    "labels",
+    "labelmap",
+    "mask",
+    "masks",
+    "atlas",
+    "annotation",
+    "annotations",
+    "gt",
+)
 
 #: Voxels per chunk when counting distinct values (bounded extra memory).
 _CHUNK = 1 << 22
@@ -141,7 +168,7 @@ def read_nifti(path: str | os.PathLike, *, layer_type: str = "auto") -> Volume:
     if raw.size == 0:
         raise ValueError(f"'{path}' holds no voxels (shape {raw.shape}).")
 
-    is_label, reason = label_decision(raw, header, scaled=scaled)
+    is_label, reason = label_decision(raw, header, scaled=scaled, name=path.name)
     if layer_type == "labels":
         is_label, reason = True, "forced by layer_type='labels'"
     elif layer_type == "image":
@@ -180,12 +207,16 @@ def read_nifti(path: str | os.PathLike, *, layer_type: str = "auto") -> Volume:
     )
 
 
-def label_decision(raw: np.ndarray, header: Any, *, scaled: bool) -> tuple[bool, str]:
+def label_decision(
+    raw: np.ndarray, header: Any, *, scaled: bool, name: str = ""
+) -> tuple[bool, str]:
     """Decide whether stored voxels ``raw`` are a label map; returns ``(is_label, reason)``.
 
     Labels when the intent code is ``label``/``neuroname`` (and the values are
     integers), or when ``raw`` has an integer dtype, is not intensity-scaled,
-    has no negative value and at most :data:`MAX_LABEL_VALUES` distinct values.
+    has no negative value and at most :data:`MAX_LABEL_VALUES` distinct values
+    if the file ``name`` says labels (:func:`name_says_labels`), else at most
+    :data:`MAX_UNNAMED_LABEL_VALUES`.
     """
     intent = int(header["intent_code"])
     if intent in LABEL_INTENTS:
@@ -198,12 +229,29 @@ def label_decision(raw: np.ndarray, header: Any, *, scaled: bool) -> tuple[bool,
         return False, "integer voxels with intensity scaling (scl_slope/scl_inter)"
     if raw.min() < 0:
         return False, "integer voxels with negative values"
-    if raw.dtype.itemsize == 1:  # 8-bit: at most 256 values, no need to count
-        return True, "non-negative 8-bit integer voxels"
-    count = count_distinct(raw, limit=MAX_LABEL_VALUES)
-    if count > MAX_LABEL_VALUES:
-        return False, f"more than {MAX_LABEL_VALUES} distinct integer values"
-    return True, f"non-negative integer voxels with {count} distinct values"
+    named = name_says_labels(name)
+    limit = MAX_LABEL_VALUES if named else MAX_UNNAMED_LABEL_VALUES
+    count = count_distinct(raw, limit=limit)
+    why = f"a file name that says labels ({name!r})" if named else "a file name without a hint"
+    if count > limit:
+        return False, f"more than {limit} distinct integer values with {why}"
+    return True, f"non-negative integer voxels with {count} distinct values and {why}"
+
+
+def name_says_labels(name: str) -> bool:
+    """True when a file name marks a label map (a word of :data:`LABEL_NAME_WORDS`).
+
+    Words are split at ``_``, ``-``, ``.`` and spaces and compared without case:
+    ``sub-01_dseg.nii.gz``, ``liver_mask.nii``, ``aseg.nii.gz`` and
+    ``ct-labels.nii.gz`` say labels; ``t1_mprage.nii.gz`` and ``segue.nii`` do not.
+    """
+    import re
+
+    stem = Path(name).name.lower()
+    for suffix in (".nii.gz", ".nii"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+    return any(word in LABEL_NAME_WORDS for word in re.split(r"[_\-. ]+", stem))
 
 
 def count_distinct(values: np.ndarray, *, limit: int) -> int:
