@@ -108,3 +108,13 @@ def test_errors_are_one_line_messages(files, capsys):
     assert err.startswith("seglab train: error:")
     assert "single class" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_instance_labels_error_names_the_binary_flag(files, capsys):
+    many = np.arange(6 * 32 * 32, dtype=np.uint16).reshape(6, 32, 32) % 40  # 40 "objects"
+    tifffile.imwrite(files / "objects.tif", many)
+    args = [str(files / "image.tif"), str(files / "objects.tif"), "-o", str(files / "m.pt")]
+    assert main(["train", *args, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "distinct values" in err
+    assert "--binary" in err

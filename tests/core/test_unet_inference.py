@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -10,16 +11,20 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from napari_seglab import data
+from napari_seglab.jobs import JobCancelled, ProgressEvent
 from napari_seglab.unet import (
     PredictionCancelled,
     PredictionProgress,
     predict,
+    predict_and_split,
+    predict_and_split_events,
     predict_events,
     probabilities_to_labels,
     to_instances,
     train,
 )
 from napari_seglab.unet.inference import count_windows
+from napari_seglab.unet.postprocess import instance_spacing
 
 TINY = {"channels": [4, 8, 16]}
 
@@ -47,8 +52,8 @@ def image():
     return data.nuclei_2d(shape=(70, 90), n_objects=8, seed=3).image
 
 
-def run_events(gen):
-    events = []
+def run_events(gen, seen=None):
+    events = [] if seen is None else seen
     while True:
         try:
             events.append(next(gen))
@@ -102,20 +107,60 @@ def test_predict_events_reports_progress_and_returns_the_same(model, image):
     np.testing.assert_array_equal(result, expected)
 
 
-def test_predict_events_cancel_returns_none(model, image):
+def test_predict_events_cancel_raises_job_cancelled(model, image):
     cancel = threading.Event()
     gen = predict_events(model, image, device="cpu", batch_size=1, cancel=cancel)
     first = next(gen)
     assert first.done == 1
+    assert first.stage == "predicting"
+    assert isinstance(first, ProgressEvent)
     cancel.set()
-    events, result = run_events(gen)
-    assert result is None
+    events = []
+    with pytest.raises(JobCancelled) as stop:
+        run_events(gen, events)
+    assert stop.value.partial is None
     assert len(events) <= 1  # at most the batch in flight when cancel was set
 
 
 def test_predict_cancel_raises(model, image):
-    with pytest.raises(PredictionCancelled):
+    assert PredictionCancelled is JobCancelled  # the former name, same class
+    with pytest.raises(JobCancelled, match="Prediction was cancelled"):
         predict(model, image, device="cpu", cancel=lambda: True)
+
+
+def test_predict_and_split_is_predict_then_labels_then_instances(model, image):
+    events, result = run_events(
+        predict_and_split_events(
+            model, image, instances="watershed", spacing=(1.0, 2.0, 0.5), device="cpu"
+        )
+    )
+    assert [e.stage for e in events[-2:]] == ["labels", "instances"]
+    assert all(e.stage == "predicting" for e in events[:-2])
+    probs = predict(model, image, device="cpu")
+    np.testing.assert_array_equal(result.probabilities, probs)
+    labels = probabilities_to_labels(probs, model.classes)
+    np.testing.assert_array_equal(result.labels, labels)
+    assert result.spacing == (2.0, 0.5)  # the image's spatial axes (leading axes dropped)
+    np.testing.assert_array_equal(
+        result.instances, to_instances(labels, method="watershed", spacing=(2.0, 0.5))
+    )
+    plain = predict_and_split(model, image, device="cpu")
+    assert plain.instances is None
+    with pytest.raises(ValueError, match="Unknown instances"):
+        predict_and_split(model, image, instances="blobs", device="cpu")
+    with pytest.raises(JobCancelled):
+        predict_and_split(model, image, instances="connected", device="cpu", cancel=lambda: True)
+
+
+def test_instance_spacing_prefers_the_image_then_the_model(model):
+    assert instance_spacing(model, 2, (3.0, 4.0)) == (3.0, 4.0)
+    assert model.spacing is None
+    assert instance_spacing(model, 2) is None
+    model_3d = dataclasses.replace(model, spacing=(2.0, 0.5, 0.5))
+    assert instance_spacing(model_3d, 3) == (2.0, 0.5, 0.5)
+    assert instance_spacing(model_3d, 2) is None  # no value per axis: unit voxels
+    with pytest.raises(ValueError, match="spacing"):
+        instance_spacing(model, 3, (1.0, 1.0))
 
 
 def test_predict_events_reraises_errors(model):

@@ -177,3 +177,17 @@ def test_prepare_input_never_modifies_the_image(model_2d):
     before = image.copy()
     predict(model_2d, image, device="cpu")
     np.testing.assert_array_equal(image, before)
+
+
+def test_best_dice_reads_the_loop_history_and_old_files(model_2d):
+    import dataclasses
+
+    rows = [
+        {"epoch": 1, "loss": 1.0, "validation": {"mean": 0.4}},
+        {"epoch": 2, "loss": 0.5, "validation": {"mean": 0.7}},
+        {"epoch": 3, "loss": 0.4, "validation": {}},
+    ]
+    assert dataclasses.replace(model_2d, history=rows).best_dice == pytest.approx(0.7)
+    old = [{"epoch": 1, "val_dice": 0.3}, {"epoch": 2, "val_dice": None}]
+    assert dataclasses.replace(model_2d, history=old).best_dice == pytest.approx(0.3)
+    assert dataclasses.replace(model_2d, history=[]).best_dice is None

@@ -11,6 +11,8 @@ import torch
 from scipy import ndimage as ndi
 
 from napari_seglab import data
+from napari_seglab.jobs import JobCancelled
+from napari_seglab.training_loop import EpochEvent
 from napari_seglab.unet import predict, probabilities_to_labels, train, train_events
 from napari_seglab.unet.losses import IgnoreDiceCELoss
 from napari_seglab.unet.training import foreground_dice
@@ -47,7 +49,7 @@ def test_2d_model_reaches_dice_on_held_out_region():
     assert labels.shape == sample.image.shape
     assert dice(labels[cut:], sample.semantic[cut:]) >= 0.9
     assert model.history
-    assert model.history[-1]["val_dice"] is not None
+    assert model.history[-1]["validation"]["mean"] is not None
 
 
 @pytest.mark.slow
@@ -164,15 +166,16 @@ def test_train_events_yields_per_epoch_and_returns_best_model():
     assert [e.epoch for e in events] == [1, 2, 3]
     assert events[-1].final
     assert not events[0].final
-    assert all(e.patches == 4 * e.epoch for e in events)
-    assert all(np.isfinite(e.loss) and e.seconds >= 0 for e in events)
+    assert all(isinstance(e, EpochEvent) for e in events)
+    assert all(e.samples == 4 * e.epoch for e in events)
+    assert all(np.isfinite(e.loss) and e.elapsed >= 0 for e in events)
     assert events[-1].best_epoch in (1, 2, 3)
     assert [h["epoch"] for h in model.history] == [1, 2, 3]
     assert not model.network.training
     assert next(model.network.parameters()).device.type == "cpu"
 
 
-def test_cancel_before_first_epoch_returns_no_model():
+def test_cancel_before_first_epoch_raises_without_a_model():
     image, labels = _small_sample()
     cancel = threading.Event()
     cancel.set()
@@ -187,9 +190,9 @@ def test_cancel_before_first_epoch_returns_no_model():
         device="cpu",
         cancel=cancel,
     )
-    with pytest.raises(StopIteration) as stop:
+    with pytest.raises(JobCancelled, match="before the first epoch") as stop:
         next(gen)
-    assert stop.value.value is None
+    assert stop.value.partial is None
     with pytest.raises(RuntimeError, match="cancelled"):
         train(
             image, labels, network_kwargs=TINY_2D, patch_size=(32, 32), device="cpu", cancel=cancel
@@ -221,6 +224,32 @@ def test_cancel_after_an_epoch_keeps_the_trained_model():
     assert len(model.history) == 1
 
 
+def test_cancelled_job_carries_the_best_model_as_partial():
+    image, labels = _small_sample()
+    cancel = threading.Event()
+    gen = train_events(
+        image,
+        labels,
+        network_kwargs=TINY_2D,
+        patch_size=(32, 32),
+        max_epochs=50,
+        steps_per_epoch=2,
+        batch_size=2,
+        device="cpu",
+        cancel=cancel,
+    )
+    first = next(gen)
+    second = next(gen)
+    cancel.set()
+    with pytest.raises(JobCancelled) as stop:
+        next(gen)
+    model = stop.value.partial
+    assert [h["epoch"] for h in model.history] == [1, 2]
+    assert [h["loss"] for h in model.history] == [first.loss, second.loss]
+    assert not model.network.training
+    assert f"best epoch ({second.best_epoch})" in str(stop.value)
+
+
 def test_time_budget_stops_training():
     image, labels = _small_sample()
     model = train(
@@ -234,8 +263,8 @@ def test_time_budget_stops_training():
         device="cpu",
     )
     # The budget is checked after every step: one step, one (partial) epoch.
-    assert model.history == [pytest.approx(model.history[0])]
-    assert model.history[0]["patches"] == 2
+    assert len(model.history) == 1
+    assert model.history[0]["samples"] == 2
 
 
 def test_training_does_not_modify_inputs():

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from napari_seglab import data
-from napari_seglab.unet import Suggestion, predict, suggest_slices, train
-from napari_seglab.unet.uncertainty import predictive_entropy
+from napari_seglab.jobs import JobCancelled, run_to_end
+from napari_seglab.unet import Suggestion, predict, suggest_events, suggest_slices, train
+from napari_seglab.unet.uncertainty import predictive_entropy, tile_grid
 
 TINY = {"channels": [4, 8, 16]}
 
@@ -118,6 +119,38 @@ def test_2d_tiles_ranked_with_boxes():
     assert len(suggestions) == 3
     every = suggest_slices(model, sample.image, k=100, tile_size=(32, 32), device="cpu")
     assert len(every) == 6  # 2 x 3 tiles cover the image
+    # Without a tile size, the patch-sized tiles shrink until there are k of them.
+    many = suggest_slices(model, sample.image, k=10, probabilities=probs)
+    assert len(many) == 10
+    assert len({s.box for s in many}) == 10
+    assert many[0].score == pytest.approx(np.log(2), rel=1e-5)
+
+
+def test_tile_grid_covers_the_image_once():
+    for k in (1, 6, 7, 50):
+        tiles = tile_grid((64, 96), (32, 32), k, shrink=True)
+        assert len(tiles) >= k
+        cover = np.zeros((64, 96), int)
+        for r0, c0, r1, c1 in tiles:
+            cover[r0:r1, c0:c1] += 1
+        assert (cover == 1).all()
+    assert len(tile_grid((64, 96), (32, 32), 50)) == 6  # no shrinking unless asked
+    assert len(tile_grid((2, 2), (32, 32), 9, shrink=True)) == 4  # single pixels at most
+
+
+def test_suggest_events_reports_progress_over_all_passes_and_cancels(model_3d):
+    image = data.nuclei_3d(shape=(8, 32, 32), n_objects=4, seed=2).image
+    events = []
+    suggestions = run_to_end(
+        suggest_events(model_3d, image, k=2, mc_dropout=2, device="cpu", batch_size=1),
+        events.append,
+    )
+    assert len(suggestions) == 2
+    assert {e.stage for e in events} == {"mc dropout"}
+    assert [e.done for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].done == events[-1].total
+    with pytest.raises(JobCancelled):
+        suggest_slices(model_3d, image, k=2, device="cpu", cancel=lambda: True)
 
 
 def test_bad_arguments():

@@ -67,6 +67,13 @@ def register(subparsers) -> None:
     predict.add_argument("--overlap", type=float, default=0.5)
     predict.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     predict.add_argument("--batch-size", type=int, default=None)
+    predict.add_argument(
+        "--spacing",
+        type=float,
+        nargs="+",
+        default=None,
+        help="voxel size of IMAGE for the instance split (default: the model's)",
+    )
     predict.add_argument("--slicewise", action="store_true", help="2D model on a 3D stack")
     predict.add_argument("--device", default="auto")
     predict.set_defaults(func=_predict)
@@ -130,6 +137,7 @@ def write_array(path: Path, array) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from ..unet import train
+    from ..unet.data import TooManyClasses
 
     image = read_array(args.image)
     labels = read_array(args.labels)
@@ -137,62 +145,63 @@ def _train(args: argparse.Namespace) -> int:
         labels = (labels > 0).astype("uint8")
 
     def report(event) -> None:
-        dice = "-" if event.val_dice is None else f"{event.val_dice:.3f}"
+        dice = "-" if event.score is None else f"{event.score:.3f}"
         print(
-            f"epoch {event.epoch}: loss {event.loss:.4f}, val Dice {dice}, {event.seconds:.1f} s",
+            f"epoch {event.epoch}: loss {event.loss:.4f}, val Dice {dice}, {event.elapsed:.1f} s",
             flush=True,
         )
 
-    model = train(
-        image,
-        labels,
-        spatial_dims=args.spatial_dims,
-        architecture=args.architecture,
-        patch_size=args.patch_size,
-        max_epochs=args.epochs,
-        time_budget_s=args.time_budget,
-        steps_per_epoch=args.steps_per_epoch,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        ignore_label=args.ignore_label,
-        validation_fraction=args.validation_fraction,
-        augment=not args.no_augment,
-        rgb=True if args.rgb else None,
-        channel_axis=args.channel_axis,
-        spacing=args.spacing,
-        device=args.device,
-        seed=args.seed,
-        callback=report,
-    )
+    try:
+        model = train(
+            image,
+            labels,
+            spatial_dims=args.spatial_dims,
+            architecture=args.architecture,
+            patch_size=args.patch_size,
+            max_epochs=args.epochs,
+            time_budget_s=args.time_budget,
+            steps_per_epoch=args.steps_per_epoch,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            ignore_label=args.ignore_label,
+            validation_fraction=args.validation_fraction,
+            augment=not args.no_augment,
+            rgb=True if args.rgb else None,
+            channel_axis=args.channel_axis,
+            spacing=args.spacing,
+            device=args.device,
+            seed=args.seed,
+            callback=report,
+        )
+    except TooManyClasses as exc:
+        raise ValueError(f"{exc} Add --binary to train on labels > 0.") from None
     model.save(args.out)
     print(f"wrote {args.out} (classes {list(model.classes)}, patch {list(model.patch_size)})")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ..unet import SegmentationModel, predict, probabilities_to_labels, to_instances
+    from ..unet import SegmentationModel, predict_and_split
 
     model = SegmentationModel.load(args.model)
     image = read_array(args.image)
-    probabilities = predict(
+    result = predict_and_split(
         model,
         image,
+        instances=args.instances,
+        spacing=args.spacing,
         overlap=args.overlap,
         tta=args.tta,
         device=args.device,
         batch_size=args.batch_size,
         slicewise=True if args.slicewise else None,
     )
-    labels = probabilities_to_labels(probabilities, model.classes)
-    if args.instances != "none":
-        labels = to_instances(
-            labels, method=args.instances, background=model.classes[0], spacing=model.spacing
-        )
+    labels = result.labels if result.instances is None else result.instances
     write_array(args.out, labels)
     print(f"wrote {args.out} shape {labels.shape} {labels.dtype}")
     if args.probabilities is not None:
-        write_array(args.probabilities, probabilities)
-        print(f"wrote {args.probabilities} shape {probabilities.shape} float32")
+        write_array(args.probabilities, result.probabilities)
+        print(f"wrote {args.probabilities} shape {result.probabilities.shape} float32")
     return 0
 
 

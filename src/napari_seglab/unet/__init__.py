@@ -6,14 +6,18 @@ Importing this package is cheap: the names below are loaded on first use
 Main entry points
 -----------------
 train, train_events
-    Fit a MONAI network on image/label pairs (sparse labels via ``ignore_label``).
+    Fit a MONAI network on image/label pairs (sparse labels via ``ignore_label``)
+    through the shared :func:`napari_seglab.training_loop.training_loop`.
 predict, predict_events
     Sliding-window class probabilities ``(C, *spatial)`` float32.
+predict_and_split, predict_and_split_events
+    Probabilities, labels and (optionally) objects in one job: what the
+    widget and ``seglab predict`` run.
 probabilities_to_labels, to_instances
     Post-processing to semantic labels and instance labels.
 SegmentationModel
     Network + metadata; ``save(path)`` / ``SegmentationModel.load(path)``.
-suggest_slices
+suggest_slices, suggest_events
     Planes (3D) or tiles (2D) ranked by predictive entropy.
 """
 
@@ -27,13 +31,19 @@ _EXPORTS = {
     "PredictionProgress": "inference",
     "predict": "inference",
     "predict_events": "inference",
-    "probabilities_to_labels": "inference",
-    "to_instances": "inference",
+    "INSTANCE_METHODS": "postprocess",
+    "Prediction": "postprocess",
+    "predict_and_split": "postprocess",
+    "predict_and_split_events": "postprocess",
+    "probabilities_to_labels": "postprocess",
+    "to_instances": "postprocess",
     "SegmentationModel": "model",
-    "TrainingEvent": "training",
+    "EpochEvent": "training",
+    "UNetTask": "training",
     "train": "training",
     "train_events": "training",
     "Suggestion": "uncertainty",
+    "suggest_events": "uncertainty",
     "suggest_slices": "uncertainty",
 }
 
@@ -52,14 +62,20 @@ def __dir__() -> list[str]:
 __all__ = [
     "ARCHITECTURES",
     "ARCHITECTURE_NAMES",
+    "INSTANCE_METHODS",
+    "EpochEvent",
+    "Prediction",
     "PredictionCancelled",
     "PredictionProgress",
     "SegmentationModel",
     "Suggestion",
-    "TrainingEvent",
+    "UNetTask",
     "predict",
+    "predict_and_split",
+    "predict_and_split_events",
     "predict_events",
     "probabilities_to_labels",
+    "suggest_events",
     "suggest_slices",
     "to_instances",
     "train",

@@ -113,6 +113,14 @@ def infer_layout(
     )
 
 
+class TooManyClasses(ValueError):
+    """The labels hold more distinct values than classes; probably instance labels.
+
+    Front ends catch it to name their own way of training on ``labels > 0``
+    (the widget's checkbox, ``seglab train --binary``).
+    """
+
+
 def find_classes(labels: Sequence[np.ndarray], ignore_label: int | None = None) -> tuple[int, ...]:
     """Sorted label values that act as classes (``ignore_label`` excluded).
 
@@ -142,7 +150,7 @@ def find_classes(labels: Sequence[np.ndarray], ignore_label: int | None = None) 
             "least two classes, for example background 0 and objects 1."
         )
     if len(classes) > MAX_CLASSES:
-        raise ValueError(
+        raise TooManyClasses(
             f"The labels hold {len(classes)} distinct values, expected at most {MAX_CLASSES} "
             "classes. For instance labels (one value per object) train on `labels > 0`."
         )

@@ -1,4 +1,4 @@
-"""Sliding-window prediction and post-processing.
+"""Sliding-window prediction.
 
 :func:`predict` returns class probabilities ``(C, *spatial)`` float32 for a
 2D image or 3D stack. Windows run on the chosen device (autocast on CUDA);
@@ -7,8 +7,10 @@ GPU memory of one batch of windows. Each window's softmax is blended with a
 Gaussian weight by MONAI's ``sliding_window_inference``; flip test-time
 augmentation averages the flipped predictions of each window.
 
-:func:`predict_events` is the same computation as a generator yielding
-:class:`PredictionProgress` (for progress bars and cancel buttons).
+:func:`predict_events` is the same computation as a job (see
+:mod:`napari_seglab.jobs`): a generator yielding :class:`PredictionProgress`
+that raises :class:`~napari_seglab.jobs.JobCancelled` when cancelled.
+Post-processing (labels, instances) lives in :mod:`.postprocess`.
 """
 
 from __future__ import annotations
@@ -18,37 +20,39 @@ import math
 import queue
 import threading
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from ..device import autocast, resolve_device
+from ..jobs import CancelCheck, JobCancelled, ProgressEvent, Stopwatch
 from .model import SegmentationModel
 
-
-class PredictionCancelled(RuntimeError):
-    """Raised inside :func:`predict` when its ``cancel`` flag is set."""
+#: Former name of :class:`~napari_seglab.jobs.JobCancelled` (the same class).
+PredictionCancelled = JobCancelled
 
 
 @dataclass(frozen=True)
-class PredictionProgress:
-    """Progress of a prediction: ``done`` of ``total`` windows."""
-
-    done: int
-    total: int
-
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 1.0
+class PredictionProgress(ProgressEvent):
+    """Progress of a prediction: ``done`` of ``total`` windows (``stage == "predicting"``)."""
 
 
-def _is_set(cancel) -> bool:
-    if cancel is None:
-        return False
-    if hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
+def relay_progress(
+    events: Generator[PredictionProgress, None, np.ndarray], index: int, count: int, stage: str
+) -> Generator[PredictionProgress, None, np.ndarray]:
+    """Re-yield the events of prediction ``index`` of ``count`` as progress of all of them.
+
+    For jobs that predict several times (Monte-Carlo dropout passes): window
+    counts are offset so that ``done``/``total`` run over every pass.
+    """
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as stop:
+            return stop.value
+        total = count * event.total
+        yield replace(event, stage=stage, done=index * event.total + event.done, total=total)
 
 
 def dropout_layers(network: torch.nn.Module) -> list[torch.nn.Module]:
@@ -207,7 +211,8 @@ def predict(
     progress : callable, optional
         Called with :class:`PredictionProgress` after each batch of windows.
     cancel : threading.Event or callable, optional
-        Checked after each batch; when set, :class:`PredictionCancelled` is raised.
+        Checked after each batch; when set,
+        :class:`~napari_seglab.jobs.JobCancelled` is raised.
     mc_dropout : bool
         Keep dropout layers sampling (one Monte-Carlo dropout pass).
     mixed_precision : bool
@@ -223,7 +228,11 @@ def predict(
     ------
     ValueError
         If the image does not fit the model (dimensionality, channels).
+    JobCancelled
+        When ``cancel`` was set.
     """
+    check = CancelCheck(cancel)
+    clock = Stopwatch()
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"Expected 0 <= overlap < 1, got {overlap}.")
     plane_by_plane = model.check_input(image, channel_axis=channel_axis, slicewise=slicewise)
@@ -241,9 +250,8 @@ def predict(
         nonlocal done
         done += n
         if progress is not None:
-            progress(PredictionProgress(done, total))
-        if _is_set(cancel):
-            raise PredictionCancelled("Prediction was cancelled.")
+            progress(PredictionProgress("predicting", done, total, clock.elapsed))
+        check.raise_if_set("Prediction")
 
     network = model.network.to(device)
     network.eval()
@@ -273,8 +281,8 @@ def predict(
 
 def predict_events(
     model: SegmentationModel, image: np.ndarray, *, cancel=None, **kwargs
-) -> Generator[PredictionProgress, None, np.ndarray | None]:
-    """:func:`predict` as a generator of :class:`PredictionProgress` events.
+) -> Generator[PredictionProgress, None, np.ndarray]:
+    """:func:`predict` as a job yielding :class:`PredictionProgress` events.
 
     The computation runs in a helper thread; this generator relays its
     progress. Setting ``cancel`` (a ``threading.Event`` or callable) or
@@ -282,24 +290,30 @@ def predict_events(
 
     Returns
     -------
-    array ``(C, *spatial)`` float32, or None when cancelled
+    array ``(C, *spatial)`` float32
         The generator's return value (``StopIteration.value``; napari's
         ``thread_worker`` emits it as ``returned``).
+
+    Raises
+    ------
+    JobCancelled
+        When ``cancel`` was set (no partial result).
     """
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
+    check = CancelCheck(cancel)
     result: dict = {}
 
     def should_stop() -> bool:
-        return stop.is_set() or _is_set(cancel)
+        return stop.is_set() or check.is_set()
 
     def run() -> None:
         try:
             result["value"] = predict(
                 model, image, progress=events.put, cancel=should_stop, **kwargs
             )
-        except PredictionCancelled:
-            result["value"] = None
+        except JobCancelled:
+            pass
         except BaseException as exc:  # re-raised in the caller's thread
             result["error"] = exc
         finally:
@@ -318,124 +332,7 @@ def predict_events(
         worker.join()
     if "error" in result:
         raise result["error"]
-    if _is_set(cancel):
-        return None
-    return result.get("value")
-
-
-def probabilities_to_labels(
-    probabilities: np.ndarray, classes: Sequence[int] | None = None, *, chunk: int = 16
-) -> np.ndarray:
-    """Most probable class per pixel, as label values.
-
-    Parameters
-    ----------
-    probabilities : array, ``(C, *spatial)``
-    classes : sequence of int, optional
-        Label value of each channel (``model.classes``); default ``0..C-1``.
-    chunk : int
-        Planes per step along the first spatial axis (bounds the memory of the
-        temporary argmax).
-
-    Returns
-    -------
-    array, ``(*spatial)``, the smallest unsigned integer dtype holding the values
-    """
-    probs = np.asarray(probabilities)
-    if probs.ndim < 2:
-        raise ValueError(f"Expected probabilities (C, *spatial), got shape {probs.shape}.")
-    values = np.arange(probs.shape[0]) if classes is None else np.asarray(classes)
-    if len(values) != probs.shape[0]:
-        raise ValueError(
-            f"Expected {probs.shape[0]} class values (one per channel), got {len(values)}."
-        )
-    dtype = np.min_scalar_type(int(values.max())) if values.min() >= 0 else np.int32
-    out = np.empty(probs.shape[1:], dtype=dtype)
-    lut = values.astype(dtype)
-    for start in range(0, probs.shape[1], max(int(chunk), 1)):
-        part = slice(start, start + chunk)
-        out[part] = lut[np.argmax(probs[:, part], axis=0)]
-    return out
-
-
-def to_instances(
-    labels: np.ndarray,
-    *,
-    method: str = "watershed",
-    background: int = 0,
-    spacing: Sequence[float] | None = None,
-    h: float | None = None,
-    min_size: int = 0,
-) -> np.ndarray:
-    """Split semantic labels into instances (one id per object, 0 background).
-
-    Parameters
-    ----------
-    labels : array, ``(Y, X)`` or ``(Z, Y, X)``
-        Semantic labels; every value except ``background`` is a class.
-    method : {"watershed", "connected"}
-        ``connected``: connected components per class.
-        ``watershed``: touching objects are split by a watershed on the
-        distance transform, seeded at its regional maxima at least ``h`` deep
-        (h-maxima, so flat ridges of elongated objects give one seed, not many).
-    spacing : sequence of float, optional
-        Voxel size (distances are physical, for anisotropic stacks).
-    h : float, optional
-        How much deeper (in the units of ``spacing``) than the saddle towards
-        a neighbour a distance maximum must be to seed its own object; larger
-        values merge more. Default: half the finest voxel size.
-    min_size : int
-        Objects with fewer pixels are removed.
-
-    Returns
-    -------
-    array, same shape, int32
-        Objects numbered from 1, class by class.
-    """
-    from scipy import ndimage as ndi
-    from skimage.measure import label as connected
-    from skimage.morphology import h_maxima
-    from skimage.segmentation import watershed
-
-    labels = np.asarray(labels)
-    if labels.ndim not in (2, 3):
-        raise ValueError(f"Expected 2D (Y, X) or 3D (Z, Y, X) labels, got shape {labels.shape}.")
-    if method not in ("watershed", "connected"):
-        raise ValueError(f"Unknown method {method!r}: expected 'watershed' or 'connected'.")
-    sampling = np.ones(labels.ndim) if spacing is None else np.asarray(spacing, dtype=float)
-    if sampling.shape != (labels.ndim,):
-        raise ValueError(
-            f"Expected {labels.ndim} spacing values for labels of shape {labels.shape}, "
-            f"got {tuple(np.ravel(spacing))}."
-        )
-    out = np.zeros(labels.shape, dtype=np.int32)
-    offset = 0
-    for value in np.unique(labels):
-        if value == background:
-            continue
-        mask = labels == value
-        if method == "connected":
-            objects = connected(mask, connectivity=1)
-        else:
-            distance = ndi.distance_transform_edt(mask, sampling=sampling)
-            depth = 0.5 * float(sampling.min()) if h is None else float(h)
-            markers = connected(h_maxima(distance, depth))
-            objects = watershed(-distance, markers, mask=mask)
-        if min_size > 0:  # drop objects with fewer than min_size pixels
-            sizes = np.bincount(objects.ravel())
-            too_small = sizes < min_size
-            too_small[0] = False
-            objects = np.where(too_small[objects], 0, objects)
-        ids = objects > 0
-        if ids.any():
-            relabelled, count = _relabel_sequential(objects)
-            out[ids] = relabelled[ids] + offset
-            offset += count
-    return out
-
-
-def _relabel_sequential(objects: np.ndarray) -> tuple[np.ndarray, int]:
-    from skimage.segmentation import relabel_sequential
-
-    relabelled, _forward, _ = relabel_sequential(objects)
-    return relabelled, int(relabelled.max())
+    check.raise_if_set("Prediction")
+    if "value" not in result:
+        raise JobCancelled("Prediction was cancelled.")
+    return result["value"]

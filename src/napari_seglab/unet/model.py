@@ -60,7 +60,9 @@ class SegmentationModel:
         The 2D network was trained on the planes of 3D stacks; prediction on a
         3D stack then runs plane by plane.
     history : list of dict
-        Per-epoch training record (epoch, loss, val_dice, seconds).
+        Per-epoch training record, one
+        :meth:`~napari_seglab.training_loop.EpochEvent.as_dict` row per epoch
+        (epoch, step, samples, loss, validation, elapsed).
     """
 
     network: torch.nn.Module
@@ -81,6 +83,20 @@ class SegmentationModel:
     def num_classes(self) -> int:
         """Number of output channels."""
         return len(self.classes)
+
+    @property
+    def best_dice(self) -> float | None:
+        """Best validation Dice in :attr:`history`, None without validation.
+
+        Reads ``validation["mean"]`` rows, and the ``val_dice`` of models saved
+        before the shared training loop.
+        """
+        scores = []
+        for row in self.history:
+            value = (row.get("validation") or {}).get("mean", row.get("val_dice"))
+            if value is not None and value == value:  # not NaN
+                scores.append(float(value))
+        return max(scores) if scores else None
 
     # ------------------------------------------------------------------ input
     def describe_input(self) -> str:

@@ -1,103 +1,123 @@
-"""Training a MONAI network on image/label pairs.
+"""Training a MONAI network on image/label pairs, through the shared training loop.
 
-:func:`train_events` is a generator: it yields one :class:`TrainingEvent` per
-epoch (loss, validation Dice, elapsed seconds), checks a cancel flag after
-every step, respects a time budget, keeps the weights of the best epoch and
-returns the :class:`~napari_seglab.unet.model.SegmentationModel`.
-:func:`train` runs it to the end.
+:func:`train_events` is a job (see :mod:`napari_seglab.jobs`): it describes
+the U-Net as a :class:`UNetTask` and runs
+:func:`napari_seglab.training_loop.training_loop` on it, which yields one
+:class:`~napari_seglab.training_loop.EpochEvent` per epoch (loss, validation
+Dice as ``validation["mean"]``, elapsed seconds, patches as ``samples``),
+checks the cancel flag before every step, respects a time budget and keeps
+the weights of the best epoch. The job returns the
+:class:`~napari_seglab.unet.model.SegmentationModel`; when cancelled it raises
+:class:`~napari_seglab.jobs.JobCancelled` whose ``partial`` is the best model
+so far (None before the first epoch finished). :func:`train` runs it to the end.
 
 An epoch is ``steps_per_epoch`` optimiser steps of ``batch_size`` patches
 sampled around annotated pixels of every class; the validation Dice is the
-mean foreground Dice on a held-out region, counting annotated pixels only.
+mean foreground Dice on a held-out region, counting annotated pixels only
+(:func:`napari_seglab.metrics.mean_dice`).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from ..device import autocast, autocast_dtype, resolve_device
+from ..device import resolve_device
 from ..imaging import IntensityRecipe, channels_first
+from ..jobs import JobCancelled, run_to_end
+from ..metrics import mean_dice
+from ..training_loop import EpochEvent, LoopSettings, training_loop
 from . import architectures as arch
 from . import data as udata
 from .inference import sliding_window_probabilities
 from .losses import IgnoreDiceCELoss
 from .model import SegmentationModel
 
+__all__ = ["DEFAULT_MAX_EPOCHS", "UNetTask", "foreground_dice", "train", "train_events"]
+
 #: Epochs when neither ``max_epochs`` nor ``time_budget_s`` is given.
 DEFAULT_MAX_EPOCHS = 30
-
-
-@dataclass(frozen=True)
-class TrainingEvent:
-    """Progress after one epoch.
-
-    Attributes
-    ----------
-    epoch : int
-        1-based epoch number.
-    max_epochs : int or None
-        Epoch limit (None when only a time budget bounds training).
-    loss : float
-        Mean training loss of the epoch.
-    val_dice : float or None
-        Mean foreground Dice on the validation region (None without validation).
-    seconds : float
-        Seconds since training started.
-    patches : int
-        Patches trained on so far.
-    best_epoch : int
-        Epoch whose weights are kept.
-    final : bool
-        True for the last event (epoch limit, time budget).
-    """
-
-    epoch: int
-    max_epochs: int | None
-    loss: float
-    val_dice: float | None
-    seconds: float
-    patches: int
-    best_epoch: int
-    final: bool = False
-
-    def as_dict(self) -> dict:
-        return {
-            "epoch": self.epoch,
-            "loss": self.loss,
-            "val_dice": self.val_dice,
-            "seconds": self.seconds,
-            "patches": self.patches,
-        }
-
-
-def _is_set(cancel) -> bool:
-    if cancel is None:
-        return False
-    if hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
 
 
 def foreground_dice(pred: np.ndarray, target: np.ndarray, num_classes: int) -> float:
     """Mean Dice over classes ``1..K-1`` on pixels whose target is not ignored (``== K``).
 
+    ``pred`` and ``target`` are encoded class indices of the same shape (the
+    training encoding, where ``K = num_classes`` marks unannotated pixels).
     Classes absent from both prediction and target are skipped; NaN when all are.
     """
-    valid = target != num_classes
-    scores = []
-    for c in range(1, num_classes):
-        p = (pred == c) & valid
-        t = target == c
-        denom = int(p.sum()) + int(t.sum())
-        if denom:
-            scores.append(2.0 * int((p & t).sum()) / denom)
-    return float(np.mean(scores)) if scores else float("nan")
+    return mean_dice(pred, target, classes=range(1, num_classes), ignore_label=num_classes)
+
+
+class UNetTask:
+    """The U-Net as a :class:`~napari_seglab.training_loop.TrainingTask`.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        On ``device``; outputs ``(B, K, *spatial)`` logits.
+    loader : iterable of dict
+        MONAI DataLoader yielding ``{"image": (B, C, *patch), "label": (B, 1, *patch)}``.
+    num_classes : int
+        ``K``; label value ``K`` marks unannotated pixels.
+    val_pairs : list of PreparedPair
+        Held-out regions (may be empty: then there is no validation).
+    patch, batch_size : window size and windows per pass for validation.
+    device : torch.device
+    """
+
+    def __init__(self, network, loader, num_classes, val_pairs, patch, batch_size, device):
+        self.network = network
+        self.loader = loader
+        self.num_classes = int(num_classes)
+        self.val_pairs = list(val_pairs)
+        self.patch = tuple(patch)
+        self.batch_size = int(batch_size)
+        self.device = device
+        self.loss_fn = IgnoreDiceCELoss(num_classes, ignore_index=num_classes).to(device)
+
+    def parameters(self) -> Iterable[torch.nn.Parameter]:
+        return self.network.parameters()
+
+    def batches(self, epoch: int) -> Iterable[dict]:
+        return self.loader
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, int]:
+        x = batch["image"].as_tensor().to(self.device, non_blocking=True)
+        y = batch["label"].as_tensor().to(self.device, non_blocking=True)
+        logits = self.network(x)  # under the loop's autocast
+        with torch.autocast(self.device.type, enabled=False):
+            loss = self.loss_fn(logits.float(), y)
+        return loss, int(x.shape[0])
+
+    def validate(self) -> dict[str, float]:
+        """``{"mean": foreground Dice}`` over the held-out regions, ``{}`` without any."""
+        scores = []
+        for pair in self.val_pairs:
+            probs = sliding_window_probabilities(
+                self.network,
+                pair.image,
+                self.patch,
+                overlap=0.25,
+                batch_size=self.batch_size,
+                device=self.device,
+            )
+            score = foreground_dice(probs.argmax(axis=0), pair.target[0], self.num_classes)
+            if not math.isnan(score):
+                scores.append(score)
+        return {"mean": float(np.mean(scores))} if scores else {}
+
+    def train_mode(self, training: bool) -> None:
+        self.network.train(training)
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.network.state_dict().items()}
+
+    def restore(self, snapshot: dict[str, torch.Tensor]) -> None:
+        self.network.load_state_dict(snapshot)
 
 
 def _prepare(
@@ -185,8 +205,8 @@ def train_events(
     device: str | torch.device = "auto",
     seed: int = 0,
     cancel=None,
-) -> Generator[TrainingEvent, None, SegmentationModel | None]:
-    """Train a segmentation network, yielding a :class:`TrainingEvent` per epoch.
+) -> Generator[EpochEvent, None, SegmentationModel]:
+    """Train a segmentation network, yielding an :class:`EpochEvent` per epoch.
 
     Parameters
     ----------
@@ -231,27 +251,38 @@ def train_events(
     seed : int
         Seeds the weight initialisation and patch sampling.
     cancel : threading.Event or callable, optional
-        Checked every step; when set, training stops and the best model so far
-        is returned (None if no epoch finished).
+        Checked before every step.
 
     Yields
     ------
-    TrainingEvent
+    EpochEvent
+        ``validation["mean"]`` is the validation Dice (absent without
+        validation), ``samples`` the patches trained on so far.
 
     Returns
     -------
-    SegmentationModel or None
+    SegmentationModel
         With the weights of the best epoch (highest validation Dice, or the
-        last epoch without validation), on the CPU, in eval mode.
+        last epoch without validation), on the CPU, in eval mode; its
+        ``history`` holds :meth:`EpochEvent.as_dict` of every epoch.
+
+    Raises
+    ------
+    JobCancelled
+        When ``cancel`` is set; ``partial`` is the best model so far, or None
+        when no epoch had finished.
     """
     from monai.data import DataLoader, Dataset, list_data_collate
 
-    if max_epochs is not None and max_epochs < 1:
-        raise ValueError(f"Expected max_epochs >= 1, got {max_epochs}.")
-    if time_budget_s is not None and time_budget_s <= 0:
-        raise ValueError(f"Expected a positive time budget, got {time_budget_s} s.")
-    if learning_rate <= 0:
-        raise ValueError(f"Expected a positive learning rate, got {learning_rate}.")
+    if max_epochs is None and time_budget_s is None:
+        max_epochs = DEFAULT_MAX_EPOCHS
+    settings = LoopSettings(
+        learning_rate=learning_rate,
+        weight_decay=1e-5,
+        max_epochs=max_epochs,
+        time_budget_s=time_budget_s,
+    )
+    settings.check()
     if initial_model is not None:
         architecture = initial_model.architecture
         intensity = intensity or initial_model.intensity
@@ -324,108 +355,45 @@ def train_events(
     if initial_model is not None:
         network.load_state_dict(initial_model.network.state_dict())
     network.to(device)
-    loss_fn = IgnoreDiceCELoss(num_classes, ignore_index=num_classes).to(device)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=1e-5)
-    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(device) == torch.float16)
-    if max_epochs is None and time_budget_s is None:
-        max_epochs = DEFAULT_MAX_EPOCHS
+    task = UNetTask(network, loader, num_classes, val_pairs, patch, batch, device)
 
-    history: list[dict] = []
-    best_state = None
-    best_score = -math.inf
-    best_epoch = 0
-    patches = 0
-    start = time.perf_counter()
-    epoch = 0
-    while max_epochs is None or epoch < max_epochs:
-        epoch += 1
-        network.train()
-        loss_sum = torch.zeros((), device=device)
-        steps = 0
-        stopped = out_of_time = False
-        for batch_data in loader:
-            if _is_set(cancel):
-                stopped = True
-                break
-            x = batch_data["image"].as_tensor().to(device, non_blocking=True)
-            y = batch_data["label"].as_tensor().to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(device):
-                logits = network(x)
-            loss = loss_fn(logits.float(), y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += loss.detach()
-            steps += 1
-            patches += int(x.shape[0])
-            if time_budget_s is not None and time.perf_counter() - start >= time_budget_s:
-                out_of_time = True
-                break
-        if stopped:
-            break
-        mean_loss = float(loss_sum.item()) / max(steps, 1)
-        val_dice = _validate(network, val_pairs, patch, num_classes, device, batch)
-        score = val_dice if val_dice is not None and not math.isnan(val_dice) else None
-        if score is None or score > best_score:
-            best_score = score if score is not None else best_score
-            best_epoch = epoch
-            best_state = {
-                k: v.detach().to("cpu", copy=True) for k, v in network.state_dict().items()
-            }
-        seconds = time.perf_counter() - start
-        final = out_of_time or (max_epochs is not None and epoch >= max_epochs)
-        event = TrainingEvent(
-            epoch, max_epochs, mean_loss, val_dice, seconds, patches, best_epoch, final
+    def finished_model(history: list[dict]) -> SegmentationModel:
+        network.to("cpu").eval()
+        return SegmentationModel(
+            network=network,
+            architecture=architecture,
+            network_kwargs=kwargs,
+            spatial_dims=dims,
+            in_channels=in_channels,
+            classes=tuple(classes),
+            patch_size=tuple(patch),
+            intensity=recipe,
+            rgb=is_rgb,
+            channel_axis=axis,
+            spacing=None if spacing is None else tuple(float(s) for s in spacing),
+            slicewise=slicewise,
+            history=list(history),
         )
-        history.append(event.as_dict())
-        yield event
-        if final or _is_set(cancel):
-            break
 
-    if best_state is None:
-        return None
-    network.load_state_dict(best_state)
-    network.to("cpu").eval()
-    return SegmentationModel(
-        network=network,
-        architecture=architecture,
-        network_kwargs=kwargs,
-        spatial_dims=dims,
-        in_channels=in_channels,
-        classes=tuple(classes),
-        patch_size=tuple(patch),
-        intensity=recipe,
-        rgb=is_rgb,
-        channel_axis=axis,
-        spacing=None if spacing is None else tuple(float(s) for s in spacing),
-        slicewise=slicewise,
-        history=history,
-    )
-
-
-def _validate(network, val_pairs, patch, num_classes, device, batch) -> float | None:
-    if not val_pairs:
-        return None
-    network.eval()
-    scores = []
-    for pair in val_pairs:
-        probs = sliding_window_probabilities(
-            network, pair.image, patch, overlap=0.25, batch_size=batch, device=device
-        )
-        pred = probs.argmax(axis=0)
-        score = foreground_dice(pred, pair.target[0], num_classes)
-        if not math.isnan(score):
-            scores.append(score)
-    network.train()
-    return float(np.mean(scores)) if scores else None
+    try:
+        result = yield from training_loop(task, settings, device=device, cancel=cancel)
+    except JobCancelled as stop:
+        if stop.partial is None:
+            raise JobCancelled(
+                "Training was cancelled before the first epoch finished; no model."
+            ) from None
+        raise JobCancelled(
+            f"Training was cancelled; the best epoch ({stop.partial.best_epoch}) is kept.",
+            partial=finished_model(stop.partial.history),
+        ) from None
+    return finished_model(result.history)
 
 
 def train(
     image,
     labels,
     *,
-    callback: Callable[[TrainingEvent], None] | None = None,
+    callback: Callable[[EpochEvent], None] | None = None,
     **kwargs,
 ) -> SegmentationModel:
     """Train a network to the end; see :func:`train_events` for the arguments.
@@ -433,26 +401,22 @@ def train(
     Parameters
     ----------
     callback : callable, optional
-        Called with each :class:`TrainingEvent`.
+        Called with each :class:`~napari_seglab.training_loop.EpochEvent`.
 
     Returns
     -------
     SegmentationModel
+        Also when training was cancelled after an epoch finished: then the
+        best model so far (the cancelled job's ``partial``).
 
     Raises
     ------
-    RuntimeError
-        If training was cancelled before the first epoch finished.
+    JobCancelled
+        If training was cancelled before the first epoch finished (no model).
     """
-    events = train_events(image, labels, **kwargs)
-    while True:
-        try:
-            event = next(events)
-        except StopIteration as stop:
-            model = stop.value
-            break
-        if callback is not None:
-            callback(event)
-    if model is None:
-        raise RuntimeError("Training was cancelled before the first epoch finished; no model.")
-    return model
+    try:
+        return run_to_end(train_events(image, labels, **kwargs), callback)
+    except JobCancelled as stop:
+        if stop.partial is None:
+            raise
+        return stop.partial
