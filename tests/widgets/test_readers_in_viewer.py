@@ -23,6 +23,8 @@ def test_labels_nifti_opens_as_labels_and_saves_back_identically(make_napari_vie
     np.testing.assert_allclose(layer.scale, (3.0, 0.8, 0.8))
     # LPS world position of voxel (0, 0, 0) after flipping x and y to L and P.
     np.testing.assert_allclose(layer.translate, (40.0, 120.0 - 0.8 * 15, 100.0 - 0.8 * 19))
+    assert [str(u) for u in layer.units] == ["millimeter"] * 3
+    assert tuple(layer.axis_labels) == ("I→S", "A→P", "R→L")
 
     target = tmp_path / "saved.nii.gz"
     layer.save(str(target), plugin="napari-seglab")

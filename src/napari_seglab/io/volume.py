@@ -75,6 +75,26 @@ class Volume:
         """The voxel grid is rotated against the patient axes."""
         return bool(self.metadata.get("orientation", {}).get("oblique", False))
 
+    def axis_names(self) -> dict[str, tuple[str, ...]]:
+        """napari ``axis_labels`` and ``units`` for :attr:`data`'s axes.
+
+        Spatial axes are labelled by the direction they increase in (``"I→S"``,
+        ``"A→P"``, ``"R→L"``) and measured in ``"mm"``; a leading time/channel
+        axis is ``"t"`` in ``"pixel"`` units. A single slice keeps the labels of
+        its two in-plane axes.
+        """
+        spatial = ["I→S", "A→P", "R→L"]  # toward LAYER_AXCODES (S, P, L)
+        dropped = self.metadata.get(GEOMETRY_KEY, {}).get("dropped_axis")
+        if dropped is not None:
+            del spatial[dropped]
+        n_spatial = min(len(spatial), self.data.ndim)
+        labels = spatial[len(spatial) - n_spatial :]
+        extra = self.data.ndim - n_spatial
+        return {
+            "axis_labels": tuple(["t"] * extra + labels),
+            "units": tuple(["pixel"] * extra + ["mm"] * n_spatial),
+        }
+
     def layer_data(self, *, rotate_oblique: bool = False) -> tuple[np.ndarray, dict, str]:
         """napari ``LayerData`` tuple ``(data, kwargs, layer_type)``.
 
@@ -91,6 +111,7 @@ class Volume:
             "scale": tuple(float(s) for s in self.spacing),
             "translate": tuple(float(t) for t in self.origin),
             "metadata": self.metadata,
+            **self.axis_names(),
         }
         volumetric = self.metadata.get(GEOMETRY_KEY, {}).get("dropped_axis") is None
         if rotate_oblique and self.is_oblique and volumetric and self.data.ndim >= 3:
