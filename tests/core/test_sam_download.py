@@ -47,12 +47,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         truncate = self.path.endswith("?truncate")
+        unsized = self.path.endswith("?unsized")  # no Content-Length: ends at close
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
+        if not unsized:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body[: len(body) // 2] if truncate else body)
-        if truncate:
+        if truncate or unsized:
             self.close_connection = True
 
     def log_message(self, *args) -> None:  # keep test output clean
@@ -251,3 +253,14 @@ def test_cancelled_download_leaves_no_file(server, served, cache_folder, hits):
     with pytest.raises(JobCancelled):  # set before the start: no request at all
         download_file(url, target, digest, progress=False, cancel=flag)
     assert hits == Counter({"/big.bin": 1})
+
+
+def test_download_without_content_length(server, checkpoint_bytes, cache_folder):
+    digest = "sha256:" + hashlib.sha256(checkpoint_bytes).hexdigest()
+    seen = []
+    target = cache_folder / "sam" / "tiny.pth"
+    path = download_file(
+        f"{server}/tiny.pth?unsized", target, digest, progress=lambda *a: seen.append(a)
+    )
+    assert path.read_bytes() == checkpoint_bytes
+    assert seen[-1] == (len(checkpoint_bytes), None)

@@ -91,60 +91,26 @@ def verify_file(path: str | Path, expected_hash: str) -> None:
         _sidecar(path).write_text(json.dumps(stamp))
 
 
-class _Progress:
-    """The progress-bar object pooch's HTTPDownloader drives.
-
-    Counts bytes, polls cancel, and passes ``(done, total)`` to a callback or
-    to a tqdm bar (``show=True``). pooch sets ``total`` from Content-Length.
-    """
-
-    def __init__(self, url: str, callback: ProgressCallback | None, show: bool, cancel):
-        self.url, self.callback, self.show, self.cancel = url, callback, show, cancel
-        self.total: int | None = None
-        self.done = 0
-        self._bar = None
-
-    def update(self, n: int) -> None:
-        self.cancel.raise_if_set(f"Download of {self.url}")
-        # pooch counts whole chunks; the last one may be short
-        self.done = min(self.done + n, self.total) if self.total else self.done + n
-        if self.callback is not None:
-            self.callback(self.done, self.total or None)
-        if self.show:
-            if self._bar is None:
-                from tqdm.auto import tqdm
-
-                name = self.url.rsplit("/", 1)[-1].split("?")[0]
-                self._bar = tqdm(total=self.total or None, unit="B", unit_scale=True, desc=name)
-            self._bar.update(self.done - self._bar.n)
-
-    def reset(self) -> None:
-        self.done = 0
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
 class _Downloader:
     """pooch's HTTPDownloader with progress, cancel, and errors that name the URL.
 
-    Raises RuntimeError (which pooch does not retry); pooch then deletes its
-    temporary file.
+    It is also the progress-bar object HTTPDownloader drives (``total``,
+    ``update``, ``reset``, ``close``): it reads the bytes written, polls cancel, and passes
+    ``(done, total)`` to the callback or a tqdm bar. It raises RuntimeError,
+    which pooch does not retry; pooch then deletes its temporary file.
     """
 
     def __init__(self, progress: bool | ProgressCallback, cancel: CancelLike, timeout: float):
         self.progress, self.cancel, self.timeout = progress, CancelCheck(cancel), timeout
+        self.url, self.out, self.total, self.done, self._bar = "", "", 0, 0, None
 
     def __call__(self, url: str, output_file: str, pooch_obj, check_only: bool = False):
         import pooch
         import requests
 
-        callback = self.progress if callable(self.progress) else None
-        counter = _Progress(url, callback, self.progress is True, self.cancel)
-        http = pooch.HTTPDownloader(progressbar=counter, chunk_size=_CHUNK, timeout=self.timeout)
+        self.url, self.out, self.total, self.done = url, output_file, 0, 0
         self.cancel.raise_if_set(f"Download of {url}")
+        http = pooch.HTTPDownloader(progressbar=self, chunk_size=_CHUNK, timeout=self.timeout)
         try:
             http(url, output_file, pooch_obj)
         except requests.exceptions.RequestException as exc:
@@ -152,17 +118,38 @@ class _Downloader:
             if received or isinstance(exc, requests.exceptions.ChunkedEncodingError):
                 raise RuntimeError(
                     f"Download of {url} was interrupted after {received} bytes of "
-                    f"{counter.total or 'unknown'} ({exc.__class__.__name__}); try again."
+                    f"{self.total or 'unknown'} ({exc.__class__.__name__}); try again."
                 ) from exc
             raise RuntimeError(f"Could not download {url}: {exc}") from exc
         finally:
-            counter.close()
+            self.close()
         received = os.path.getsize(output_file)
-        if counter.total and received != counter.total:
+        if self.total and received != self.total:
             raise RuntimeError(
-                f"Download of {url} is truncated: received {received} of {counter.total} "
+                f"Download of {url} is truncated: received {received} of {self.total} "
                 "bytes; try again."
             )
+
+    def update(self, n: int) -> None:
+        self.cancel.raise_if_set(f"Download of {self.url}")
+        self.done = os.path.getsize(self.out)  # pooch counts whole chunks, and flushes each
+        if callable(self.progress):
+            self.progress(self.done, self.total or None)
+        elif self.progress:
+            if self._bar is None:
+                from tqdm.auto import tqdm
+
+                name = self.url.rsplit("/", 1)[-1].split("?")[0]
+                self._bar = tqdm(total=self.total or None, unit="B", unit_scale=True, desc=name)
+            self._bar.update(self.done - self._bar.n)
+
+    def reset(self) -> None:  # pooch ends with reset() + update(total) to fill the bar
+        pass
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def download_file(
