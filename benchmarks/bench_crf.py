@@ -26,7 +26,7 @@ import numpy as np
 
 from _harness import arguments, median_time, peak_memory, report
 from napari_seglab import crf, data
-from napari_seglab.crf._params import CrfParameters
+from napari_seglab.crf import CrfParameters
 from napari_seglab.imaging import percentile_range
 
 PARAMS = CrfParameters()
@@ -99,7 +99,7 @@ def interleaved_times(functions, rounds: int, warmup: bool = True) -> list[float
 
 def stack(shape: tuple[int, int, int], n_objects: int):
     sample = data.nuclei_3d(shape=shape, n_objects=n_objects, seed=1)
-    probs = crf.degrade_probabilities(sample.labels, spacing=sample.spacing, shift=(0, 2, 2))
+    probs = data.degrade_probabilities(sample.labels, spacing=sample.spacing, shift=(0, 2, 2))
     return sample, probs
 
 
@@ -108,7 +108,7 @@ def _memory_job(job: tuple) -> float:
     kind, shape, n_objects = job
     sample, probs = stack(shape, n_objects)
     image, spacing = sample.image, sample.spacing
-    grown = crf.blobby_labels(sample.labels, grow=1.5, spacing=spacing)
+    grown = data.blobby_labels(sample.labels, grow=1.5, spacing=spacing)
     runs = {
         "bare": lambda: bare_refine(image, probs, spacing),
         "tiled": lambda: crf.refine(image, probs, spacing=spacing),
@@ -125,7 +125,7 @@ def main() -> None:
 
     # 2D, two classes, five iterations
     sample = data.nuclei_2d(shape=(side, side), n_objects=side * side // 1600, seed=1)
-    probs = crf.degrade_probabilities(sample.labels)
+    probs = data.degrade_probabilities(sample.labels)
     ours = crf.refine(sample.image, probs)
     reference = bare_refine(sample.image, probs, (1.0, 1.0))
     agree = float((ours == reference).mean())
@@ -193,7 +193,7 @@ def main() -> None:
     sparse_objects = 4 if args.quick else 8
     sample, probs = stack(shape, sparse_objects)
     image, spacing = sample.image, sample.spacing
-    grown = crf.blobby_labels(sample.labels, grow=1.5, spacing=spacing)
+    grown = data.blobby_labels(sample.labels, grow=1.5, spacing=spacing)
     fraction = float((grown > 0).mean())
     t_obj, t_ref = interleaved_times(
         [

@@ -2,8 +2,8 @@
 
 Writes ``docs/images/crf_2d_probabilities.png``, ``crf_2d_labels.png`` and
 ``crf_3d.png``. Inputs are the synthetic samples from :mod:`napari_seglab.data`,
-degraded with :func:`napari_seglab.crf.degrade_probabilities` and
-:func:`napari_seglab.crf.blobby_labels` (the recipe in ``docs/crf.md``), and
+degraded with :func:`napari_seglab.data.degrade_probabilities` and
+:func:`napari_seglab.data.blobby_labels` (the recipe in ``docs/crf.md``), and
 refined with the default parameters.
 
 Run: ``python docs/scripts/make_crf_figures.py`` (a few seconds).
@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from skimage.segmentation import find_boundaries
 
-from napari_seglab import crf, data
+from napari_seglab import crf, data, metrics
 from napari_seglab.imaging import normalize_percentile
 
 OUT = Path(__file__).resolve().parents[1] / "images"
@@ -40,14 +40,14 @@ def overlay(ax, image, result, truth, title, aspect=1.0):
 
 
 def scores(result, truth, spacing):
-    d = crf.dice(result, truth)
-    bf = crf.boundary_f_score(result, truth, spacing=spacing)
+    d = metrics.foreground_dice(result, truth)
+    bf = metrics.boundary_f_score(result, truth, spacing=spacing)
     return f"Dice {d:.3f}, boundary F {bf:.3f}"
 
 
 def figure_2d_probabilities() -> Path:
     sample = data.nuclei_2d()
-    probs = crf.degrade_probabilities(sample.labels, blur=2.0, shift=(2, 2))
+    probs = data.degrade_probabilities(sample.labels, blur=2.0, shift=(2, 2))
     before = probs.argmax(0)
     after = crf.refine(sample.image, probs, spacing=sample.spacing)
     crop = (slice(0, 128), slice(0, 128))
@@ -78,7 +78,7 @@ def figure_2d_probabilities() -> Path:
 
 def figure_2d_labels() -> Path:
     sample = data.nuclei_2d()
-    grown = crf.blobby_labels(sample.labels, grow=3.0)
+    grown = data.blobby_labels(sample.labels, grow=3.0)
     after = crf.refine_labels(sample.image, grown, spacing=sample.spacing)
     crop = (slice(64, 192), slice(64, 192))
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.8), constrained_layout=True)
@@ -103,7 +103,7 @@ def figure_2d_labels() -> Path:
 
 def figure_3d() -> Path:
     sample = data.nuclei_3d()
-    probs = crf.degrade_probabilities(
+    probs = data.degrade_probabilities(
         sample.labels, spacing=sample.spacing, blur=1.5, shift=(0, 3, 3)
     )
     before = probs.argmax(0)

@@ -16,7 +16,7 @@ import itertools
 
 import numpy as np
 
-from napari_seglab import crf, data
+from napari_seglab import crf, data, metrics
 
 
 def tasks():
@@ -28,8 +28,8 @@ def tasks():
         ("2d", s2, 2.0, (2, 2), 3.0),
         ("3d", s3, 1.5, (0, 3, 3), 1.5),
     ):
-        probs = crf.degrade_probabilities(s.labels, spacing=s.spacing, blur=blur, shift=shift)
-        blob = crf.blobby_labels(s.labels, grow=grow, spacing=s.spacing)
+        probs = data.degrade_probabilities(s.labels, spacing=s.spacing, blur=blur, shift=shift)
+        blob = data.blobby_labels(s.labels, grow=grow, spacing=s.spacing)
         out.append((f"{name} probabilities", s.image, s.spacing, "probs", probs, s.labels))
         out.append((f"{name} grown masks", s.image, s.spacing, "labels", blob, s.labels))
     return out
@@ -42,7 +42,7 @@ def score(task, **params) -> float:
         result = crf.refine(image, given, spacing=spacing, **params)
     else:
         result = crf.refine_labels(image, given, spacing=spacing, **params)
-    return crf.boundary_f_score(result, truth, spacing=spacing, tolerance=1.0)
+    return metrics.boundary_f_score(result, truth, spacing=spacing, tolerance=1.0)
 
 
 def main() -> None:
@@ -75,7 +75,7 @@ def main() -> None:
     for mean, setting, scores in rows[:10]:
         print(f"{mean:.3f} {setting} {np.round(scores, 3).tolist()}")
     base = [
-        crf.boundary_f_score(
+        metrics.boundary_f_score(
             t[4].argmax(0) if t[3] == "probs" else t[4], t[5], spacing=t[2], tolerance=1.0
         )
         for t in all_tasks

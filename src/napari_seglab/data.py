@@ -10,6 +10,17 @@ Both place ellipse(oid)s that may touch (each voxel belongs to at most one
 object; an object takes the free voxels of its ellipsoid), then add per-object
 brightness, blur, smooth uneven illumination, background and shot + read noise.
 The same ``seed`` always gives the same arrays.
+
+Two degraders turn ground truth into the imperfect inputs the CRF is meant to
+fix (used by the CRF tests, ``benchmarks/bench_crf.py`` and the figures in
+``docs/crf.md``):
+
+* :func:`degrade_probabilities`: start from the one-hot foreground, shift it by
+  ``shift`` voxels, blur it with a Gaussian of ``blur`` physical units, add
+  Gaussian noise of standard deviation ``noise`` and clip to ``[0.02, 0.98]``:
+  the soft, misplaced boundaries of a network trained on too little data.
+* :func:`blobby_labels`: SAM-like instance masks, each object grown into the
+  background and smoothed.
 """
 
 from __future__ import annotations
@@ -174,3 +185,69 @@ def nuclei_3d(
     depth = np.linspace(1.0, 0.6, shape[0])[:, None, None]
     image = (image.astype(np.float32) * depth).astype(np.uint16)
     return SyntheticSample(image, labels, tuple(float(s) for s in spacing), "seglab nuclei 3D")
+
+
+def degrade_probabilities(
+    labels: np.ndarray,
+    *,
+    spacing: tuple[float, ...] | None = None,
+    blur: float = 2.0,
+    shift: tuple[int, ...] | None = None,
+    noise: float = 0.15,
+    seed: int = 0,
+) -> np.ndarray:
+    """Blurred, shifted, noisy foreground probabilities, float32 ``(2, *spatial)``.
+
+    Parameters
+    ----------
+    labels : array ``(Y, X)`` or ``(Z, Y, X)``
+        Ground truth; every non-zero value is foreground.
+    spacing : tuple of float, optional
+        Voxel size; ``blur`` is in the same unit. Default 1 per axis.
+    blur : float
+        Gaussian blur width (physical units).
+    shift : tuple of int, optional
+        Shift in voxels per axis; default 2 voxels along the last two axes.
+    noise : float
+        Standard deviation of the added noise.
+    seed : int
+        Seed of the noise.
+    """
+    ndim = labels.ndim
+    spacing = (1.0,) * ndim if spacing is None else tuple(spacing)
+    shift = (0,) * (ndim - 2) + (2, 2) if shift is None else tuple(shift)
+    foreground = (np.asarray(labels) > 0).astype(np.float32)
+    foreground = ndi.shift(foreground, shift, order=0, mode="constant", cval=0.0)
+    p = ndi.gaussian_filter(foreground, [blur / s for s in spacing])
+    p += np.random.default_rng(seed).normal(0.0, noise, size=p.shape).astype(np.float32)
+    np.clip(p, 0.02, 0.98, out=p)
+    return np.stack([1.0 - p, p]).astype(np.float32)
+
+
+def blobby_labels(
+    labels: np.ndarray,
+    grow: float = 3.0,
+    close: int = 2,
+    *,
+    spacing: tuple[float, ...] | None = None,
+) -> np.ndarray:
+    """SAM-like instance masks: each object grown by ``grow`` units, then smoothed.
+
+    Objects grow by ``grow`` physical units (``spacing``; default voxels) into
+    the background, never into each other (:func:`skimage.segmentation.expand_labels`),
+    and each mask is closed with a cross of radius ``close`` voxels where it
+    does not touch another object, so boundaries are rounder and wider than the
+    real edges. Label values are kept.
+    """
+    from skimage.segmentation import expand_labels
+
+    spacing = (1.0,) * np.ndim(labels) if spacing is None else tuple(spacing)
+    grown = expand_labels(np.asarray(labels), distance=grow, spacing=spacing)
+    if close <= 0:
+        return grown
+    structure = ndi.iterate_structure(ndi.generate_binary_structure(labels.ndim, 1), close)
+    out = grown.copy()
+    for value in np.unique(grown[grown > 0]):
+        closed = ndi.binary_closing(grown == value, structure=structure)
+        out[closed & (out == 0)] = value
+    return out

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_seglab import crf, data
+from napari_seglab import crf, data, metrics
 from napari_seglab.cli import main
 
 
@@ -17,10 +17,10 @@ def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("crf_cli")
     sample = data.nuclei_2d(shape=(128, 128), n_objects=12, seed=4)
     tifffile.imwrite(folder / "image.tif", sample.image)
-    probs = crf.degrade_probabilities(sample.labels)
+    probs = data.degrade_probabilities(sample.labels)
     np.save(folder / "probs.npy", probs)
     np.save(folder / "foreground.npy", probs[1])
-    tifffile.imwrite(folder / "grown.tif", crf.blobby_labels(sample.labels))
+    tifffile.imwrite(folder / "grown.tif", data.blobby_labels(sample.labels))
     return folder, sample, probs
 
 
@@ -61,7 +61,9 @@ def test_labels_are_refined_per_object(files):
     result = tifffile.imread(out)
     assert result.dtype == grown.dtype
     assert np.array_equal(result, crf.refine_labels(sample.image, grown, confidence=0.8))
-    assert crf.dice(result, sample.labels) > crf.dice(grown, sample.labels)
+    assert metrics.foreground_dice(result, sample.labels) > metrics.foreground_dice(
+        grown, sample.labels
+    )
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from napari_seglab import crf
+from napari_seglab import crf, metrics
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_channel_layouts_agree(scene):
     assert last.dtype == np.uint8
     # an RGB uint8 image works too and still finds the disc
     as_uint8 = np.clip(rgb, 0, 255).astype(np.uint8)
-    assert crf.dice(crf.refine(as_uint8, probs), disc) > 0.9
+    assert metrics.foreground_dice(crf.refine(as_uint8, probs), disc) > 0.9
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """The CRF improves degraded segmentations of the synthetic samples, in 2D and 3D.
 
-Degradation recipe (``napari_seglab.crf.degrade_probabilities``, also in
+Degradation recipe (``napari_seglab.data.degrade_probabilities``, also in
 ``docs/crf.md``): one-hot ground-truth foreground, shifted by a few voxels,
 Gaussian-blurred, plus Gaussian noise (sd 0.15), clipped to [0.02, 0.98].
 SAM-like masks (``blobby_labels``) grow every object into the background and
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_seglab import crf, data
+from napari_seglab import crf, data, metrics
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,8 @@ def sample_3d():
 
 def scores(prediction, sample):
     return (
-        crf.dice(prediction, sample.labels),
-        crf.boundary_f_score(prediction, sample.labels, spacing=sample.spacing),
+        metrics.foreground_dice(prediction, sample.labels),
+        metrics.boundary_f_score(prediction, sample.labels, spacing=sample.spacing),
     )
 
 
@@ -40,7 +40,7 @@ def assert_improves(before, after, sample):
 
 
 def test_refine_improves_degraded_probabilities_2d(sample_2d):
-    probs = crf.degrade_probabilities(sample_2d.labels, blur=2.0, shift=(2, 2))
+    probs = data.degrade_probabilities(sample_2d.labels, blur=2.0, shift=(2, 2))
     refined = crf.refine(sample_2d.image, probs, spacing=sample_2d.spacing)
     assert refined.shape == sample_2d.labels.shape
     assert set(np.unique(refined)) <= {0, 1}
@@ -48,7 +48,7 @@ def test_refine_improves_degraded_probabilities_2d(sample_2d):
 
 
 def test_refine_improves_degraded_probabilities_3d(sample_3d):
-    probs = crf.degrade_probabilities(
+    probs = data.degrade_probabilities(
         sample_3d.labels, spacing=sample_3d.spacing, blur=1.5, shift=(0, 3, 3)
     )
     refined = crf.refine(sample_3d.image, probs, spacing=sample_3d.spacing)
@@ -57,7 +57,7 @@ def test_refine_improves_degraded_probabilities_3d(sample_3d):
 
 
 def test_refine_labels_snaps_grown_instances_2d(sample_2d):
-    grown = crf.blobby_labels(sample_2d.labels, grow=3.0)
+    grown = data.blobby_labels(sample_2d.labels, grow=3.0)
     refined = crf.refine_labels(sample_2d.image, grown, spacing=sample_2d.spacing)
     assert refined.dtype == grown.dtype
     assert set(np.unique(refined)) <= set(np.unique(grown))
@@ -65,14 +65,14 @@ def test_refine_labels_snaps_grown_instances_2d(sample_2d):
 
 
 def test_refine_labels_snaps_grown_instances_3d(sample_3d):
-    grown = crf.blobby_labels(sample_3d.labels, grow=1.5, spacing=sample_3d.spacing)
+    grown = data.blobby_labels(sample_3d.labels, grow=1.5, spacing=sample_3d.spacing)
     refined = crf.refine_labels(sample_3d.image, grown, spacing=sample_3d.spacing)
     assert set(np.unique(refined)) <= set(np.unique(grown))
     assert_improves(grown, refined, sample_3d)
 
 
 def test_semantic_mode_improves_binary_masks(sample_2d):
-    grown = (crf.blobby_labels(sample_2d.labels, grow=3.0) > 0).astype(np.uint8) * 3
+    grown = (data.blobby_labels(sample_2d.labels, grow=3.0) > 0).astype(np.uint8) * 3
     refined = crf.refine_labels(sample_2d.image, grown, mode="semantic")
     assert set(np.unique(refined)) <= {0, 3}
     assert_improves(grown, refined, sample_2d)
@@ -82,7 +82,7 @@ def test_refine_follows_edges_of_multichannel_image(sample_2d):
     """The object channel carries the edges; a second channel of pure noise must not hide them."""
     noise = np.random.default_rng(3).normal(size=sample_2d.image.shape).astype(np.float32)
     two_channels = np.stack([sample_2d.image.astype(np.float32), noise * 5.0])
-    probs = crf.degrade_probabilities(sample_2d.labels, blur=2.0, shift=(2, 2))
+    probs = data.degrade_probabilities(sample_2d.labels, blur=2.0, shift=(2, 2))
     refined = crf.refine(two_channels, probs, intensity_sigma=0.2)
     assert_improves(probs.argmax(0), refined, sample_2d)
 
@@ -126,7 +126,7 @@ def test_in_plane_spacing_sets_the_physical_kernel_width():
 
 def test_default_kernels_follow_the_unit_of_spacing(sample_3d):
     """Defaults scale with the voxel size: the same stack in µm or in nm gives the same result."""
-    probs = crf.degrade_probabilities(sample_3d.labels, spacing=sample_3d.spacing)
+    probs = data.degrade_probabilities(sample_3d.labels, spacing=sample_3d.spacing)
     microns = crf.refine(sample_3d.image, probs, spacing=sample_3d.spacing)
     nanometres = crf.refine(
         sample_3d.image, probs, spacing=tuple(s * 1000.0 for s in sample_3d.spacing)

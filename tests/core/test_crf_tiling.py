@@ -1,9 +1,10 @@
-"""Tiled processing of large volumes, progress events and cancellation."""
+"""Tiled processing of large volumes, progress events and cancellation (the job contract)."""
 
 from __future__ import annotations
 
 import itertools
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from napari_seglab import crf, data
+from napari_seglab.jobs import JobCancelled, ProgressEvent, run_to_end
 
 
 @settings(max_examples=60, deadline=None)
@@ -45,7 +47,7 @@ def test_block_cores_tile_the_volume_exactly(shape, margin_seed, max_voxels):
 @pytest.fixture(scope="module")
 def stack():
     sample = data.nuclei_3d(shape=(16, 96, 96), n_objects=8, seed=2)
-    probs = crf.degrade_probabilities(sample.labels, spacing=sample.spacing, shift=(0, 2, 2))
+    probs = data.degrade_probabilities(sample.labels, spacing=sample.spacing, shift=(0, 2, 2))
     return sample, probs
 
 
@@ -77,28 +79,39 @@ def test_progress_counts_iterations_and_objects():
 
 
 @pytest.mark.parametrize("which", ["refine", "refine_labels"])
-def test_cancel_stops_early_and_returns_nothing(stack, which):
+def test_cancel_stops_early_and_raises_job_cancelled(stack, which):
     sample, probs = stack
     seen = []
 
     def cancel() -> bool:
         return len(seen) >= 3
 
+    labels = sample.labels.copy()
     if which == "refine":
         steps = crf.refine_steps(
             sample.image, probs, spacing=sample.spacing, max_block_voxels=40_000, cancel=cancel
         )
     else:
         steps = crf.refine_labels_steps(
-            sample.image, sample.labels, spacing=sample.spacing, cancel=cancel
+            sample.image, labels, spacing=sample.spacing, cancel=cancel
         )
-    while True:
-        try:
-            event = next(steps)
-        except StopIteration as stop:
-            result = stop.value
-            break
-        seen.append(event)
-    assert result is None
+    with pytest.raises(JobCancelled, match="CRF refinement was cancelled") as cancelled:
+        run_to_end(steps, seen.append)
+    assert cancelled.value.partial is None
     assert len(seen) == 3
     assert seen[-1].done < seen[-1].total
+    assert np.array_equal(labels, sample.labels)  # the input is never written
+
+
+def test_events_follow_the_job_contract_and_an_event_cancels_before_any_work():
+    sample = data.nuclei_2d(shape=(64, 64), n_objects=4, seed=3)
+    probs = data.degrade_probabilities(sample.labels)
+    events = list(crf.refine_steps(sample.image, probs, iterations=2))
+    assert all(isinstance(e, ProgressEvent) for e in events)
+    assert {e.stage for e in events} == {"refining"}
+    assert events[-1].fraction == 1.0
+    assert all(a.elapsed <= b.elapsed for a, b in itertools.pairwise(events))
+    flag = threading.Event()
+    flag.set()
+    with pytest.raises(JobCancelled):
+        next(crf.refine_labels_steps(sample.image, sample.labels, cancel=flag))

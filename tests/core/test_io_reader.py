@@ -157,6 +157,8 @@ def test_every_supported_suffix_has_a_test_above():
         ".nii",
         ".nii.gz",
         ".dcm",
+        ".dicom",
+        ".ima",
         ".tif",
         ".tiff",
         ".npy",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_seglab.crf._demo import dice as crf_dice
+from napari_seglab.metrics import foreground_dice as crf_dice
 from napari_seglab.metrics import mean_dice
 
 

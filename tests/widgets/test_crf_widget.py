@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_seglab import crf, data
+from napari_seglab import crf, data, metrics
 from napari_seglab._widgets.crf import NEW_LAYER, PREVIEW_NAME, REPLACE_INPUT
 
 
@@ -26,7 +26,7 @@ def sample_2d():
 def test_refines_sam_like_labels_in_place_and_undoes(make_napari_viewer, qtbot, sample_2d):
     viewer = make_napari_viewer()
     viewer.add_image(sample_2d.image, name="nuclei")
-    grown = crf.blobby_labels(sample_2d.labels, grow=3.0)
+    grown = data.blobby_labels(sample_2d.labels, grow=3.0)
     layer = viewer.add_labels(grown.copy(), name="sam masks")
     widget = open_widget(viewer)
     assert widget.image_combo.currentText() == "nuclei"
@@ -42,7 +42,9 @@ def test_refines_sam_like_labels_in_place_and_undoes(make_napari_viewer, qtbot, 
     refined = np.asarray(layer.data)
     assert not np.array_equal(refined, grown)
     assert np.array_equal(refined, crf.refine_labels(sample_2d.image, grown))
-    assert crf.dice(refined, sample_2d.labels) > crf.dice(grown, sample_2d.labels)
+    assert metrics.foreground_dice(refined, sample_2d.labels) > metrics.foreground_dice(
+        grown, sample_2d.labels
+    )
     assert set(np.unique(refined)) <= set(np.unique(grown))
 
     layer.undo()
@@ -52,7 +54,7 @@ def test_refines_sam_like_labels_in_place_and_undoes(make_napari_viewer, qtbot, 
 def test_probability_layer_to_new_labels_layer(make_napari_viewer, qtbot, sample_2d):
     viewer = make_napari_viewer()
     viewer.add_image(sample_2d.image, name="nuclei", scale=(0.5, 0.5))
-    probs = crf.degrade_probabilities(sample_2d.labels)
+    probs = data.degrade_probabilities(sample_2d.labels)
     viewer.add_image(probs[1], name="foreground probability")
     widget = open_widget(viewer)
     widget.input_combo.setCurrentText("foreground probability")
@@ -75,7 +77,7 @@ def test_preview_refines_only_the_current_plane(make_napari_viewer, qtbot):
     sample = data.nuclei_3d(shape=(8, 64, 64), n_objects=4, seed=5)
     viewer = make_napari_viewer()
     viewer.add_image(sample.image, name="stack", scale=sample.spacing)
-    grown = crf.blobby_labels(sample.labels, grow=1.0, spacing=sample.spacing)
+    grown = data.blobby_labels(sample.labels, grow=1.0, spacing=sample.spacing)
     layer = viewer.add_labels(grown.copy(), name="masks", scale=sample.spacing)
     plane = int(np.argmax((sample.labels > 0).sum(axis=(1, 2))))
     viewer.dims.set_point(0, plane * sample.spacing[0])
@@ -97,7 +99,7 @@ def test_preview_refines_only_the_current_plane(make_napari_viewer, qtbot):
 def test_cancel_changes_no_layer(make_napari_viewer, qtbot, sample_2d):
     viewer = make_napari_viewer()
     viewer.add_image(sample_2d.image, name="nuclei")
-    grown = crf.blobby_labels(sample_2d.labels)
+    grown = data.blobby_labels(sample_2d.labels)
     layer = viewer.add_labels(grown.copy(), name="masks")
     widget = open_widget(viewer)
     widget.output_combo.setCurrentText(REPLACE_INPUT)

@@ -183,7 +183,9 @@ def start_job(
     """
     from napari.qt.threading import thread_worker
 
-    factory = thread_worker(generator_function, progress=progress or False)
+    factory = thread_worker(
+        _carrying_runtime_errors(generator_function), progress=progress or False
+    )
     # Errors go to ``on_errored`` (a notification by default), not re-raised into
     # the Qt event loop as a traceback.
     kwargs.setdefault("_ignore_errors", True)
@@ -192,8 +194,36 @@ def start_job(
         worker.yielded.connect(on_yielded)
     if on_returned is not None:
         worker.returned.connect(on_returned)
-    worker.errored.connect(on_errored or notify_error)
+    handler = on_errored or notify_error
+    worker.errored.connect(lambda exc: handler(exc.error if isinstance(exc, _Carried) else exc))
     if on_finished is not None:
         worker.finished.connect(on_finished)
     worker.start()
     return worker
+
+
+class _Carried(Exception):
+    """A ``RuntimeError`` (e.g. ``JobCancelled``) on its way out of a worker thread.
+
+    superqt's generator workers take a ``RuntimeError`` for "the worker was
+    deleted" and emit neither ``errored`` nor ``finished``, which would leave a
+    widget busy forever; :func:`start_job` wraps it on the way out and hands
+    the original to ``on_errored``.
+    """
+
+    def __init__(self, error: RuntimeError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _carrying_runtime_errors(function: Callable[..., Any]) -> Callable[..., Iterator[Any]]:
+    def run(*args: Any, **kwargs: Any):
+        try:
+            result = function(*args, **kwargs)
+            if isinstance(result, Iterator):
+                result = yield from result
+            return result
+        except RuntimeError as exc:
+            raise _Carried(exc) from exc
+
+    return run

@@ -26,8 +26,7 @@ from qtpy.QtWidgets import (
 )
 
 from .. import crf
-from ..crf._labels import DEFAULT_CONFIDENCE
-from ..crf._params import CrfParameters
+from ..jobs import JobCancelled
 from ._controls import float_box
 from ._layers import (
     current_plane,
@@ -59,7 +58,7 @@ class CrfWidget(QWidget):
         self.viewer = napari_viewer
         self._worker = None
         self._cancel = threading.Event()
-        defaults = CrfParameters()
+        defaults = crf.CrfParameters()
 
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("Image whose edges the result should follow.")
@@ -75,7 +74,7 @@ class CrfWidget(QWidget):
             "merge, keep their numbers). semantic: one CRF over all classes jointly."
         )
         self.confidence = float_box(
-            DEFAULT_CONFIDENCE,
+            crf.DEFAULT_CONFIDENCE,
             0.51,
             0.99,
             0.05,
@@ -294,7 +293,7 @@ class CrfWidget(QWidget):
             return
         image, given, spacing, is_labels = inputs
         self._cancel = threading.Event()
-        kwargs = dict(self.parameters(), spacing=spacing, cancel=self._cancel.is_set)
+        kwargs = dict(self.parameters(), spacing=spacing, cancel=self._cancel)
         if is_labels:
             function = crf.refine_labels_steps
             kwargs.update(confidence=self.confidence.value(), mode=self.mode_combo.currentText())
@@ -304,13 +303,10 @@ class CrfWidget(QWidget):
         self.progress.setValue(0)
         self.status.setText("Refining…")
 
-        def returned(result) -> None:
-            if result is None:
+        def errored(exc: BaseException) -> None:
+            if isinstance(exc, JobCancelled):
                 self.status.setText("Cancelled; no layer changed.")
                 return
-            on_result(result)
-
-        def errored(exc: BaseException) -> None:
             self.status.setText(f"Failed: {exc}")
             notify_error(exc, "CRF refinement")
 
@@ -319,7 +315,7 @@ class CrfWidget(QWidget):
             image,
             given,
             on_yielded=self._progress,
-            on_returned=returned,
+            on_returned=on_result,
             on_errored=errored,
             on_finished=lambda: self._set_busy(False),
             **kwargs,

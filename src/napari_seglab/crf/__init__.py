@@ -12,24 +12,40 @@ Public API::
     labels = crf.refine(image, probabilities, spacing=(2.0, 0.5, 0.5))
     refined = crf.refine_labels(image, labels, confidence=0.7)
 
-``refine_steps`` and ``refine_labels_steps`` are generators yielding
-:class:`CrfProgress` and returning the result; they accept a ``cancel``
-callable (e.g. ``threading.Event().is_set``).
+``refine_steps`` and ``refine_labels_steps`` are jobs (:mod:`napari_seglab.jobs`):
+generators yielding :class:`CrfProgress` (a :class:`~napari_seglab.jobs.ProgressEvent`
+with a ``message``) and returning the result. They take ``cancel=`` (a
+``threading.Event`` or a callable returning True to stop) and raise
+:class:`~napari_seglab.jobs.JobCancelled` when it is set. The defaults below
+are what the command line and the widget show.
 """
 
-from ._demo import blobby_labels, boundary_f_score, degrade_probabilities, dice
 from ._engine import CrfProgress, plan_blocks
-from ._labels import refine_labels, refine_labels_steps
-from ._params import CrfParameters
+from ._labels import DEFAULT_CONFIDENCE, MODES, refine_labels, refine_labels_steps
+from ._params import (
+    DEFAULT_BILATERAL_WEIGHT,
+    DEFAULT_INTENSITY_SIGMA,
+    DEFAULT_ITERATIONS,
+    DEFAULT_MAX_BLOCK_VOXELS,
+    DEFAULT_SMOOTHNESS_SIGMA_VOXELS,
+    DEFAULT_SMOOTHNESS_WEIGHT,
+    DEFAULT_SPATIAL_SIGMA_VOXELS,
+    CrfParameters,
+)
 from ._refine import refine, refine_steps
 
 __all__ = [
+    "DEFAULT_BILATERAL_WEIGHT",
+    "DEFAULT_CONFIDENCE",
+    "DEFAULT_INTENSITY_SIGMA",
+    "DEFAULT_ITERATIONS",
+    "DEFAULT_MAX_BLOCK_VOXELS",
+    "DEFAULT_SMOOTHNESS_SIGMA_VOXELS",
+    "DEFAULT_SMOOTHNESS_WEIGHT",
+    "DEFAULT_SPATIAL_SIGMA_VOXELS",
+    "MODES",
     "CrfParameters",
     "CrfProgress",
-    "blobby_labels",
-    "boundary_f_score",
-    "degrade_probabilities",
-    "dice",
     "plan_blocks",
     "refine",
     "refine_labels",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..jobs import CancelCheck, CancelLike, ProgressEvent, Stopwatch
 from ._features import IntensityScaler, bilateral_features, gaussian_features
 from ._params import CrfParameters
 
@@ -28,21 +29,23 @@ ProbabilitySource = Callable[[Slices], np.ndarray]
 
 
 @dataclass(frozen=True)
-class CrfProgress:
+class CrfProgress(ProgressEvent):
     """Progress event yielded by the ``*_steps`` generators.
 
     Attributes
     ----------
+    stage : str
+        ``"refining"``.
     done, total : int
         Completed and total units of work (mean-field iterations summed over
         blocks or objects).
+    elapsed : float
+        Seconds since the job started.
     message : str
         What is being done, e.g. ``"block 2/4, iteration 3/5"``.
     """
 
-    done: int
-    total: int
-    message: str
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -123,8 +126,8 @@ def block_marginals(
     probabilities: np.ndarray,
     spacing: tuple[float, ...],
     params: CrfParameters,
-    cancel: Callable[[], bool] | None = None,
-) -> Generator[int, None, np.ndarray | None]:
+    cancel: CancelLike = None,
+) -> Generator[int, None, np.ndarray]:
     """Mean-field marginals of one block; yields after every iteration.
 
     Parameters
@@ -137,9 +140,8 @@ def block_marginals(
         Voxel size per spatial axis.
     params : CrfParameters
         With resolved (non-``None``) sigmas.
-    cancel : callable, optional
-        Checked before every iteration; when it returns True the generator
-        stops and returns None.
+    cancel : threading.Event, callable or CancelCheck, optional
+        Checked before every iteration (:class:`~napari_seglab.jobs.CancelCheck`).
 
     Yields
     ------
@@ -148,11 +150,17 @@ def block_marginals(
 
     Returns
     -------
-    array, float32 ``(K, *spatial)`` or None
-        Marginal probabilities per class (None when cancelled).
+    array, float32 ``(K, *spatial)``
+        Marginal probabilities per class.
+
+    Raises
+    ------
+    JobCancelled
+        When ``cancel`` is set before an iteration.
     """
     import pydensecrf.densecrf as dcrf
 
+    check = CancelCheck(cancel)
     shape = probabilities.shape[1:]
     n_classes = probabilities.shape[0]
     n_voxels = math.prod(shape)
@@ -177,8 +185,7 @@ def block_marginals(
         del feats
     q, tmp1, tmp2 = model.startInference()
     for step in range(params.iterations):
-        if cancel is not None and cancel():
-            return None
+        check.raise_if_set("CRF refinement")
         model.stepInference(q, tmp1, tmp2)
         yield step + 1
     return np.array(q, dtype=np.float32).reshape(n_classes, *shape)
@@ -194,8 +201,9 @@ def tiled_crf(
     params: CrfParameters,
     *,
     max_block_voxels: int,
-    cancel: Callable[[], bool] | None = None,
+    cancel: CancelLike = None,
     label: str = "",
+    clock: Stopwatch | None = None,
 ) -> Iterator[CrfProgress]:
     """Run the CRF block by block and write ``reduce(marginals)`` of each core into ``out``.
 
@@ -215,13 +223,21 @@ def tiled_crf(
         As in :func:`block_marginals` and :func:`plan_blocks`.
     label : str
         Prefix of progress messages.
+    clock : Stopwatch, optional
+        Started with the job, for the events' ``elapsed``; default: now.
 
     Yields
     ------
     CrfProgress
-        After every iteration. Stops early (leaving ``out`` partly written)
-        when ``cancel()`` returns True; the caller checks ``cancel`` again.
+        After every iteration.
+
+    Raises
+    ------
+    JobCancelled
+        When ``cancel`` is set (``out`` is then partly written: callers own it
+        and drop it).
     """
+    clock = clock or Stopwatch()
     shape = out.shape
     blocks = plan_blocks(shape, block_margin(params, spacing), max_block_voxels)
     total = len(blocks) * params.iterations
@@ -229,18 +245,18 @@ def tiled_crf(
         intensities = scaler.apply(channels[(slice(None), *block.read)])
         probabilities = probabilities_for(block.read)
         steps = block_marginals(intensities, probabilities, spacing, params, cancel)
+        where = f"block {index + 1}/{len(blocks)}, " if len(blocks) > 1 else ""
         while True:
             try:
                 step = next(steps)
             except StopIteration as stop:
                 marginals = stop.value
                 break
-            where = f"block {index + 1}/{len(blocks)}, " if len(blocks) > 1 else ""
             yield CrfProgress(
+                "refining",
                 index * params.iterations + step,
                 total,
-                f"{label}{where}iteration {step}/{params.iterations}",
+                clock.elapsed,
+                message=f"{label}{where}iteration {step}/{params.iterations}",
             )
-        if marginals is None:
-            return
         out[block.core] = reduce(marginals)[block.core_in_read]

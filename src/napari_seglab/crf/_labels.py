@@ -17,11 +17,12 @@ Hard labels become soft unaries: a pixel keeps its label with probability
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..jobs import CancelCheck, CancelLike, Stopwatch, run_to_end
 from ._engine import CrfProgress, block_margin, tiled_crf
 from ._features import IntensityScaler
 from ._inputs import check_labels, check_spacing, image_channels
@@ -33,7 +34,7 @@ from ._params import (
     DEFAULT_SMOOTHNESS_WEIGHT,
     CrfParameters,
 )
-from ._refine import class_dtype, run_to_end
+from ._refine import class_dtype
 
 #: Default probability that a pixel's given label is right.
 DEFAULT_CONFIDENCE = 0.7
@@ -52,7 +53,9 @@ def _grow(sl: tuple[slice, ...], margin: tuple[int, ...], shape: tuple[int, ...]
     )
 
 
-def _instance_steps(labels, channels, scaler, spacing, params, confidence, max_voxels, cancel):
+def _instance_steps(
+    labels, channels, scaler, spacing, params, confidence, max_voxels, check, clock
+):
     shape = labels.shape
     margin = block_margin(params, spacing)
     objects = [(value, sl) for value, sl in enumerate(ndi.find_objects(labels), start=1) if sl]
@@ -74,14 +77,17 @@ def _instance_steps(labels, channels, scaler, spacing, params, confidence, max_v
             spacing,
             params,
             max_block_voxels=max_voxels,
-            cancel=cancel,
+            cancel=check,
+            clock=clock,
         ):
             done = index * params.iterations + round(event.done / event.total * params.iterations)
             yield CrfProgress(
-                done, total, f"object {value} ({index + 1}/{len(objects)}), {event.message}"
+                "refining",
+                done,
+                total,
+                event.elapsed,
+                message=f"object {value} ({index + 1}/{len(objects)}), {event.message}",
             )
-        if cancel is not None and cancel():
-            return None
         keep = marginal > 0.5
         out_crop = out[crop]
         out_crop[inside & ~keep] = 0
@@ -113,7 +119,9 @@ def _instance_steps(labels, channels, scaler, spacing, params, confidence, max_v
     return out
 
 
-def _semantic_steps(labels, channels, scaler, spacing, params, confidence, max_voxels, cancel):
+def _semantic_steps(
+    labels, channels, scaler, spacing, params, confidence, max_voxels, check, clock
+):
     values = np.unique(labels)
     if values[0] != 0:
         values = np.concatenate([[0], values]).astype(labels.dtype)
@@ -139,10 +147,9 @@ def _semantic_steps(labels, channels, scaler, spacing, params, confidence, max_v
         spacing,
         params,
         max_block_voxels=max_voxels,
-        cancel=cancel,
+        cancel=check,
+        clock=clock,
     )
-    if cancel is not None and cancel():
-        return None
     return values[classes]
 
 
@@ -162,13 +169,18 @@ def refine_labels_steps(
     channel_axis: int | None = None,
     intensity_range: tuple[float, float] | None = None,
     max_block_voxels: int = DEFAULT_MAX_BLOCK_VOXELS,
-    cancel: Callable[[], bool] | None = None,
-) -> Generator[CrfProgress, None, np.ndarray | None]:
+    cancel: CancelLike = None,
+) -> Generator[CrfProgress, None, np.ndarray]:
     """Generator form of :func:`refine_labels`: yields :class:`CrfProgress`, returns labels.
 
-    ``cancel`` is checked before every mean-field iteration; when it returns
-    True the generator returns None and nothing is written anywhere.
+    A job in the sense of :mod:`napari_seglab.jobs`: ``cancel`` (a
+    ``threading.Event`` or a callable returning True to stop) is checked before
+    every mean-field iteration; when set, the generator raises
+    :class:`~napari_seglab.jobs.JobCancelled`, returns nothing and leaves
+    ``labels`` as it was.
     """
+    clock = Stopwatch()
+    check = CancelCheck(cancel)
     labels = check_labels(labels)
     if mode not in MODES:
         raise ValueError(f"Expected mode to be one of {MODES}, got {mode!r}.")
@@ -184,9 +196,10 @@ def refine_labels_steps(
         smoothness_weight=smoothness_weight,
     ).resolved(step_spacing)
     scaler = IntensityScaler.fit(channels, intensity_range)
+    check.raise_if_set("CRF refinement")
     run = _instance_steps if mode == "instance" else _semantic_steps
     result = yield from run(
-        labels, channels, scaler, step_spacing, params, confidence, max_block_voxels, cancel
+        labels, channels, scaler, step_spacing, params, confidence, max_block_voxels, check, clock
     )
     return result
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 
 import numpy as np
 
+from ..jobs import CancelCheck, CancelLike, Stopwatch, run_to_end
 from ._engine import CrfProgress, tiled_crf
 from ._features import IntensityScaler
 from ._inputs import check_probabilities, check_spacing, image_channels
@@ -24,15 +25,6 @@ def class_dtype(n_classes: int) -> np.dtype:
     return np.dtype(np.uint8) if n_classes <= 256 else np.dtype(np.int32)
 
 
-def run_to_end(steps: Generator[CrfProgress, None, np.ndarray | None]) -> np.ndarray | None:
-    """Exhaust a ``*_steps`` generator and return its result."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
-
-
 def refine_steps(
     image: np.ndarray,
     probabilities: np.ndarray,
@@ -47,14 +39,18 @@ def refine_steps(
     channel_axis: int | None = None,
     intensity_range: tuple[float, float] | None = None,
     max_block_voxels: int = DEFAULT_MAX_BLOCK_VOXELS,
-    cancel: Callable[[], bool] | None = None,
-) -> Generator[CrfProgress, None, np.ndarray | None]:
+    cancel: CancelLike = None,
+) -> Generator[CrfProgress, None, np.ndarray]:
     """Generator form of :func:`refine`: yields :class:`CrfProgress`, returns the labels.
 
-    ``cancel`` is checked before every mean-field iteration; when it returns
-    True the generator stops and returns None. Inputs are validated before
-    the first event is yielded (on the first ``next``).
+    A job in the sense of :mod:`napari_seglab.jobs`. Inputs are validated
+    before the first event is yielded (on the first ``next``). ``cancel`` (a
+    ``threading.Event`` or a callable returning True to stop) is checked before
+    every mean-field iteration; when set, the generator raises
+    :class:`~napari_seglab.jobs.JobCancelled` and nothing is returned.
     """
+    clock = Stopwatch()
+    check = CancelCheck(cancel)
     probs = check_probabilities(probabilities)
     spatial = probs.shape[1:]
     channels = image_channels(image, spatial, channel_axis)
@@ -68,6 +64,7 @@ def refine_steps(
         smoothness_weight=smoothness_weight,
     ).resolved(step_spacing)
     scaler = IntensityScaler.fit(channels, intensity_range)
+    check.raise_if_set("CRF refinement")
     dtype = class_dtype(probs.shape[0])
     labels = np.zeros(spatial, dtype=dtype)
     yield from tiled_crf(
@@ -79,10 +76,9 @@ def refine_steps(
         step_spacing,
         params,
         max_block_voxels=max_block_voxels,
-        cancel=cancel,
+        cancel=check,
+        clock=clock,
     )
-    if cancel is not None and cancel():
-        return None
     return labels
 
 

@@ -9,7 +9,8 @@ Path                      Read as
 ``.nii``, ``.nii.gz``     NIfTI (:func:`~.nifti.read_nifti`), ``(Z, Y, X)`` LPS
 folder of DICOM files     the series with most slices (:func:`~.dicom.read_dicom_series`);
                           series of slices, enhanced multi-frame files, SEG
-``.dcm`` file             the series that file belongs to, read from its folder
+``.dcm``, ``.dicom``,     the series that file belongs to, read from its folder
+``.ima`` file
 ``.tif``, ``.tiff``       TIFF (``tifffile``); spacing from the JSON description
                           ``seglab sample`` writes, or ImageJ resolution tags
 ``.npy``                  NumPy array (never pickled objects)
@@ -42,7 +43,7 @@ import numpy as np
 #: Suffixes :func:`read_array` reads, by format (DICOM folders have no suffix).
 FORMATS: dict[str, tuple[str, ...]] = {
     "nifti": (".nii", ".nii.gz"),
-    "dicom": (".dcm",),
+    "dicom": (".dcm", ".dicom", ".ima"),
     "tiff": (".tif", ".tiff"),
     "npy": (".npy",),
     "zarr": (".zarr",),

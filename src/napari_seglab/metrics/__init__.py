@@ -10,6 +10,7 @@ Public API::
     metrics.write_csv(result, "scores.csv")
     fp, fn = metrics.instance_errors(pred, gt, result)   # error images
     metrics.evaluate(pred, gt, mode="instance")          # all of it, as the widget does
+    metrics.foreground_dice(a, b), metrics.boundary_f_score(a, b)   # two foreground masks
 
 Every function takes numpy, dask, zarr or any array supporting slicing along
 axis 0, of any integer dtype, and reads it slab by slab in one pass that
@@ -27,6 +28,7 @@ from .export import (
     semantic_errors,
     write_csv,
 )
+from .masks import boundary_f_score, foreground_dice
 from .matching import DEFAULT_THRESHOLDS, INSTANCE_KEYS, instances
 from .overlap import SEMANTIC_KEYS, mean_dice, semantic
 from .slices import per_slice
@@ -39,9 +41,11 @@ __all__ = [
     "ContingencyTable",
     "Evaluation",
     "SurfaceScores",
+    "boundary_f_score",
     "contingency_table",
     "evaluate",
     "evaluation_steps",
+    "foreground_dice",
     "format_value",
     "instance_errors",
     "instances",
