@@ -2,7 +2,7 @@
 
 Everything comes from one pass over the voxels (:mod:`.contingency`), which
 also records the bounding box of every class; surface metrics then read only
-the bounding box of each class (plus a one-voxel margin).
+the bounding box of each class (:mod:`.surface`).
 
 Conventions
 -----------
