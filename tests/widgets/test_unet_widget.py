@@ -72,6 +72,20 @@ def test_train_plot_predict_then_cancel_second_training(make_napari_viewer, qtbo
     assert model.classes == (0, 1)
     assert model.spacing == (0.5, 0.5)
     assert "3 epochs" in widget.model_info.text()
+    assert widget.progress.value() == 100
+
+    # 2D suggestions: as many tiles as asked, even beyond the patch-sized grid (9 tiles).
+    widget.suggest_k.setValue(12)
+    widget.suggest_button.click()
+    wait_done(qtbot, widget)
+    assert widget.suggestions.count() == 12
+    # MC dropout on a model without dropout: said at once, nothing started.
+    widget.mc_passes.setValue(2)
+    widget.suggest_button.click()
+    assert widget._worker is None
+    assert "dropout" in widget.status.text()
+    assert widget.suggestions.count() == 12
+    widget.mc_passes.setValue(0)
 
     widget.probability_layer.setChecked(True)
     widget.instances.setCurrentText("watershed")
@@ -105,6 +119,33 @@ def test_train_plot_predict_then_cancel_second_training(make_napari_viewer, qtbo
     assert widget.train_button.isEnabled()
     assert not widget.cancel_button.isEnabled()
     assert len(widget.plot.epochs) <= 1
+    assert "cancelled" in widget.status.text()
+    assert widget.model is not None  # the loaded model, or the best epoch of the cancelled run
+
+
+def test_time_budget_only_progress_and_cancel_keeps_best_epoch(make_napari_viewer, qtbot):
+    sample = data.nuclei_2d(shape=(64, 64), n_objects=6, seed=1)
+    viewer = make_napari_viewer()
+    viewer.add_image(sample.image, name="nuclei")
+    viewer.add_labels(sample.semantic, name="annotation")
+    widget = open_widget(viewer)
+    small_settings(widget, epochs=0)
+    widget.time_budget.setValue(600)
+    fractions = []
+
+    def cancel_after_second_epoch(event):
+        fractions.append(event.fraction)
+        if event.epoch == 2:
+            widget.cancel_button.click()
+
+    widget.train_button.click()
+    widget._worker.yielded.connect(cancel_after_second_epoch)
+    wait_done(qtbot, widget)
+    assert len(fractions) >= 2
+    assert all(f is not None and 0 < f < 1 for f in fractions)  # elapsed / budget
+    assert "best epoch so far is kept" in widget.status.text()
+    assert widget.model is not None
+    assert [h["epoch"] for h in widget.model.history] == widget.plot.epochs
 
 
 def test_sparse_3d_training_then_suggestions_jump_to_plane(make_napari_viewer, qtbot):
@@ -155,3 +196,35 @@ def test_errors_become_notifications_and_change_nothing(make_napari_viewer, qtbo
     assert widget.model is None
     assert_same_layers(viewer, before)
     assert widget.train_button.isEnabled()
+
+
+def test_ux_messages_name_the_fix_before_any_dialog(make_napari_viewer, qtbot, monkeypatch):
+    sample = data.nuclei_2d(shape=(96, 96), n_objects=20, seed=5)
+    assert len(np.unique(sample.labels)) > 17  # more values than a U-Net has classes
+    viewer = make_napari_viewer()
+    viewer.add_image(sample.image, name="nuclei")
+    viewer.add_labels(sample.labels, name="objects")  # instance labels: one value per nucleus
+    widget = open_widget(viewer)
+    small_settings(widget, epochs=1)
+    before = snapshot(viewer)
+
+    dialogs = []
+    monkeypatch.setattr(
+        "napari_seglab._widgets.unet.QFileDialog.getSaveFileName",
+        lambda *args, **kwargs: dialogs.append(args) or ("", ""),
+    )
+    widget.save_button.click()  # no model: said at once, no file dialog
+    assert dialogs == []
+    assert "No model to save" in widget.status.text()
+
+    widget.train_button.click()
+    wait_done(qtbot, widget)
+    assert "distinct values" in widget.status.text()
+    assert widget.binary.text() in widget.status.text()  # names the checkbox that fixes it
+    assert widget.model is None
+    widget.binary.setChecked(True)
+    widget.train_button.click()
+    wait_done(qtbot, widget)
+    assert widget.model is not None
+    assert widget.model.classes == (0, 1)
+    assert_same_layers(viewer, before)
