@@ -118,3 +118,30 @@ def test_instance_labels_error_names_the_binary_flag(files, capsys):
     err = capsys.readouterr().err
     assert "distinct values" in err
     assert "--binary" in err
+
+
+def test_predict_splits_with_the_given_spacing_like_the_core(files):
+    from napari_seglab.unet import predict_and_split, train
+
+    sample = data.nuclei_3d(shape=(6, 32, 32), n_objects=4)
+    model = train(
+        sample.image,
+        sample.semantic,
+        network_kwargs={"channels": [4, 8, 16]},
+        patch_size=(8, 32, 32),
+        max_epochs=1,
+        steps_per_epoch=1,
+        batch_size=1,
+        device="cpu",
+    )
+    model.save(files / "split.pt")
+    out = files / "split.npy"
+    common = [str(files / "split.pt"), str(files / "image.npy"), "--instances", "watershed"]
+    common += ["--device", "cpu"]
+    assert main(["predict", *common, "-o", str(out), "--spacing", "4", "1", "1"]) == 0
+    image = np.load(files / "image.npy")
+    expected = predict_and_split(
+        model, image, instances="watershed", spacing=(4.0, 1.0, 1.0), device="cpu"
+    )
+    assert expected.spacing == (4.0, 1.0, 1.0)
+    np.testing.assert_array_equal(np.load(out), expected.instances)
