@@ -21,6 +21,7 @@ def files(tmp_path_factory):
     np.save(folder / "probs.npy", probs)
     np.save(folder / "foreground.npy", probs[1])
     tifffile.imwrite(folder / "grown.tif", data.blobby_labels(sample.labels))
+    (folder / "notes.txt").write_text("not an image")
     return folder, sample, probs
 
 
@@ -70,9 +71,9 @@ def test_labels_are_refined_per_object(files):
     ("second", "extra", "message"),
     [
         ("grown.tif", [], "probabilities in \\[0, 1\\]"),
-        ("missing.npy", [], "No such file"),
+        ("missing.npy", [], "input file not found: '.*missing.npy' does not exist"),
         ("probs.npy", ["--spacing", "1", "1", "1"], "spacing"),
-        ("notes.txt", [], ".tif/.tiff/.npy"),
+        ("notes.txt", [], r"unsupported input file '.*notes\.txt': expected .*\.tif"),
     ],
 )
 def test_errors_are_one_line_and_exit_code_2(files, capsys, second, extra, message):
@@ -83,3 +84,31 @@ def test_errors_are_one_line_and_exit_code_2(files, capsys, second, extra, messa
     assert err.startswith("seglab crf: error:")
     assert len(err.strip().splitlines()) == 1
     assert re.search(message, err)
+
+
+def test_output_suffix_is_checked_before_any_work(files, capsys):
+    folder, _, _ = files
+    argv = ["crf", str(folder / "image.tif"), str(folder / "probs.npy"), "-o", "out.png"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "unsupported output file 'out.png'" in captured.err
+    assert "%" not in captured.err  # no CRF progress: it never started
+
+
+def test_nifti_inputs_give_their_spacing_and_nifti_output(tmp_path):
+    from napari_seglab.io import read_array, write_nifti
+
+    sample = data.nuclei_3d(shape=(12, 64, 64), n_objects=5, seed=3)
+    grown = data.blobby_labels(sample.labels, grow=1.5, spacing=sample.spacing)
+    write_nifti(tmp_path / "image.nii.gz", sample.image, spacing=sample.spacing, is_label=False)
+    write_nifti(tmp_path / "grown.nii.gz", grown, spacing=sample.spacing)
+    out = tmp_path / "refined.nii.gz"
+    argv = ["crf", str(tmp_path / "image.nii.gz"), str(tmp_path / "grown.nii.gz"), "--labels"]
+    assert main([*argv, "-o", str(out), "--quiet"]) == 0
+    image = read_array(tmp_path / "image.nii.gz", layer_type="image")
+    given = read_array(tmp_path / "grown.nii.gz")
+    assert image.spacing == pytest.approx(sample.spacing)
+    expected = crf.refine_labels(image.data, given.data, spacing=image.spacing)
+    written = read_array(out)
+    np.testing.assert_array_equal(written.data, expected)
+    assert written.spacing == pytest.approx(sample.spacing)

@@ -93,6 +93,26 @@ def test_errors_are_one_line_messages(tmp_path, stack, capsys):
     np.save(tmp_path / "small.npy", np.zeros((3, 3), np.uint8))
     assert main(["evaluate", str(tmp_path / "small.npy"), str(tmp_path / "gt.tif")]) == 2
     assert "same shape" in capsys.readouterr().err
-    (tmp_path / "x.png").write_bytes(b"")
-    assert main(["evaluate", str(tmp_path / "x.png"), str(tmp_path / "gt.tif")]) == 2
-    assert "unsupported label file" in capsys.readouterr().err
+    (tmp_path / "x.txt").write_bytes(b"")
+    assert main(["evaluate", str(tmp_path / "x.txt"), str(tmp_path / "gt.tif")]) == 2
+    err = capsys.readouterr().err
+    assert "unsupported label file" in err
+    assert ".nii.gz" in err  # the formats it would have read
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert main(["evaluate", str(tmp_path / "empty.png"), str(tmp_path / "gt.tif")]) == 2
+    err = capsys.readouterr().err
+    assert "could not read" in err
+    assert "empty.png" in err
+
+
+def test_spacing_comes_from_any_ground_truth_file_that_stores_one(tmp_path, stack, capsys):
+    pred, gt, spacing = stack
+    tifffile.imwrite(tmp_path / "gt_spaced.tif", gt, metadata={"spacing": list(spacing)})
+    out = tmp_path / "s.csv"
+    args = ["evaluate", str(tmp_path / "pred.npy"), str(tmp_path / "gt_spaced.tif")]
+    assert main([*args, "--classes", "3", "--csv", str(out)]) == 0
+    expected = metrics.semantic(pred, gt, classes=[3], spacing=spacing)[3]
+    header, row = _rows(out)
+    assert float(row[header.index("volume_gt")]) == pytest.approx(expected["volume_gt"])
+    assert float(row[header.index("hd95")]) == pytest.approx(expected["hd95"])
+    assert "evaluate: 100% done" in capsys.readouterr().err  # progress of the job

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
 from napari_seglab import data, metrics
+from napari_seglab.jobs import JobCancelled, ProgressEvent, run_to_end
 
 
 def test_steps_yield_progress_and_return_the_api_results():
@@ -22,8 +25,10 @@ def test_steps_yield_progress_and_return_the_api_results():
         except StopIteration as stop:
             evaluation = stop.value
             break
-    assert [e["step"] for e in events] == list(range(1, len(events) + 1))
-    assert all(e["total"] == len(events) for e in events)
+    assert [e.done for e in events] == list(range(len(events)))
+    assert all(e.total == len(events) - 1 for e in events)
+    assert all(isinstance(e, ProgressEvent) for e in events)
+    assert [e.stage for e in events] == ["scoring", "slices", "errors", "done"]
     expected = metrics.instances(pred, gt, iou_threshold=0.6)
     for key in metrics.INSTANCE_KEYS:
         np.testing.assert_equal(evaluation.result[key], expected[key])
@@ -75,18 +80,34 @@ def test_cancel_stops_between_classes_and_steps():
     assert metrics.semantic(pred, gt, spacing=sample.spacing, cancel=cancel_after(3)) is None
     assert len(asked) == 4
     asked.clear()
-    assert metrics.evaluate(pred, gt, mode="instance", cancel=cancel_after(0)) is None
+    with pytest.raises(JobCancelled, match="Evaluation was cancelled"):
+        metrics.evaluate(pred, gt, mode="instance", cancel=cancel_after(0))
     asked.clear()
     steps = metrics.evaluation_steps(pred, gt, mode="semantic", cancel=cancel_after(2))
     events = []
-    while True:
-        try:
-            events.append(next(steps))
-        except StopIteration as stop:
-            returned = stop.value
-            break
-    assert returned is None
-    assert events[-1]["message"] != "done"
+    with pytest.raises(JobCancelled) as cancelled:
+        run_to_end(steps, events.append)
+    assert cancelled.value.partial is None
+    assert events
+    assert events[-1].message != "done"
+    # A threading.Event works the same way; set before the start, no event at all.
+    flag = threading.Event()
+    flag.set()
+    with pytest.raises(JobCancelled):
+        next(metrics.evaluation_steps(pred, gt, cancel=flag))
     # Never asked to stop: the full result, equal to the plain call.
     full = metrics.evaluate(pred, gt, mode="semantic", cancel=lambda: False)
     assert full.result == metrics.semantic(pred, gt)
+
+
+def test_cli_options_skip_surfaces_and_slices():
+    sample = data.nuclei_3d()
+    gt = sample.labels
+    pred = np.roll(gt, 1, axis=2)
+    events = []
+    evaluation = run_to_end(
+        metrics.evaluation_steps(pred, gt, surface=False, slices=False), events.append
+    )
+    assert [e.stage for e in events] == ["scoring", "done"]
+    assert evaluation.per_slice is None
+    np.testing.assert_equal(evaluation.result, metrics.semantic(pred, gt, surface=False))

@@ -193,3 +193,12 @@ def test_cancel_keeps_results_and_layers(make_napari_viewer, qtbot, stack):
     wait_done(qtbot, widget)
     assert widget.table.rowCount() > 0
     assert len(viewer.layers) == n_layers + 2
+    # Cancelling the next run keeps that result, its table and its layers.
+    previous, rows = widget.evaluation, widget.table_text(selected_only=False)
+    widget.evaluate_button.click()
+    widget.cancel_button.click()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert "Cancelled" in widget.status.text()
+    assert widget.evaluation is previous
+    assert widget.table_text(selected_only=False) == rows
+    assert len(viewer.layers) == n_layers + 2

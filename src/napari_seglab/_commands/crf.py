@@ -3,36 +3,37 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-SUFFIXES = (".tif", ".tiff", ".npy")
 
 
 def register(subparsers) -> None:
     """Add the ``crf`` subcommand."""
-    from ..crf._labels import DEFAULT_CONFIDENCE
-    from ..crf._params import (
+    from ..crf import (
         DEFAULT_BILATERAL_WEIGHT,
+        DEFAULT_CONFIDENCE,
         DEFAULT_INTENSITY_SIGMA,
         DEFAULT_ITERATIONS,
         DEFAULT_MAX_BLOCK_VOXELS,
         DEFAULT_SMOOTHNESS_WEIGHT,
         DEFAULT_SPATIAL_SIGMA_VOXELS,
     )
+    from ..io import WRITE_SUFFIXES, supported_formats
 
     parser = subparsers.add_parser(
         "crf",
         help="refine probabilities or labels so that boundaries follow image edges",
         description=(
             "Dense CRF refinement. INPUT is class probabilities (C, [Z,] Y, X), a single "
-            "foreground map shaped like the image, or with --labels a label image. Files: "
-            ".tif/.tiff/.npy. Output: class indices (probabilities) or refined labels."
+            f"foreground map shaped like the image, or with --labels a label image. Files: "
+            f"{supported_formats()}. Output ({', '.join(WRITE_SUFFIXES)}): class indices "
+            "(probabilities) or refined labels."
         ),
     )
-    parser.add_argument("image", type=Path, help="image (.tif/.tiff/.npy)")
+    parser.add_argument("image", type=Path, help="image file (any format seglab reads)")
     parser.add_argument("input", type=Path, help="probabilities or, with --labels, labels")
-    parser.add_argument("-o", "--out", type=Path, required=True, help="output .tif/.tiff/.npy")
+    parser.add_argument(
+        "-o", "--out", type=Path, required=True, help=f"output ({', '.join(WRITE_SUFFIXES)})"
+    )
     parser.add_argument("--labels", action="store_true", help="INPUT is a label image")
     parser.add_argument(
         "--mode",
@@ -52,7 +53,8 @@ def register(subparsers) -> None:
         nargs="+",
         default=None,
         metavar="S",
-        help="voxel size per spatial axis, (z) y x; kernel widths use the same unit",
+        help="voxel size per spatial axis, (z) y x; kernel widths use the same unit "
+        "(default: the image file's, e.g. NIfTI, DICOM or a TIFF written by seglab; else 1)",
     )
     parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS)
     parser.add_argument(
@@ -97,37 +99,14 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _check_suffix(path: Path) -> None:
-    if path.suffix.lower() not in SUFFIXES:
-        raise ValueError(f"Expected a {'/'.join(SUFFIXES)} file, got {str(path)!r}.")
-
-
-def read_array(path: Path):
-    """Read a .tif/.tiff/.npy file into a numpy array."""
-    import numpy as np
-
-    _check_suffix(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No such file: {str(path)!r}.")
-    if path.suffix.lower() == ".npy":
-        return np.load(path, allow_pickle=False)
-    import tifffile
-
-    return tifffile.imread(path)
-
-
-def write_array(path: Path, array) -> None:
-    """Write ``array`` to a .tif/.tiff/.npy file (folders are created)."""
-    import numpy as np
-
-    _check_suffix(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".npy":
-        np.save(path, array)
-    else:
-        import tifffile
-
-        tifffile.imwrite(path, array)
+def _spacing(args: argparse.Namespace, image_file, n_spatial: int):
+    """``--spacing``, else the image file's spacing when it has one per spatial axis."""
+    if args.spacing is not None:
+        return args.spacing
+    spacing = image_file.spacing
+    if spacing is not None and len(spacing) == n_spatial:
+        return spacing
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,11 +114,20 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import crf
+    from ..io import check_output, read_array, write_array
+    from ..jobs import run_to_end
+    from ._progress import progress_printer
 
-    image = read_array(args.image)
-    given = read_array(args.input)
+    check_output(args.out)
+    image_file = read_array(args.image, what="image file")
+    given_file = read_array(args.input, what="labels file" if args.labels else "input file")
+    image, given = image_file.data, given_file.data
+    if not args.labels and given.ndim in (2, 3) and given.shape in (image.shape, image.shape[:-1]):
+        # one foreground map shaped like a greyscale or channels-last image
+        given = given[np.newaxis]
+    n_spatial = given.ndim if args.labels else given.ndim - 1
     common = {
-        "spacing": args.spacing,
+        "spacing": _spacing(args, image_file, n_spatial),
         "iterations": args.iterations,
         "spatial_sigma": args.spatial_sigma,
         "intensity_sigma": args.intensity_sigma,
@@ -151,26 +139,13 @@ def run(args: argparse.Namespace) -> int:
         "max_block_voxels": args.max_block_voxels,
     }
     if args.labels:
-        steps = crf.refine_labels_steps(
+        job = crf.refine_labels_steps(
             image, given, confidence=args.confidence, mode=args.mode, **common
         )
     else:
-        if given.ndim in (2, 3) and given.shape in (image.shape, image.shape[:-1]):
-            # one foreground map shaped like a greyscale or channels-last image
-            given = given[np.newaxis]
-        steps = crf.refine_steps(image, given, **common)
-    last = -1
-    while True:
-        try:
-            event = next(steps)
-        except StopIteration as stop:
-            result = stop.value
-            break
-        percent = int(100 * event.done / max(event.total, 1))
-        if not args.quiet and percent >= last + 10:
-            print(f"crf: {percent:3d}% {event.message}", file=sys.stderr, flush=True)
-            last = percent
-    write_array(args.out, result)
+        job = crf.refine_steps(image, given, **common)
+    result = run_to_end(job, progress_printer("crf", quiet=args.quiet))
+    write_array(args.out, result, spacing=common["spacing"])
     values = np.unique(result)
     print(
         f"wrote {args.out}  shape {result.shape} {result.dtype}, "

@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-SUFFIXES = (".tif", ".tiff", ".npy", ".nii", ".nii.gz", ".zarr")
-
 
 def register(subparsers) -> None:
     """Add the ``evaluate`` subcommand."""
+    from ..io import supported_formats
+
     parser = subparsers.add_parser(
         "evaluate",
         help="score a label image against ground truth (Dice, IoU, HD95, F1, PQ, ...)",
@@ -18,8 +18,8 @@ def register(subparsers) -> None:
             "Compare PRED with GT. Semantic mode: per class Dice, IoU, precision, recall, "
             "HD95, ASSD, surface Dice and volumes. Instance mode: one-to-one matching by IoU, "
             "TP/FP/FN, precision, recall, F1, accuracy, panoptic quality, per threshold "
-            "0.50..0.95. Files: .tif/.tiff, .npy (memory-mapped), .nii/.nii.gz, .zarr. "
-            "Definitions: docs/evaluation.md."
+            f"0.50..0.95. Files: {supported_formats()} (.npy and uncompressed TIFF "
+            "memory-mapped, zarr read slab by slab). Definitions: docs/evaluation.md."
         ),
     )
     parser.add_argument("pred", type=Path, help="predicted labels")
@@ -31,7 +31,8 @@ def register(subparsers) -> None:
         nargs="+",
         default=None,
         metavar="S",
-        help="voxel size per axis, (z) y x (default: from a NIfTI ground truth, else 1)",
+        help="voxel size per axis, (z) y x (default: the ground-truth file's, e.g. NIfTI, "
+        "DICOM, OME-Zarr or a TIFF written by seglab; else 1)",
     )
     parser.add_argument(
         "--iou-threshold", type=float, default=0.5, help="instance: IoU for a match (0.5)"
@@ -55,65 +56,51 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--objects-csv", type=Path, default=None, help="instance: write per-object rows here"
     )
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.set_defaults(func=run)
 
 
 def read_labels(path: Path) -> tuple[Any, tuple[float, ...] | None]:
-    """Read a label image lazily where the format allows; returns ``(array, spacing)``.
+    """A label file read lazily where the format allows; returns ``(array, spacing)``.
 
-    ``.npy`` is memory-mapped and ``.zarr`` opened lazily, so the metrics read
-    them slab by slab. ``spacing`` is known for NIfTI only (None otherwise).
+    Read with :func:`napari_seglab.io.read_array` (``lazy=True``): ``.npy`` and
+    uncompressed TIFF are memory-mapped and zarr stays on disk, so the metrics
+    read them slab by slab. ``spacing`` is None when the file does not store one.
     """
-    import numpy as np
+    from napari_seglab.io import read_array
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"label file not found: '{path}'")
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        from napari_seglab.io import read_nifti
-
-        volume = read_nifti(path, layer_type="labels")
-        return volume.data, tuple(float(s) for s in volume.spacing)
-    if name.endswith(".npy"):
-        return np.load(path, mmap_mode="r", allow_pickle=False), None
-    if name.endswith((".tif", ".tiff")):
-        import tifffile
-
-        try:
-            return tifffile.memmap(path, mode="r"), None
-        except ValueError:  # compressed or tiled: not memory-mappable
-            return tifffile.imread(path), None
-    if name.endswith(".zarr"):
-        import zarr
-
-        return zarr.open_array(str(path), mode="r"), None
-    raise ValueError(
-        f"unsupported label file '{path.name}': expected one of {', '.join(SUFFIXES)}"
-    )
+    labels = read_array(path, lazy=True, what="label file", layer_type="labels")
+    spacing = labels.spacing
+    if spacing is not None and len(spacing) != len(labels.shape):
+        spacing = None
+    return labels.data, spacing
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table, write CSV files; exit code 0."""
     from napari_seglab import metrics
+    from napari_seglab.jobs import run_to_end
 
+    from ._progress import progress_printer
+
+    if args.mode == "semantic" and args.objects_csv is not None:
+        raise ValueError("--objects-csv needs --mode instance, got --mode semantic")
     pred, _ = read_labels(args.pred)
     gt, gt_spacing = read_labels(args.gt)
     spacing = tuple(args.spacing) if args.spacing else gt_spacing
-    if args.mode == "semantic":
-        if args.objects_csv is not None:
-            raise ValueError("--objects-csv needs --mode instance, got --mode semantic")
-        result = metrics.semantic(
-            pred,
-            gt,
-            classes=args.classes,
-            spacing=spacing,
-            ignore_label=args.ignore_label,
-            tolerance=args.tolerance,
-            surface=not args.no_surface,
-        )
-    else:
-        result = metrics.instances(pred, gt, iou_threshold=args.iou_threshold)
+    job = metrics.evaluation_steps(
+        pred,
+        gt,
+        mode=args.mode,
+        spacing=spacing,
+        iou_threshold=args.iou_threshold,
+        tolerance=args.tolerance,
+        classes=args.classes,
+        ignore_label=args.ignore_label,
+        surface=not args.no_surface,
+        slices=False,
+    )
+    result = run_to_end(job, progress_printer("evaluate", quiet=args.quiet, step=1)).result
     print(format_table(*metrics.results_table(result)))
     if args.mode == "instance":
         print(

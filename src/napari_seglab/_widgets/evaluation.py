@@ -38,7 +38,7 @@ from qtpy.QtWidgets import (
 )
 
 from .. import metrics
-from ..metrics.contingency import check_label_pair
+from ..jobs import JobCancelled
 from ._layers import fill_combo, layer_spacing, layers_of_type, notify_error, show_info, start_job
 
 SEMANTIC = "semantic"
@@ -198,7 +198,7 @@ class EvaluationWidget(QWidget):
             return
         pred_data, gt_data = _labels_data(pred_layer), _labels_data(gt_layer)
         try:  # bad input fails here, in the GUI thread, before any job starts
-            check_label_pair(pred_data, gt_data)
+            metrics.check_label_pair(pred_data, gt_data)
         except ValueError as exc:
             self._on_error(exc)
             return
@@ -222,7 +222,7 @@ class EvaluationWidget(QWidget):
             iou_threshold=float(self.threshold_spin.value()),
             tolerance=float(self.tolerance_spin.value()),
             error_images=self.errors_check.isChecked(),
-            cancel=self._cancel.is_set,
+            cancel=self._cancel,
             on_yielded=self._on_progress,
             on_returned=self._on_result,
             on_errored=self._on_error,
@@ -238,12 +238,15 @@ class EvaluationWidget(QWidget):
             self._cancel.set()
             self.status.setText("Cancelling…")
 
-    def _on_progress(self, event: dict) -> None:
-        self.progress.setRange(0, int(event["total"]))
-        self.progress.setValue(int(event["step"]))
-        self.status.setText(f"Evaluating: {event['message']}…")
+    def _on_progress(self, event: metrics.EvaluationProgress) -> None:
+        self.progress.setRange(0, int(event.total))
+        self.progress.setValue(int(event.done))
+        self.status.setText(f"Evaluating: {event.message}…")
 
     def _on_error(self, exc: BaseException) -> None:
+        if isinstance(exc, JobCancelled):
+            self.status.setText("Cancelled; no layer changed.")
+            return
         self.status.setText(f"Failed: {exc}")
         notify_error(exc, "Evaluation")
 
@@ -252,10 +255,7 @@ class EvaluationWidget(QWidget):
         self.progress.setVisible(False)
         self._update_enabled()
 
-    def _on_result(self, evaluation: metrics.Evaluation | None) -> None:
-        if evaluation is None:
-            self.status.setText("Cancelled; no layer changed.")
-            return
+    def _on_result(self, evaluation: metrics.Evaluation) -> None:
         self.evaluation = evaluation
         self.show_table(*evaluation.table())
         self._plot(evaluation)

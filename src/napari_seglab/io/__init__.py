@@ -25,7 +25,7 @@ from .nifti import read_nifti, write_nifti
 from .orientation import LAYER_AXCODES
 from .reader import SUFFIXES, ArrayFile, read_array, supported_formats
 from .volume import Volume
-from .writer import WRITE_SUFFIXES, write_array
+from .writer import WRITE_SUFFIXES, check_output, write_array
 
 __all__ = [
     "LAYER_AXCODES",
@@ -34,6 +34,7 @@ __all__ = [
     "ArrayFile",
     "DicomSeriesInfo",
     "Volume",
+    "check_output",
     "list_dicom_series",
     "read_array",
     "read_dicom_folder",

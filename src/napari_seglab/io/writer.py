@@ -12,6 +12,25 @@ import numpy as np
 WRITE_SUFFIXES = (".tif", ".tiff", ".npy", ".nii", ".nii.gz")
 
 
+def check_output(path: str | os.PathLike, *, what: str = "output file") -> Path:
+    """``path`` as a Path when :func:`write_array` can write it (check before long work).
+
+    Raises
+    ------
+    ValueError
+        ``path`` ends in none of :data:`WRITE_SUFFIXES`, or is an existing folder.
+    """
+    path = Path(path)
+    if not path.name.lower().endswith(WRITE_SUFFIXES):
+        raise ValueError(
+            f"unsupported {what} {str(path)!r}: expected one of {', '.join(WRITE_SUFFIXES)}, "
+            f"got {repr(path.suffix) if path.suffix else 'no suffix'}."
+        )
+    if path.is_dir():
+        raise ValueError(f"expected a file name for the {what}, got the folder {str(path)!r}.")
+    return path
+
+
 def write_array(
     path: str | os.PathLike,
     array: Any,
@@ -42,15 +61,10 @@ def write_array(
     Raises
     ------
     ValueError
-        ``path`` ends in none of :data:`WRITE_SUFFIXES`.
+        ``path`` ends in none of :data:`WRITE_SUFFIXES` (see :func:`check_output`).
     """
-    path = Path(path)
+    path = check_output(path, what=what)
     name = path.name.lower()
-    if not name.endswith(WRITE_SUFFIXES):
-        raise ValueError(
-            f"unsupported {what} {str(path)!r}: expected one of {', '.join(WRITE_SUFFIXES)}, "
-            f"got {repr(path.suffix) if path.suffix else 'no suffix'}."
-        )
     path.parent.mkdir(parents=True, exist_ok=True)
     data = np.asarray(array)
     if name.endswith(".npy"):

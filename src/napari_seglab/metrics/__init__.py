@@ -18,8 +18,8 @@ builds a sparse contingency table (:mod:`.contingency`). Definitions and
 conventions: ``docs/evaluation.md``.
 """
 
-from .contingency import ContingencyTable, contingency_table
-from .evaluation import Evaluation, evaluate, evaluation_steps
+from .contingency import ContingencyTable, check_label_pair, contingency_table
+from .evaluation import Evaluation, EvaluationProgress, evaluate, evaluation_steps
 from .export import (
     format_value,
     instance_errors,
@@ -40,8 +40,10 @@ __all__ = [
     "SEMANTIC_KEYS",
     "ContingencyTable",
     "Evaluation",
+    "EvaluationProgress",
     "SurfaceScores",
     "boundary_f_score",
+    "check_label_pair",
     "contingency_table",
     "evaluate",
     "evaluation_steps",

@@ -1,18 +1,21 @@
 """One evaluation job as a generator: scores, per-slice Dice and error images.
 
-The widget runs :func:`evaluation_steps` in a worker thread (each ``yield``
-is a progress event and a point where the job can be cancelled); scripts can
-call :func:`evaluate` to get the same :class:`Evaluation` directly.
+A job in the sense of :mod:`napari_seglab.jobs`: the widget runs
+:func:`evaluation_steps` in a worker thread (each ``yield`` is an
+:class:`EvaluationProgress` and a point where the job can be cancelled),
+``seglab evaluate`` drives the same generator, and scripts call
+:func:`evaluate` to get the same :class:`Evaluation` directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..jobs import CancelCheck, CancelLike, JobCancelled, ProgressEvent, Stopwatch, run_to_end
 from .contingency import check_label_pair
 from .export import instance_errors, results_table, semantic_errors
 from .matching import instances
@@ -20,6 +23,26 @@ from .overlap import semantic
 from .slices import per_slice
 
 MODES = ("semantic", "instance")
+
+
+@dataclass(frozen=True)
+class EvaluationProgress(ProgressEvent):
+    """Progress of :func:`evaluation_steps`, yielded before each step.
+
+    Attributes
+    ----------
+    stage : {"scoring", "slices", "errors", "done"}
+        The step about to run (``"done"``: the last event, before returning).
+    done, total : int
+        Steps finished so far and number of steps (``done == total`` in the
+        last event).
+    elapsed : float
+        Seconds since the job started.
+    message : str
+        The step for people, e.g. ``"scoring (semantic)"``.
+    """
+
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,9 +90,11 @@ def evaluation_steps(
     tolerance: float = 1.0,
     classes: Any = None,
     ignore_label: int | None = None,
+    surface: bool = True,
+    slices: bool = True,
     error_images: bool = False,
-    cancel: Callable[[], bool] | None = None,
-) -> Generator[dict[str, Any], None, Evaluation | None]:
+    cancel: CancelLike = None,
+) -> Generator[EvaluationProgress, None, Evaluation]:
     """Evaluate ``pred`` against ``gt`` step by step.
 
     Parameters
@@ -82,39 +107,46 @@ def evaluation_steps(
         Instance mode: IoU needed for a match.
     tolerance : float
         Semantic mode: surface Dice tolerance in units of ``spacing``.
-    classes, ignore_label :
+    classes, ignore_label, surface :
         Semantic mode: see :func:`~.overlap.semantic`.
+    slices : bool
+        Dice per plane along axis 0 for 3D inputs (an extra pass over the voxels).
     error_images : bool
         Also build false-positive and false-negative images.
-    cancel : callable, optional
-        Asked between steps and between the classes' surface metrics; when it
-        returns True the evaluation stops and returns None.
+    cancel : threading.Event or callable, optional
+        Checked between steps and between the classes' surface metrics
+        (:class:`~napari_seglab.jobs.CancelCheck`).
 
     Yields
     ------
-    dict
-        ``{"step": i, "total": n, "message": str}`` before each step.
+    EvaluationProgress
+        Before each step.
 
     Returns
     -------
-    Evaluation or None
-        None when cancelled.
+    Evaluation
+
+    Raises
+    ------
+    JobCancelled
+        When ``cancel`` was set; nothing is returned.
+    ValueError
+        Bad ``mode`` or inputs of different shapes (before the first event).
     """
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
     shape = check_label_pair(pred, gt)
-    total = 2 + int(error_images) + int(len(shape) == 3)
-    step = 0
+    check = CancelCheck(cancel)
+    clock = Stopwatch()
+    with_slices = slices and len(shape) == 3
+    total = 1 + int(error_images) + int(with_slices)
+    finished = 0
 
-    def cancelled() -> bool:
-        return cancel is not None and bool(cancel())
+    def event(stage: str, message: str) -> EvaluationProgress:
+        check.raise_if_set("Evaluation")
+        return EvaluationProgress(stage, finished, total, clock.elapsed, message=message)
 
-    def event(message: str) -> dict[str, Any]:
-        nonlocal step
-        step += 1
-        return {"step": step, "total": total, "message": message}
-
-    yield event(f"scoring ({mode})")
+    yield event("scoring", f"scoring ({mode})")
     if mode == "semantic":
         result = semantic(
             pred,
@@ -123,38 +155,36 @@ def evaluation_steps(
             spacing=spacing,
             ignore_label=ignore_label,
             tolerance=tolerance,
-            cancel=cancelled,
+            surface=surface,
+            cancel=check,
         )
+        if result is None:
+            raise JobCancelled("Evaluation was cancelled.")
     else:
         result = instances(pred, gt, iou_threshold=iou_threshold)
-    if result is None or cancelled():
-        return None
-    slices = None
-    if len(shape) == 3:
-        yield event("Dice per slice")
+    finished += 1
+    per_plane = None
+    if with_slices:
+        yield event("slices", "Dice per slice")
         labels = list(result) if mode == "semantic" else None
-        slices = per_slice(pred, gt, axis=0, classes=labels, foreground=mode == "instance")
+        per_plane = per_slice(pred, gt, axis=0, classes=labels, foreground=mode == "instance")
+        finished += 1
     fp = fn = None
-    if error_images and not cancelled():
-        yield event("error images")
+    if error_images:
+        yield event("errors", "error images")
         if mode == "semantic":
             fp, fn = semantic_errors(pred, gt, classes=list(result), ignore_label=ignore_label)
         else:
             fp, fn = instance_errors(pred, gt, result)
-    if cancelled():
-        return None
-    yield event("done")
-    return Evaluation(mode, result, slices, fp, fn)
+        finished += 1
+    yield event("done", "done")
+    return Evaluation(mode, result, per_plane, fp, fn)
 
 
-def evaluate(pred: Any, gt: Any, **options: Any) -> Evaluation | None:
+def evaluate(pred: Any, gt: Any, **options: Any) -> Evaluation:
     """Run :func:`evaluation_steps` to the end and return its :class:`Evaluation`.
 
-    None only when a ``cancel`` option asked to stop.
+    Raises :class:`~napari_seglab.jobs.JobCancelled` when a ``cancel`` option
+    asked to stop.
     """
-    steps = evaluation_steps(pred, gt, **options)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(evaluation_steps(pred, gt, **options))
