@@ -1,15 +1,10 @@
 """U-Net train / predict dock widget: paint labels, train, predict, correct, retrain.
 
-A thin shell over :mod:`napari_seglab.unet`. It gathers an Image layer, a
-Labels layer (optionally with an ignore value for sparse annotation) and the
-training settings (:class:`~._widgets.unet_parts.TrainingForm`), runs the
-core jobs in a worker thread (:func:`~napari_seglab.unet.train_events` with a
-live plot of loss and validation Dice; :func:`~napari_seglab.unet.predict_and_split_events`;
-:func:`~napari_seglab.unet.suggest_events`) and keeps the trained
-:class:`~napari_seglab.unet.SegmentationModel` as its session object. Predict
-writes new layers; "Suggest" lists planes or tiles to annotate next and jumps
-there on click. Cancel and errors change no layer; a cancelled training keeps
-its best epoch.
+A thin shell over :mod:`napari_seglab.unet`: its forms (:mod:`.unet_parts`) map
+controls to the arguments of the core jobs (``train_events``, with a live plot
+of loss and validation Dice; ``predict_and_split_events``; ``suggest_events``),
+which run in a worker thread. The trained model is the widget's session object.
+Cancel and errors change no layer; a cancelled training keeps its best epoch.
 """
 
 from __future__ import annotations
@@ -220,8 +215,12 @@ class UNetWidget(QWidget):
         self.status.setText("Cancelling…")
 
     # ---------------------------------------------------------------- predict
-    def _prediction_inputs(self, what: str):
-        """The image layer and its data checked against the model, or None (notified)."""
+    def _prediction_inputs(self, what: str, mc_passes: int = 0):
+        """The image layer, its data and predict arguments checked against the model.
+
+        None (after a notification) when there is no model, no image, the image
+        does not fit, or ``mc_passes`` are asked of a model without dropout.
+        """
         try:
             if self.model is None:
                 raise ValueError("Expected a model: train one or load one first.")
@@ -230,7 +229,7 @@ class UNetWidget(QWidget):
             image = np.asarray(data)
             slicewise = self.model.spatial_dims == 2 and image.ndim - (1 if rgb else 0) == 3
             self.model.check_input(image, slicewise=slicewise)
-            if what == "U-Net suggestions" and self.mc_passes.value():
+            if mc_passes:
                 from ..unet.uncertainty import require_dropout
 
                 require_dropout(self.model)
@@ -271,7 +270,7 @@ class UNetWidget(QWidget):
         """Rank planes (3D) or tiles (2D) by predictive entropy and list them."""
         from ..unet import suggest_events
 
-        inputs = self._prediction_inputs("U-Net suggestions")
+        inputs = self._prediction_inputs("U-Net suggestions", self.mc_passes.value())
         if inputs is None:
             return
         image_layer, image, predict_kwargs = inputs
