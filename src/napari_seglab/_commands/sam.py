@@ -37,7 +37,7 @@ def register(subparsers) -> None:
             "(row, col), as napari shows them. Writes a mask (0/1, uint8)."
         ),
     )
-    parser.add_argument("image", type=Path, help="image file (.tif/.tiff/.npy/.png/.jpg)")
+    parser.add_argument("image", type=Path, help="image file (.tif, .npy, .png, .nii.gz, ...)")
     parser.add_argument(
         "--points", type=_pair, nargs="+", default=[], metavar="R,C", help="positive points"
     )
@@ -73,18 +73,9 @@ def register(subparsers) -> None:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise FileNotFoundError(f"Image file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        import tifffile
+    from ..io import read_array
 
-        return tifffile.imread(path)
-    if suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    import skimage.io
-
-    return skimage.io.imread(path)
+    return np.asarray(read_array(path, what="image file").data)
 
 
 def _write_mask(path: Path, mask: np.ndarray) -> None:

@@ -1,8 +1,8 @@
 """``seglab train``, ``seglab predict`` and ``seglab suggest``: the U-Net from a shell.
 
-Images and labels are read from TIFF (``.tif``/``.tiff``), NumPy (``.npy``)
-or NIfTI (``.nii``/``.nii.gz``, on napari's ``(Z, Y, X)`` axes); outputs are
-written in the format their suffix names.
+Images and labels are read with :func:`napari_seglab.io.read_array` (TIFF,
+NumPy, NIfTI and DICOM on napari's ``(Z, Y, X)`` axes, zarr, PNG/JPEG);
+outputs are written in the format their suffix names.
 """
 
 from __future__ import annotations
@@ -93,25 +93,10 @@ def register(subparsers) -> None:
 
 
 def read_array(path: Path):
-    """Read an image or labels array from ``.tif``/``.tiff``, ``.npy`` or ``.nii(.gz)``."""
-    import numpy as np
+    """An image or labels array, read with :func:`napari_seglab.io.read_array` (any format)."""
+    from ..io import read_array as read_file
 
-    if not path.exists():
-        raise FileNotFoundError(f"File {str(path)!r} does not exist.")
-    name = path.name.lower()
-    if name.endswith((".tif", ".tiff")):
-        import tifffile
-
-        return tifffile.imread(path)
-    if name.endswith(".npy"):
-        return np.load(path, allow_pickle=False)
-    if name.endswith((".nii", ".nii.gz")):
-        from ..io import read_nifti
-
-        return read_nifti(path).data
-    raise ValueError(
-        f"Unsupported file type {path.name!r}: expected .tif, .tiff, .npy, .nii or .nii.gz."
-    )
+    return read_file(path).data
 
 
 def write_array(path: Path, array) -> None:
