@@ -233,3 +233,11 @@ def test_write_array_round_trip(tmp_path, suffix):
 def test_write_array_refuses_unknown_suffix(tmp_path):
     with pytest.raises(ValueError, match=r"unsupported output file .*x\.png.*\.tif, \.tiff"):
         write_array(tmp_path / "x.png", np.zeros((2, 2), np.uint8))
+
+
+def test_command_help_names_every_format_the_reader_and_writer_take():
+    from napari_seglab._commands._shared import INPUT_FORMATS, OUTPUT_FORMATS
+    from napari_seglab.io import WRITE_SUFFIXES
+
+    assert set(re.findall(r"\.[a-z]+(?:\.gz)?", INPUT_FORMATS)) == set(SUFFIXES)
+    assert ", ".join(WRITE_SUFFIXES) == OUTPUT_FORMATS

@@ -17,7 +17,7 @@ def register(subparsers) -> None:
         DEFAULT_SMOOTHNESS_WEIGHT,
         DEFAULT_SPATIAL_SIGMA_VOXELS,
     )
-    from ..io import WRITE_SUFFIXES, supported_formats
+    from ._shared import INPUT_FORMATS, OUTPUT_FORMATS
 
     parser = subparsers.add_parser(
         "crf",
@@ -25,15 +25,13 @@ def register(subparsers) -> None:
         description=(
             "Dense CRF refinement. INPUT is class probabilities (C, [Z,] Y, X), a single "
             f"foreground map shaped like the image, or with --labels a label image. Files: "
-            f"{supported_formats()}. Output ({', '.join(WRITE_SUFFIXES)}): class indices "
+            f"{INPUT_FORMATS}. Output ({OUTPUT_FORMATS}): class indices "
             "(probabilities) or refined labels."
         ),
     )
     parser.add_argument("image", type=Path, help="image file (any format seglab reads)")
     parser.add_argument("input", type=Path, help="probabilities or, with --labels, labels")
-    parser.add_argument(
-        "-o", "--out", type=Path, required=True, help=f"output ({', '.join(WRITE_SUFFIXES)})"
-    )
+    parser.add_argument("-o", "--out", type=Path, required=True, help=f"output ({OUTPUT_FORMATS})")
     parser.add_argument("--labels", action="store_true", help="INPUT is a label image")
     parser.add_argument(
         "--mode",
@@ -116,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import crf
     from ..io import check_output, read_array, write_array
     from ..jobs import run_to_end
-    from ._progress import progress_printer
+    from ._shared import progress_printer
 
     check_output(args.out)
     image_file = read_array(args.image, what="image file")

@@ -9,7 +9,7 @@ from typing import Any
 
 def register(subparsers) -> None:
     """Add the ``evaluate`` subcommand."""
-    from ..io import supported_formats
+    from ._shared import INPUT_FORMATS
 
     parser = subparsers.add_parser(
         "evaluate",
@@ -18,8 +18,8 @@ def register(subparsers) -> None:
             "Compare PRED with GT. Semantic mode: per class Dice, IoU, precision, recall, "
             "HD95, ASSD, surface Dice and volumes. Instance mode: one-to-one matching by IoU, "
             "TP/FP/FN, precision, recall, F1, accuracy, panoptic quality, per threshold "
-            f"0.50..0.95. Files: {supported_formats()} (.npy and uncompressed TIFF "
-            "memory-mapped, zarr read slab by slab). Definitions: docs/evaluation.md."
+            f"0.50..0.95. Files: {INPUT_FORMATS}; .npy and uncompressed TIFF are "
+            "memory-mapped, zarr read slab by slab. Definitions: docs/evaluation.md."
         ),
     )
     parser.add_argument("pred", type=Path, help="predicted labels")
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_seglab import metrics
     from napari_seglab.jobs import run_to_end
 
-    from ._progress import progress_printer
+    from ._shared import progress_printer
 
     if args.mode == "semantic" and args.objects_csv is not None:
         raise ValueError("--objects-csv needs --mode instance, got --mode semantic")

@@ -1,10 +1,21 @@
-"""Progress of a core job (:mod:`napari_seglab.jobs`) on stderr, for the subcommands."""
+"""What the subcommands share: the file formats for help texts, job progress on stderr.
+
+Nothing heavy is imported here: ``seglab --help`` builds every parser.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
 from typing import Any
+
+#: Inputs :func:`napari_seglab.io.read_array` reads (``tests`` check it against the reader).
+INPUT_FORMATS = (
+    "NIfTI (.nii, .nii.gz), DICOM (a folder, or a .dcm/.dicom/.ima file of a series), "
+    "TIFF (.tif, .tiff), NumPy (.npy), zarr/OME-Zarr (.zarr), pictures (.png, .jpg, .jpeg, .bmp)"
+)
+#: Outputs :func:`napari_seglab.io.write_array` writes.
+OUTPUT_FORMATS = ".tif, .tiff, .npy, .nii, .nii.gz"
 
 
 def progress_printer(
