@@ -123,7 +123,7 @@ def bench_steps(quick: bool) -> None:
 
     from napari_seglab.sam import EmbeddingCache, PromptSegmenter, build_tiny_sam
     from napari_seglab.sam.finetune import finetune_decoder
-    from napari_seglab.sam.finetune_prompts import collect_objects
+    from napari_seglab.sam.finetune.data import collect_objects
 
     batch = 4
     if quick:
@@ -143,7 +143,7 @@ def bench_steps(quick: bool) -> None:
         objects = collect_objects(label, 0, np.random.default_rng(0))[:8]
         plane_boxes, plane_targets = [], []
         for obj in objects:
-            corners = seg._to_model_frame(obj.bbox.reshape(2, 2)).reshape(4)
+            corners = seg.to_model_frame(obj.bbox.reshape(2, 2)).reshape(4)
             plane_boxes.append(torch.as_tensor(corners, dtype=torch.float))
             plane_targets.append(
                 torch.as_tensor(seg.mask_to_logits(obj.full_mask(label.shape)) > 0).float()

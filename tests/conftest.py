@@ -24,3 +24,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def make_tiny_sam():
+    """The one way SAM tests get a model: ``make_tiny_sam(seed=0, **sizes) -> SamModel``.
+
+    A small SAM of the real ``segment_anything.modeling`` classes with random
+    weights (:func:`napari_seglab.sam.build_tiny_sam`, 256-px input, 16x16
+    embedding, 32 channels), on the CPU. The same seed and sizes give the same
+    weights; every call returns a fresh model, so a test may change it.
+    ``sizes`` override fields of the architecture (e.g. ``prompt_embed_dim=48``).
+    """
+    pytest.importorskip("torch")
+    pytest.importorskip("segment_anything")
+    from napari_seglab.sam import build_tiny_sam
+
+    def make(seed: int = 0, **sizes):
+        return build_tiny_sam(seed=seed, device="cpu", **sizes)
+
+    return make

@@ -11,11 +11,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 zarr = pytest.importorskip("zarr")
 
+from napari_seglab.jobs import JobCancelled  # noqa: E402
 from napari_seglab.sam import (  # noqa: E402
     EmbeddingCache,
     PromptSegmenter,
     SamInput,
-    build_tiny_sam,
     precompute_embeddings,
 )
 
@@ -34,8 +34,8 @@ class EncoderCalls:
 
 
 @pytest.fixture
-def model():
-    return build_tiny_sam(seed=2)
+def model(make_tiny_sam):
+    return make_tiny_sam(seed=2)
 
 
 @pytest.fixture
@@ -75,9 +75,9 @@ def test_changed_image_invalidates(model, stack):
     assert not np.array_equal(before, after)
 
 
-def test_other_model_does_not_reuse_embeddings(stack):
+def test_other_model_does_not_reuse_embeddings(stack, make_tiny_sam):
     cache = EmbeddingCache()
-    a, b = build_tiny_sam(seed=2), build_tiny_sam(seed=3)
+    a, b = make_tiny_sam(seed=2), make_tiny_sam(seed=3)
     counter_b = EncoderCalls(b)
     PromptSegmenter(a, cache).set_image(stack[0])
     PromptSegmenter(b, cache).set_image(stack[0])
@@ -144,6 +144,7 @@ def test_precompute_reports_progress_skips_cached_and_cancels(model, stack):
     events = list(precompute_embeddings(model, stack, cache, planes=[2, 1, 3, 0, 4], batch_size=2))
     assert [e.plane for e in events] == [2, 1, 3, 0, 4]
     assert [e.done for e in events] == [1, 2, 3, 4, 5]
+    assert {(e.stage, e.total) for e in events} == {("embedding", 5)}
     assert events[0].cached
     assert not any(e.cached for e in events[1:])
     assert counter.planes == 5  # 1 before + 4 precomputed, none twice
@@ -158,9 +159,9 @@ def test_precompute_reports_progress_skips_cached_and_cancels(model, stack):
     steps = precompute_embeddings(model, stack, fresh, cancel=cancel)
     next(steps)
     cancel.set()
-    with pytest.raises(StopIteration) as stop:
+    with pytest.raises(JobCancelled) as stop:
         next(steps)
-    assert stop.value.value == 1
+    assert stop.value.partial == 1  # planes computed before the cancel
     assert len(fresh) == 1
 
 

@@ -10,12 +10,12 @@ pytest.importorskip("segment_anything")
 tifffile = pytest.importorskip("tifffile")
 
 from napari_seglab import cli  # noqa: E402
-from napari_seglab.sam import PromptSegmenter, build_tiny_sam  # noqa: E402
+from napari_seglab.sam import PromptSegmenter  # noqa: E402
 
 
 @pytest.fixture
-def files(tmp_path):
-    model = build_tiny_sam(seed=5)
+def files(tmp_path, make_tiny_sam):
+    model = make_tiny_sam(seed=5)
     checkpoint = tmp_path / "tiny.pth"
     torch.save(model.sam.state_dict(), checkpoint)
     image = np.random.default_rng(0).integers(0, 3000, size=(48, 72)).astype(np.uint16)

@@ -11,7 +11,7 @@ pytest.importorskip("segment_anything")
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer  # noqa: E402
 
 from napari_seglab.data import nuclei_2d  # noqa: E402
-from napari_seglab.sam import PromptSegmenter, build_tiny_sam  # noqa: E402
+from napari_seglab.sam import PromptSegmenter  # noqa: E402
 from napari_seglab.sam import decoder as fast  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -102,9 +102,9 @@ def test_more_tokens_than_one_block(monkeypatch):
         torch.testing.assert_close(iou, results[-1][1])
 
 
-def test_prepared_image_follows_decoder_weight_changes():
+def test_prepared_image_follows_decoder_weight_changes(make_tiny_sam):
     """Loading new decoder weights in place must not reuse work prepared for the old ones."""
-    model = build_tiny_sam(seed=4)
+    model = make_tiny_sam(seed=4)
     image = nuclei_2d((64, 80), n_objects=4, seed=2).image
     segmenter = PromptSegmenter(model)
     segmenter.set_image(image)

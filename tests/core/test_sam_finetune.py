@@ -17,12 +17,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 
 from napari_seglab.data import nuclei_2d, nuclei_3d  # noqa: E402
-from napari_seglab.sam import PromptSegmenter, build_tiny_sam, load_model  # noqa: E402
+from napari_seglab.jobs import JobCancelled, ProgressEvent, run_to_end  # noqa: E402
+from napari_seglab.sam import PromptSegmenter, load_model  # noqa: E402
 from napari_seglab.sam.finetune import (  # noqa: E402
     DecoderMismatchError,
-    FinetuneEvent,
     PromptRecipe,
-    _correction_points,
     batched_predict_masks,
     finetune_decoder,
     finetune_decoder_events,
@@ -30,7 +29,9 @@ from napari_seglab.sam.finetune import (  # noqa: E402
     read_decoder_metadata,
     save_decoder,
 )
-from napari_seglab.sam.finetune_prompts import collect_objects  # noqa: E402
+from napari_seglab.sam.finetune.data import collect_objects, split_objects  # noqa: E402
+from napari_seglab.sam.finetune.losses import correction_points  # noqa: E402
+from napari_seglab.training_loop import EpochEvent  # noqa: E402
 
 STEPS = 200
 LEARNING_RATE = 3e-3  # the decoder starts from random weights
@@ -65,15 +66,15 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def tuned(data):
-    model = build_tiny_sam(seed=0)
+def tuned(data, make_tiny_sam):
+    model = make_tiny_sam(seed=0)
     encoder_before = {k: v.clone() for k, v in model.sam.image_encoder.state_dict().items()}
     decoder_before = {k: v.clone() for k, v in model.sam.mask_decoder.state_dict().items()}
     calls = []
     hook = model.sam.image_encoder.register_forward_hook(
         lambda module, args, output: calls.append(int(args[0].shape[0]))
     )
-    events: list[FinetuneEvent] = []
+    events: list[ProgressEvent] = []
     images, labels = data
     try:
         result = finetune_decoder(
@@ -108,7 +109,8 @@ def test_finetuning_raises_validation_dice_for_boxes_and_points(tuned):
     assert result.n_validation_objects >= 10
     assert result.history[0]["loss"] is None
     assert len(result.history) == result.epochs + 1
-    assert result.history[result.best_epoch]["dice"] == result.after
+    assert result.history[result.best_epoch]["validation"] == result.after
+    assert result.stopped_by == "steps"
 
 
 def test_tuned_decoder_segments_unseen_images_better(tuned):
@@ -156,10 +158,10 @@ def test_encoder_runs_once_per_distinct_plane(tuned, data):
     assert [e.done for e in embedding_events] == list(range(1, len(images) + 1))
 
 
-def test_identical_planes_are_embedded_once():
+def test_identical_planes_are_embedded_once(make_tiny_sam):
     images, labels = crops(seed=2)
     images, labels = images[:5] * 2, labels[:5] * 2  # each plane twice, more than the LRU
-    model = build_tiny_sam(seed=0)
+    model = make_tiny_sam(seed=0)
     calls = []
     hook = model.sam.image_encoder.register_forward_hook(
         lambda module, args, output: calls.append(int(args[0].shape[0]))
@@ -173,16 +175,23 @@ def test_identical_planes_are_embedded_once():
 
 
 def test_epoch_events_report_loss_and_dice(tuned):
+    result = tuned["result"]
     epochs = [e for e in tuned["events"] if e.stage == "epoch"]
+    assert all(isinstance(e, EpochEvent) for e in epochs)
     assert epochs[0].epoch == 0
     assert epochs[0].loss is None
     assert all(e.loss is not None and np.isfinite(e.loss) for e in epochs[1:])
     assert [e.epoch for e in epochs] == list(range(len(epochs)))
-    assert tuned["events"][-1].stage == "done"
-    assert tuned["events"][-1].validation == tuned["result"].after
+    assert [e.as_dict() for e in epochs] == result.history
+    assert tuned["events"][-1] is epochs[-1]
+    assert epochs[-1].final
+    assert not any(e.final for e in epochs[:-1])
+    assert epochs[-1].best_epoch == result.best_epoch
+    assert epochs[-1].best_score == result.after["mean"]
+    assert epochs[result.best_epoch].validation == result.after
 
 
-def test_saved_decoder_reloads_and_reproduces_predictions(tuned, tmp_path):
+def test_saved_decoder_reloads_and_reproduces_predictions(tuned, tmp_path, make_tiny_sam):
     result = tuned["result"]
     path = save_decoder(result.model, tmp_path / "decoder.pt", result=result)
     metadata = read_decoder_metadata(path)
@@ -196,9 +205,9 @@ def test_saved_decoder_reloads_and_reproduces_predictions(tuned, tmp_path):
     assert not any(k.startswith("image_encoder") for k in state)
 
     base_file = tmp_path / "tiny_base.pth"
-    torch.save(build_tiny_sam(seed=0).sam.state_dict(), base_file)
+    torch.save(make_tiny_sam(seed=0).sam.state_dict(), base_file)
     reloaded = load_model("tiny", checkpoint=base_file, device="cpu", decoder_checkpoint=path)
-    fresh = build_tiny_sam(seed=0)
+    fresh = make_tiny_sam(seed=0)
     assert load_decoder(fresh, path)["recipe"] == metadata["recipe"]
 
     image = crops(seed=9)[0][5]
@@ -213,18 +222,18 @@ def test_saved_decoder_reloads_and_reproduces_predictions(tuned, tmp_path):
             assert np.array_equal(want.scores, got.scores)
 
 
-def test_decoder_for_another_base_model_is_refused(tuned, tmp_path):
+def test_decoder_for_another_base_model_is_refused(tuned, tmp_path, make_tiny_sam):
     path = save_decoder(tuned["result"].model, tmp_path / "decoder.pt", result=tuned["result"])
     # Same architecture, other encoder weights: shapes fit, the embeddings do not.
-    other_encoder = build_tiny_sam(seed=1)
+    other_encoder = make_tiny_sam(seed=1)
     with pytest.raises(DecoderMismatchError, match="image encoder"):
         load_decoder(other_encoder, path)
     # Another architecture whose decoder has the same shapes.
-    other_arch = build_tiny_sam(seed=0, encoder_depth=1, encoder_global_attn_indexes=(0,))
+    other_arch = make_tiny_sam(seed=0, encoder_depth=1, encoder_global_attn_indexes=(0,))
     with pytest.raises(RuntimeError, match="fine-tuned for a SAM 'tiny' base model"):
         load_decoder(other_arch, path)
     # load_model refuses a decoder of another architecture that does not fit.
-    wide = build_tiny_sam(seed=0, prompt_embed_dim=48)
+    wide = make_tiny_sam(seed=0, prompt_embed_dim=48)
     wide_decoder = save_decoder(wide, tmp_path / "wide_decoder.pt")
     base_file = tmp_path / "tiny_base.pth"
     torch.save(tuned["model"].sam.state_dict(), base_file)
@@ -240,8 +249,8 @@ def test_decoder_for_another_base_model_is_refused(tuned, tmp_path):
     assert reloaded.decoder_checkpoint == path
 
 
-def test_batched_decoder_equals_segment_anything_predict_masks():
-    model = build_tiny_sam(seed=3)
+def test_batched_decoder_equals_segment_anything_predict_masks(make_tiny_sam):
+    model = make_tiny_sam(seed=3)
     sam = model.sam
     generator = torch.Generator().manual_seed(0)
     embeddings = torch.randn((3, 32, 16, 16), generator=generator)
@@ -258,11 +267,11 @@ def test_batched_decoder_equals_segment_anything_predict_masks():
             torch.testing.assert_close(iou[i : i + 1], want_iou, rtol=1e-5, atol=1e-5)
 
 
-def test_validation_dice_matches_prompt_segmenter():
+def test_validation_dice_matches_prompt_segmenter(make_tiny_sam):
     """Training's prompt geometry and mask postprocessing agree with interactive prompting."""
     images, labels = crops(seed=4)
     images, labels = images[:4], labels[:4]
-    model = build_tiny_sam(seed=0)
+    model = make_tiny_sam(seed=0)
     result = finetune_decoder(
         model,
         images,
@@ -274,13 +283,11 @@ def test_validation_dice_matches_prompt_segmenter():
         seed=1,
     )
     # Recompute the validation split the same way and score through PromptSegmenter.
-    from napari_seglab.sam.finetune import _split
-
     rng = np.random.default_rng(1)
     objects = []
     for plane, label in enumerate(labels):
         objects += collect_objects(label, plane, rng)
-    _, val = _split(objects, 0.5, rng)
+    _, val = split_objects(objects, 0.5, rng)
     seg = PromptSegmenter(result.model)
     scores = {"box": [], "points": []}
     for obj in val:
@@ -294,14 +301,14 @@ def test_validation_dice_matches_prompt_segmenter():
         assert abs(float(np.mean(scores[kind])) - final[kind]) < 0.01, (kind, final, scores)
 
 
-def test_stack_uses_annotated_planes_only():
+def test_stack_uses_annotated_planes_only(make_tiny_sam):
     sample = nuclei_3d((12, 64, 64), n_objects=8, seed=0)
     labels = sample.labels.copy()
     annotated = [z for z in range(12) if labels[z].any()][:3]
     keep = np.zeros(12, bool)
     keep[annotated] = True
     labels[~keep] = 0
-    model = build_tiny_sam(seed=0)
+    model = make_tiny_sam(seed=0)
     calls = []
     hook = model.sam.image_encoder.register_forward_hook(
         lambda module, args, output: calls.append(int(args[0].shape[0]))
@@ -314,7 +321,7 @@ def test_stack_uses_annotated_planes_only():
     assert result.steps == 2
 
 
-def test_semantic_labels_split_into_objects():
+def test_semantic_labels_split_into_objects(make_tiny_sam):
     sample = nuclei_2d((96, 96), n_objects=8, seed=2)
     semantic = sample.semantic
     instance_objects = collect_objects(sample.labels, 0, np.random.default_rng(0))
@@ -324,15 +331,13 @@ def test_semantic_labels_split_into_objects():
     # Every semantic object covers whole instances (touching nuclei merge).
     covered = sum(o.area for o in semantic_objects)
     assert covered == sum(o.area for o in instance_objects)
-    result = finetune_decoder(
-        build_tiny_sam(seed=0), sample.image, semantic, steps=2, device="cpu"
-    )
+    result = finetune_decoder(make_tiny_sam(seed=0), sample.image, semantic, steps=2, device="cpu")
     assert result.n_train_objects + result.n_validation_objects == len(semantic_objects)
 
 
-def test_cancel_keeps_best_decoder():
+def test_cancel_keeps_best_decoder(make_tiny_sam):
     images, labels = crops(seed=3)
-    model = build_tiny_sam(seed=0)
+    model = make_tiny_sam(seed=0)
     cancel = threading.Event()
     events = finetune_decoder_events(
         model,
@@ -343,21 +348,19 @@ def test_cancel_keeps_best_decoder():
         device="cpu",
         cancel=cancel,
     )
-    seen = []
-    while True:
-        try:
-            event = next(events)
-        except StopIteration as stop:
-            result = stop.value
-            break
-        seen.append(event)
+
+    def cancel_after_third_epoch(event) -> None:
         if event.stage == "epoch" and event.epoch == 3:
             cancel.set()
+
+    with pytest.raises(JobCancelled) as cancelled:
+        run_to_end(events, cancel_after_third_epoch)
+    result = cancelled.value.partial
     assert result.cancelled
     assert result.epochs == 3
-    best = result.history[result.best_epoch]["dice"]["mean"]
-    assert best == max(h["dice"]["mean"] for h in result.history)
-    assert result.after == result.history[result.best_epoch]["dice"]
+    best = result.history[result.best_epoch]["validation"]["mean"]
+    assert best == max(h["validation"]["mean"] for h in result.history)
+    assert result.after == result.history[result.best_epoch]["validation"]
     # The kept decoder is the best epoch's: re-validating gives its Dice.
     rerun = finetune_decoder(
         result.model, images, labels, steps=1, learning_rate=1e-12, device="cpu"
@@ -365,14 +368,29 @@ def test_cancel_keeps_best_decoder():
     assert rerun.before["mean"] == pytest.approx(best, abs=1e-6)
 
 
-def test_time_budget_stops_training():
+def test_cancel_while_embedding_trains_nothing(make_tiny_sam):
+    images, labels = crops(seed=3)
+    model = make_tiny_sam(seed=0)
+    cancel = threading.Event()
+    events = finetune_decoder_events(model, images, labels, steps=5, device="cpu", cancel=cancel)
+    first = next(events)
+    assert first.stage == "embedding"
+    assert first.total > 1
+    cancel.set()
+    with pytest.raises(JobCancelled, match="while embedding") as cancelled:
+        next(events)
+    assert cancelled.value.partial is None
+
+
+def test_time_budget_stops_training(make_tiny_sam):
     images, labels = crops(seed=3)
     result = finetune_decoder(
-        build_tiny_sam(seed=0), images[:4], labels[:4], time_budget_s=0.2, device="cpu"
+        make_tiny_sam(seed=0), images[:4], labels[:4], time_budget_s=0.2, device="cpu"
     )
     assert result.steps >= 1
     assert result.epochs >= 1
     assert not result.cancelled
+    assert result.stopped_by == "time"
 
 
 def test_correction_points_lie_in_the_error_region():
@@ -383,7 +401,7 @@ def test_correction_points_lie_in_the_error_region():
     logits[1, 0:16, 0:16] = 5.0  # overflows everywhere outside: negative corrections
     generator = torch.Generator().manual_seed(0)
     for _ in range(20):
-        xy, labels = _correction_points(logits, target, 64, generator)
+        xy, labels = correction_points(logits, target, 64, generator)
         cols = ((xy[:, 0, 0] + 0.5) / 4 - 0.5).round().long()
         rows = ((xy[:, 0, 1] + 0.5) / 4 - 0.5).round().long()
         assert labels[0, 0] == 1
@@ -393,9 +411,9 @@ def test_correction_points_lie_in_the_error_region():
         assert not (4 <= rows[1] < 12 and 4 <= cols[1] < 12)
 
 
-def test_correction_rounds_and_prompt_encoder_training_run(tmp_path):
+def test_correction_rounds_and_prompt_encoder_training_run(tmp_path, make_tiny_sam):
     images, labels = crops(seed=5)
-    model = build_tiny_sam(seed=0)
+    model = make_tiny_sam(seed=0)
     recipe = PromptRecipe(kind="points", correction_rounds=2, max_negatives=2)
     result = finetune_decoder(
         model,
@@ -415,8 +433,8 @@ def test_correction_rounds_and_prompt_encoder_training_run(tmp_path):
     assert read_decoder_metadata(path)["recipe"]["correction_rounds"] == 2
 
 
-def test_bad_inputs_are_explained():
-    model = build_tiny_sam(seed=0)
+def test_bad_inputs_are_explained(make_tiny_sam):
+    model = make_tiny_sam(seed=0)
     image = np.zeros((32, 32), np.uint16)
     with pytest.raises(ValueError, match=r"shape \(16, 16\), expected \(32, 32\)"):
         finetune_decoder(model, image, np.zeros((16, 16), np.int32), steps=1, device="cpu")
@@ -430,7 +448,7 @@ def test_bad_inputs_are_explained():
         finetune_decoder(model, image, np.ones((32, 32), int), prompt="scribble", device="cpu")
 
 
-def test_cli_finetunes_and_writes_decoder(tmp_path, capsys):
+def test_cli_finetunes_and_writes_decoder(tmp_path, capsys, make_tiny_sam):
     import tifffile
 
     from napari_seglab.cli import main
@@ -443,7 +461,7 @@ def test_cli_finetunes_and_writes_decoder(tmp_path, capsys):
     args = ["finetune", "--images"] + [str(tmp_path / f"img{i}.tif") for i in range(2)]
     args += ["--labels"] + [str(tmp_path / f"gt{i}.tif") for i in range(2)]
     base = tmp_path / "base.pth"
-    torch.save(build_tiny_sam(seed=0).sam.state_dict(), base)
+    torch.save(make_tiny_sam(seed=0).sam.state_dict(), base)
     out = tmp_path / "decoder.pt"
     code = main(
         args
@@ -484,10 +502,10 @@ def test_cli_finetunes_and_writes_decoder(tmp_path, capsys):
     assert "2 images and 1 label" in capsys.readouterr().err
 
 
-def test_embeddings_beyond_the_memory_budget_live_on_disk(tmp_path, monkeypatch):
+def test_embeddings_beyond_the_memory_budget_live_on_disk(tmp_path, monkeypatch, make_tiny_sam):
     images, labels = crops(seed=8)
     images, labels = images[:6], labels[:6]
-    model = build_tiny_sam(seed=0)
+    model = make_tiny_sam(seed=0)
     in_memory = finetune_decoder(model, images, labels, steps=2, device="cpu")
     monkeypatch.setenv("SEGLAB_CACHE_DIR", str(tmp_path))
     # One tiny-model embedding is 32 KiB: a 0.05 MiB budget holds one plane, not six.
@@ -508,12 +526,12 @@ def test_low_res_targets_equal_resizing_the_whole_mask(shape, img_size, low_res)
     """Crop-wise targets = the full pipeline (resize like the image, pad, area-average)."""
     import torch.nn.functional as F
 
-    from napari_seglab.sam.embedding import _resized_shape
-    from napari_seglab.sam.finetune_prompts import low_res_targets
+    from napari_seglab.sam.finetune.targets import low_res_targets
+    from napari_seglab.sam.frames import input_size as resized
 
     sample = nuclei_2d(shape, n_objects=10, seed=1)
     objects = collect_objects(sample.labels, 0, np.random.default_rng(0))
-    input_size = _resized_shape(shape, img_size)
+    input_size = resized(shape, img_size)
     masks = np.stack([o.full_mask(shape) for o in objects]).astype(np.float32)
     full = F.interpolate(torch.from_numpy(masks)[:, None], input_size, mode="bilinear")
     full = F.pad(full, (0, img_size - input_size[1], 0, img_size - input_size[0]))

@@ -11,7 +11,7 @@ pytest.importorskip("segment_anything")
 from segment_anything import SamPredictor  # noqa: E402
 
 from napari_seglab.data import nuclei_2d  # noqa: E402
-from napari_seglab.sam import PromptSegmenter, SamInput, build_tiny_sam  # noqa: E402
+from napari_seglab.sam import PromptSegmenter, SamInput  # noqa: E402
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -20,8 +20,8 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def model():
-    return build_tiny_sam(seed=1)
+def model(make_tiny_sam):
+    return make_tiny_sam(seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_any_dtype_and_rgb_inputs(model):
     assert grey[0, 0] == 0
 
 
-def test_bad_prompts_raise_clear_errors(pair):
+def test_bad_prompts_raise_clear_errors(pair, make_tiny_sam):
     ours, _ = pair
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
         ours.predict(points=[[1, 2, 3]])
@@ -136,7 +136,7 @@ def test_bad_prompts_raise_clear_errors(pair):
         ours.predict(box=(1, 2, 3))
     with pytest.raises(ValueError, match="mask_input"):
         ours.predict(mask_input=np.zeros((7, 7), np.float32))
-    fresh = PromptSegmenter(build_tiny_sam())
+    fresh = PromptSegmenter(make_tiny_sam())
     with pytest.raises(RuntimeError, match="set_image"):
         fresh.predict(points=[[1, 1]])
 

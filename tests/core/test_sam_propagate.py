@@ -22,11 +22,11 @@ from scipy import ndimage as ndi
 torch = pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 
+from napari_seglab.jobs import JobCancelled, run_to_end  # noqa: E402
 from napari_seglab.sam import (  # noqa: E402
     EmbeddingCache,
     PromptSegmenter,
     SamInput,
-    build_tiny_sam,
     propagate,
     propagate_steps,
 )
@@ -104,12 +104,9 @@ def test_steps_cover_both_directions_and_report_the_stop(scene):
     image, target = scene
     steps = propagate_steps(image, 14, target[14], segmenter=ThresholdOracle())
     events = []
-    while True:
-        try:
-            events.append(next(steps))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = run_to_end(steps, events.append)
+    assert {e.stage for e in events} == {"propagating"}
+    assert [e.done for e in events] == list(range(1, len(events) + 1))
     assert {e.direction for e in events} == {1, -1}
     stops = [e for e in events if not e.accepted]
     assert len(stops) == 2
@@ -121,7 +118,9 @@ def test_cancel_and_limits(scene):
     image, target = scene
     cancel = threading.Event()
     cancel.set()
-    only_seed = propagate(image, 14, target[14], segmenter=ThresholdOracle(), cancel=cancel)
+    with pytest.raises(JobCancelled) as cancelled:
+        propagate(image, 14, target[14], segmenter=ThresholdOracle(), cancel=cancel)
+    only_seed = cancelled.value.partial  # the volume so far: the seed plane only
     assert np.flatnonzero(only_seed.any(axis=(1, 2))).tolist() == [14]
     near = propagate(image, 14, target[14], segmenter=ThresholdOracle(), max_planes=2)
     assert np.flatnonzero(near.any(axis=(1, 2))).tolist() == [12, 13, 14, 15, 16]
@@ -133,11 +132,11 @@ def test_cancel_and_limits(scene):
         propagate(image, 40, target[14], segmenter=ThresholdOracle())
 
 
-def test_propagation_with_a_tiny_sam_uses_the_cache(scene):
+def test_propagation_with_a_tiny_sam_uses_the_cache(scene, make_tiny_sam):
     image, target = scene
     small = image[10:19, ::2, ::2]
     seed = target[14, ::2, ::2]
-    model = build_tiny_sam(seed=4)
+    model = make_tiny_sam(seed=4)
     calls = []
     model.sam.image_encoder.register_forward_hook(lambda *args: calls.append(1))
     segmenter = PromptSegmenter(model, EmbeddingCache(max_items=16))

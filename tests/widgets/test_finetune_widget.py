@@ -12,8 +12,8 @@ pytest.importorskip("napari")
 from qtpy.QtCore import Qt  # noqa: E402
 
 from napari_seglab.data import nuclei_2d  # noqa: E402
-from napari_seglab.sam import PromptSegmenter, build_tiny_sam  # noqa: E402
-from napari_seglab.sam.finetune import read_decoder_metadata  # noqa: E402
+from napari_seglab.sam import PromptSegmenter  # noqa: E402
+from napari_seglab.sam.decoder_files import read_decoder_metadata  # noqa: E402
 
 
 def add_crops(viewer):
@@ -34,13 +34,13 @@ def finish(qtbot, widget):
 
 
 def test_finetune_save_and_use_in_sam_widget(
-    make_napari_viewer, qtbot, tmp_path, one_torch_thread
+    make_napari_viewer, qtbot, tmp_path, one_torch_thread, make_tiny_sam
 ):
     viewer = make_napari_viewer()
     add_crops(viewer)
     labels_before = [np.array(viewer.layers[f"gt{i}"].data) for i in range(2)]
     widget = open_widget(viewer)
-    base = build_tiny_sam(seed=0)
+    base = make_tiny_sam(seed=0)
     widget.set_model(base)
     assert "Base model" in widget.model_label.text()
     for i in range(2):
@@ -90,11 +90,13 @@ def test_finetune_save_and_use_in_sam_widget(
     assert not np.allclose(got, original.predict(box=box).logits)
 
 
-def test_cancel_keeps_layers_and_best_decoder(make_napari_viewer, qtbot, one_torch_thread):
+def test_cancel_keeps_layers_and_best_decoder(
+    make_napari_viewer, qtbot, one_torch_thread, make_tiny_sam
+):
     viewer = make_napari_viewer()
     add_crops(viewer)
     widget = open_widget(viewer)
-    widget.set_model(build_tiny_sam(seed=0))
+    widget.set_model(make_tiny_sam(seed=0))
     widget.image_combo.setCurrentText("img0")
     widget.labels_combo.setCurrentText("gt0")
     widget.epochs.setValue(0)
@@ -106,7 +108,7 @@ def test_cancel_keeps_layers_and_best_decoder(make_napari_viewer, qtbot, one_tor
     finish(qtbot, widget)
     assert widget.result.cancelled
     assert "cancelled; best epoch kept" in widget.status.text()
-    assert widget.result.after == widget.result.history[widget.result.best_epoch]["dice"]
+    assert widget.result.after == widget.result.history[widget.result.best_epoch]["validation"]
 
 
 def test_start_without_model_explains(make_napari_viewer, qtbot):

@@ -104,12 +104,12 @@ def read_array(path: Path) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Fine-tune, print the Dice before/after, write the decoder; exit code 0."""
-    from napari_seglab.sam import load_model
-    from napari_seglab.sam.finetune import (
-        FinetuneEvent,
+    from napari_seglab.jobs import ProgressEvent
+    from napari_seglab.sam import (
         PromptRecipe,
         finetune_decoder,
         load_decoder,
+        load_model,
         save_decoder,
     )
 
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         load_decoder(model, args.decoder)
     recipe = PromptRecipe(kind=args.prompt, correction_rounds=args.correction_rounds)
 
-    def show(event: FinetuneEvent) -> None:
+    def show(event: ProgressEvent) -> None:
         if event.stage == "embedding":
             print(f"\rembedding planes {event.done}/{event.total}", end="", flush=True)
             if event.done == event.total:
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
             dice = ", ".join(f"{k} {v:.3f}" for k, v in event.validation.items())
             print(
                 f"epoch {event.epoch} step {event.step}: loss {loss}; validation Dice {dice}"
-                f" ({event.elapsed_s:.1f} s)",
+                f" ({event.elapsed:.1f} s)",
                 flush=True,
             )
 

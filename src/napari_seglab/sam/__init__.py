@@ -1,4 +1,4 @@
-"""Segment Anything: model registry and download, embedding cache, prompting, 3D propagation.
+"""Segment Anything: model loading, embedding cache, prompting, 3D propagation, fine-tuning.
 
 Importing this package is cheap: torch and segment_anything are imported by
 the functions that need them.
@@ -18,47 +18,58 @@ Typical use::
     result = finetune_decoder(model, images, labels, time_budget_s=600)
     save_decoder(result.model, "decoder.pt", result=result)
     tuned = load_model("vit_b", decoder_checkpoint="decoder.pt")
+
+Modules, each importing only the ones above it:
+
+* weights and files: :mod:`.registry`, :mod:`.download`, :mod:`.weights`, :mod:`.compat`;
+* the network: :mod:`.model` (:class:`SamModel`, :func:`build_tiny_sam`),
+  :mod:`.decoder_files` (fine-tuned decoders with provenance), :mod:`.loading`
+  (:func:`load_model`);
+* images and frames: :mod:`.image` (:class:`SamInput`), :mod:`.frames` (the
+  one image <-> model coordinate conversion);
+* embeddings: :mod:`.embedding` (:class:`EmbeddingCache`), :mod:`.precompute`;
+* prompting: :mod:`.decoder_prepare`, :mod:`.decoder_masks`, :mod:`.decoder`
+  (the fast mask decoder), :mod:`.prompt` (:class:`PromptSegmenter`);
+* :mod:`.propagate` (through a stack);
+* :mod:`.finetune` (decoder fine-tuning on the shared training loop).
+
+``__all__`` lists what a user calls; everything else stays importable from its module.
 """
 
+# ``X as X``: still importable from here for existing scripts, not part of ``__all__``.
 from .decoder_files import DecoderMismatchError, load_decoder, save_decoder
-from .download import cache_dir, checkpoint_path, download_file, ensure_checkpoint
-from .embedding import Embedding, EmbeddingCache, EmbeddingProgress, precompute_embeddings
-from .finetune import FinetuneEvent, FinetuneResult, finetune_decoder, finetune_decoder_events
-from .finetune_prompts import PromptRecipe
+from .download import cache_dir as cache_dir
+from .download import checkpoint_path as checkpoint_path
+from .download import download_file as download_file
+from .download import ensure_checkpoint
+from .embedding import Embedding as Embedding
+from .embedding import EmbeddingCache
+from .finetune import FinetuneResult, PromptRecipe, finetune_decoder, finetune_decoder_events
 from .image import SamInput
-from .model import (
-    SamModel,
-    apply_decoder_weights,
-    build_tiny_sam,
-    load_model,
-    save_decoder_checkpoint,
-)
+from .loading import load_model
+from .model import SamModel, build_tiny_sam
+from .model import apply_decoder_weights as apply_decoder_weights
+from .model import save_decoder_checkpoint as save_decoder_checkpoint
+from .precompute import EmbeddingProgress as EmbeddingProgress
+from .precompute import precompute_embeddings
 from .prompt import Prediction, PromptSegmenter
-from .propagate import PropagationStep, propagate, propagate_steps
-from .registry import ARCHITECTURES, CHECKPOINTS, CheckpointSpec, SamArchitecture
+from .propagate import PropagationStep as PropagationStep
+from .propagate import propagate, propagate_steps
+from .registry import ARCHITECTURES as ARCHITECTURES
+from .registry import CHECKPOINTS as CHECKPOINTS
+from .registry import CheckpointSpec as CheckpointSpec
+from .registry import SamArchitecture as SamArchitecture
 
 __all__ = [
-    "ARCHITECTURES",
-    "CHECKPOINTS",
-    "CheckpointSpec",
     "DecoderMismatchError",
-    "Embedding",
     "EmbeddingCache",
-    "EmbeddingProgress",
-    "FinetuneEvent",
     "FinetuneResult",
     "Prediction",
     "PromptRecipe",
     "PromptSegmenter",
-    "PropagationStep",
-    "SamArchitecture",
     "SamInput",
     "SamModel",
-    "apply_decoder_weights",
     "build_tiny_sam",
-    "cache_dir",
-    "checkpoint_path",
-    "download_file",
     "ensure_checkpoint",
     "finetune_decoder",
     "finetune_decoder_events",
@@ -68,5 +79,4 @@ __all__ = [
     "propagate",
     "propagate_steps",
     "save_decoder",
-    "save_decoder_checkpoint",
 ]

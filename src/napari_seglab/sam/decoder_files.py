@@ -10,12 +10,23 @@ metadata under :data:`METADATA_KEY`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .finetune import FinetuneResult
-    from .model import SamModel
+from .. import __version__
+from .model import SamModel, apply_decoder_weights, save_decoder_checkpoint
+from .weights import load_checkpoint_file, state_dict_hash
+
+__all__ = [
+    "METADATA_KEY",
+    "DecoderMismatchError",
+    "TuningRecord",
+    "check_decoder_compatible",
+    "load_decoder",
+    "read_decoder_metadata",
+    "save_decoder",
+]
 
 #: Key of the fine-tuning metadata inside a decoder checkpoint.
 METADATA_KEY = "seglab_finetune"
@@ -27,9 +38,26 @@ class DecoderMismatchError(RuntimeError):
     """A decoder checkpoint was trained for another base model."""
 
 
-def _encoder_content_hash(model: SamModel) -> str:
-    from .model import state_dict_hash
+class TuningRecord(Protocol):
+    """What :func:`save_decoder` stores about how a decoder was tuned.
 
+    :class:`~napari_seglab.sam.finetune.FinetuneResult` is one.
+
+    Attributes
+    ----------
+    recipe : mapping
+        Prompt recipe and optimisation settings (plain values).
+    before, after : mapping of str to float
+        Validation Dice per prompt kind and ``"mean"``, of the untrained and of
+        the kept decoder.
+    """
+
+    recipe: Mapping
+    before: Mapping[str, float]
+    after: Mapping[str, float]
+
+
+def _encoder_content_hash(model: SamModel) -> str:
     return state_dict_hash(model.sam.image_encoder)
 
 
@@ -37,7 +65,7 @@ def save_decoder(
     model: SamModel,
     path: str | Path,
     *,
-    result: FinetuneResult | None = None,
+    result: TuningRecord | None = None,
     include_prompt_encoder: bool | None = None,
 ) -> Path:
     """Write the fine-tuned parts of ``model`` and their provenance to ``path``.
@@ -54,9 +82,6 @@ def save_decoder(
     -------
     Path
     """
-    from .. import __version__
-    from .model import save_decoder_checkpoint
-
     if include_prompt_encoder is None:
         include_prompt_encoder = bool(result and result.recipe.get("train_prompt_encoder"))
     parts = ["mask_decoder", "prompt_encoder"] if include_prompt_encoder else ["mask_decoder"]
@@ -84,8 +109,6 @@ def save_decoder(
 
 def read_decoder_metadata(path: str | Path) -> dict:
     """The ``seglab_finetune`` metadata of a decoder checkpoint (``{}`` for plain files)."""
-    from .model import load_checkpoint_file
-
     state = load_checkpoint_file(Path(path).expanduser())
     metadata = state.get(METADATA_KEY, {})
     return dict(metadata) if isinstance(metadata, dict) else {}
@@ -142,8 +165,6 @@ def load_decoder(model: SamModel, path: str | Path) -> dict:
         Missing or unreadable file, weights that do not fit, or a decoder
         trained for another base model (:class:`DecoderMismatchError`).
     """
-    from .model import apply_decoder_weights, load_checkpoint_file
-
     path = Path(path).expanduser()
     state = load_checkpoint_file(path)
     metadata = state.get(METADATA_KEY, {})

@@ -11,36 +11,30 @@
   never be returned; identical planes (any index, any stack) share one entry.
   Each disk entry stores a signature (content hash, encoder hash, package
   version, sizes) that is compared before reuse; a mismatch discards it.
-* :func:`precompute_embeddings` fills the cache for the planes of a stack as a
-  generator yielding :class:`EmbeddingProgress` and honouring a cancel flag.
+
+Filling the cache for the planes of a stack in the background is the job
+:func:`~.precompute.precompute_embeddings`.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .image import SamInput, plane_hash
+from .image import plane_hash
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from .model import SamModel
 
-__all__ = [
-    "Embedding",
-    "EmbeddingCache",
-    "EmbeddingProgress",
-    "embedding_key",
-    "encode_planes",
-    "precompute_embeddings",
-]
+__all__ = ["Embedding", "EmbeddingCache", "embedding_key", "encode_planes"]
 
 
 @dataclass(frozen=True)
@@ -66,27 +60,10 @@ class Embedding:
     key: str = ""
 
 
-@dataclass(frozen=True)
-class EmbeddingProgress:
-    """Progress of :func:`precompute_embeddings`: ``done`` of ``total`` planes."""
-
-    done: int
-    total: int
-    plane: int
-    cached: bool
-
-
 def embedding_key(model: SamModel, rgb: np.ndarray) -> str:
     """Cache key of the embedding of ``rgb`` ``(Y, X, 3)`` uint8 under ``model``."""
     encoder = model.encoder_hash.split(":")[-1][:32]
     return f"{encoder}-{model.img_size}-{plane_hash(rgb)}"
-
-
-def _resized_shape(shape: tuple[int, int], target: int) -> tuple[int, int]:
-    """SAM's ``ResizeLongestSide.get_preprocess_shape``: ``(Y, X)`` with long side ``target``."""
-    from segment_anything.utils.transforms import ResizeLongestSide
-
-    return tuple(ResizeLongestSide.get_preprocess_shape(shape[0], shape[1], target))
 
 
 def _preprocess(model: SamModel, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -188,7 +165,7 @@ class EmbeddingCache:
         self._group: Any = None
         self._in_flight: dict[str, threading.Event] = {}
         if disk is True:
-            from .download import cache_dir
+            from ..cache import cache_dir
 
             disk = cache_dir() / "sam-embeddings.zarr"
         self.disk_path = Path(disk) if disk else None
@@ -335,13 +312,17 @@ class EmbeddingCache:
                 break
             self.wait_for(key)
         try:
-            with self._lock:
-                self.misses += 1
+            self.count_computed(1)
             embedding = encode_planes(model, [rgb])[0]
             self.put(embedding, model)
             return embedding
         finally:
             self.release([key])
+
+    def count_computed(self, n: int) -> None:
+        """Add ``n`` embeddings computed by a caller of :meth:`claim` to :attr:`misses`."""
+        with self._lock:
+            self.misses += int(n)
 
     def claim(self, keys: Sequence[str]) -> list[str]:
         """Mark ``keys`` as being computed by the caller; returns those not already claimed."""
@@ -377,92 +358,3 @@ class EmbeddingCache:
 
                 self._group = None
                 shutil.rmtree(self.disk_path)
-
-
-def _cancelled(cancel: Any) -> bool:
-    if cancel is None:
-        return False
-    if hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
-
-
-def precompute_embeddings(
-    model: SamModel,
-    image: SamInput | np.ndarray,
-    cache: EmbeddingCache,
-    *,
-    planes: Iterable[int] | None = None,
-    batch_size: int | None = None,
-    cancel: threading.Event | Callable[[], bool] | None = None,
-) -> Generator[EmbeddingProgress, None, int]:
-    """Compute the embeddings of the planes of a stack that the cache lacks.
-
-    Parameters
-    ----------
-    model : SamModel
-    image : SamInput or array
-        A stack ``(Z, Y, X[, 3])`` (or a 2D image, as one plane).
-    cache : EmbeddingCache
-        Receives every embedding; memory stays bounded by its ``max_items``.
-    planes : iterable of int, optional
-        Plane indices in the order to compute them (e.g. outward from the
-        visible plane); default all.
-    batch_size : int, optional
-        Planes per encoder call; default 4 on CUDA, 1 elsewhere.
-    cancel : threading.Event or callable, optional
-        Checked before each batch; when set, the generator stops early.
-
-    Yields
-    ------
-    EmbeddingProgress
-        After each plane (cached planes are reported as ``cached=True``).
-
-    Returns
-    -------
-    int
-        Number of planes computed (generator return value).
-    """
-    source = image if isinstance(image, SamInput) else SamInput(image)
-    order = list(range(source.n_planes)) if planes is None else [int(p) for p in planes]
-    if batch_size is None:
-        batch_size = 4 if model.device.type == "cuda" else 1
-    total = len(order)
-    done = computed = 0
-    pending: list[tuple[int, np.ndarray]] = []
-
-    def flush() -> Generator[EmbeddingProgress, None, None]:
-        nonlocal done, computed
-        keys = [embedding_key(model, rgb) for _, rgb in pending]
-        claimed = set(cache.claim(keys))
-        try:
-            mine = [(i, rgb) for (i, rgb), key in zip(pending, keys) if key in claimed]
-            embeddings = encode_planes(model, [rgb for _, rgb in mine])
-            for embedding in embeddings:
-                cache.put(embedding, model)
-        finally:
-            cache.release(list(claimed))
-        with cache._lock:
-            cache.misses += len(mine)
-        for (index, _), key in zip(pending, keys):
-            if key not in claimed:
-                cache.wait_for(key)  # another thread was computing this plane
-            done += 1
-            computed += key in claimed
-            yield EmbeddingProgress(done, total, index, cached=key not in claimed)
-        pending.clear()
-
-    for index in order:
-        if _cancelled(cancel):
-            return computed
-        rgb = source.plane(index if source.is_stack else None)
-        if cache.has(embedding_key(model, rgb), model):
-            done += 1
-            yield EmbeddingProgress(done, total, index, cached=True)
-            continue
-        pending.append((index, rgb))
-        if len(pending) >= batch_size:
-            yield from flush()
-    if pending and not _cancelled(cancel):
-        yield from flush()
-    return computed

@@ -1,15 +1,16 @@
-"""Building and loading SAM models from :mod:`segment_anything.modeling` classes.
+"""SAM networks built from :mod:`segment_anything.modeling` classes, with their identity.
 
-:func:`load_model` is the one entry point for weights on disk (registered,
-downloaded or any local ``.pth``); :func:`build_tiny_sam` makes small models
-of the same classes for tests and benchmarks. Both return a :class:`SamModel`,
-which carries the torch module with the identity of its weights: the embedding
-cache keys on :attr:`SamModel.encoder_hash` (decoder fine-tuning does not
-invalidate image embeddings).
+:class:`SamModel` carries the torch module with the identity of its weights:
+the embedding cache keys on :attr:`SamModel.encoder_hash` (decoder
+fine-tuning does not invalidate image embeddings). :func:`build_sam` builds a
+randomly initialised network of a registered architecture and
+:func:`build_tiny_sam` small ones for tests and benchmarks; loading published
+or local weights is :func:`napari_seglab.sam.load_model` (:mod:`.loading`).
 
 Decoder weights (from the fine-tuning tool) are a checkpoint holding the
 ``mask_decoder`` (and optionally ``prompt_encoder``) state; see
-:func:`apply_decoder_weights` and :func:`save_decoder_checkpoint`.
+:func:`apply_decoder_weights` and :func:`save_decoder_checkpoint` here, and
+:mod:`.decoder_files` for files with provenance.
 """
 
 from __future__ import annotations
@@ -20,22 +21,22 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .registry import CheckpointSpec, SamArchitecture, get_architecture, get_checkpoint
+from .compat import check_segment_anything
+from .registry import SamArchitecture, get_architecture
+from .weights import load_state_into, state_dict_hash
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from segment_anything.modeling import Sam
 
 __all__ = [
+    "DECODER_PARTS",
     "SamModel",
     "apply_decoder_weights",
     "build_sam",
     "build_tiny_sam",
     "decoder_state",
-    "load_checkpoint_file",
-    "load_model",
     "save_decoder_checkpoint",
-    "state_dict_hash",
 ]
 
 #: Parts of a SAM whose weights a decoder checkpoint may hold.
@@ -118,6 +119,7 @@ class SamModel:
 
 def build_sam(architecture: SamArchitecture | str) -> Sam:
     """A randomly initialised SAM of ``architecture`` (eval mode, on the CPU)."""
+    check_segment_anything()
     import torch
     from segment_anything.modeling import (
         ImageEncoderViT,
@@ -168,18 +170,6 @@ def build_sam(architecture: SamArchitecture | str) -> Sam:
     return sam.eval()
 
 
-def state_dict_hash(module: torch.nn.Module) -> str:
-    """SHA-256 over the names, shapes and bytes of a module's state dict."""
-    import numpy as np
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        array = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tuple(array.shape)}:{array.dtype}".encode())
-        digest.update(np.ascontiguousarray(array.float().numpy()).tobytes())
-    return digest.hexdigest()
-
-
 def build_tiny_sam(
     *,
     seed: int = 0,
@@ -227,91 +217,6 @@ def build_tiny_sam(
         model_hash=state_dict_hash(sam),
         name=f"{arch.name} (random weights, seed {seed})",
     )
-
-
-def load_checkpoint_file(path: str | Path) -> dict:
-    """Read a checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
-
-    A dict wrapping the state under ``"model"`` or ``"state_dict"`` is unwrapped.
-
-    Raises
-    ------
-    FileNotFoundError
-        No such file.
-    RuntimeError
-        Not a readable PyTorch checkpoint, or not a dict of tensors.
-    """
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for bad files
-        raise RuntimeError(
-            f"Could not read {path} as a PyTorch checkpoint with weights_only=True "
-            f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
-            "The file is corrupt, truncated or not a SAM .pth file."
-        ) from exc
-    if isinstance(state, dict):
-        for key in ("model", "state_dict"):
-            if key in state and isinstance(state[key], dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-        raise RuntimeError(
-            f"Checkpoint {path} holds a {type(state).__name__}, expected a state dict "
-            "(a mapping of parameter names to tensors)."
-        )
-    return state
-
-
-def _guess_architecture(state: dict) -> str | None:
-    """Name of the registered architecture whose encoder shapes match ``state``."""
-    weight = state.get("image_encoder.patch_embed.proj.weight")
-    if weight is None:
-        return None
-    depth = len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")})
-    for name, arch in _architectures().items():
-        if arch.encoder_embed_dim == weight.shape[0] and arch.encoder_depth == depth:
-            return name
-    return f"an unregistered encoder (width {weight.shape[0]}, {depth} blocks)"
-
-
-def _architectures() -> dict[str, SamArchitecture]:
-    from .registry import ARCHITECTURES
-
-    return ARCHITECTURES
-
-
-def _load_into(module: torch.nn.Module, state: dict, source: Path, what: str) -> None:
-    """``load_state_dict(strict=True)`` with an error that names the mismatch."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong_shape = [
-        f"{k}: expected {tuple(own[k].shape)}, got {tuple(state[k].shape)}"
-        for k in sorted(set(own) & set(state))
-        if hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or wrong_shape:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-        if wrong_shape:
-            parts.append(f"{len(wrong_shape)} with another shape (e.g. {wrong_shape[:2]})")
-        hint = ""
-        if what.startswith("SAM "):
-            guess = _guess_architecture(state)
-            if guess:
-                hint = f" The file looks like {guess}."
-        raise RuntimeError(
-            f"Checkpoint {source} does not fit the {what}: " + "; ".join(parts) + "." + hint
-        )
-    module.load_state_dict(state, strict=True)
 
 
 def decoder_state(model: SamModel, *, include_prompt_encoder: bool = False) -> dict:
@@ -375,7 +280,7 @@ def apply_decoder_weights(
     else:
         parts = {"mask_decoder": {k: v for k, v in state.items() if k != "architecture"}}
     for part, part_state in parts.items():
-        _load_into(getattr(model.sam, part), part_state, source, f"SAM {part} ({model.name})")
+        load_state_into(getattr(model.sam, part), part_state, source, f"SAM {part} ({model.name})")
     model.invalidate()
     model.model_hash = hashlib.sha256(
         (
@@ -384,94 +289,3 @@ def apply_decoder_weights(
             + state_dict_hash(model.sam.prompt_encoder)
         ).encode()
     ).hexdigest()
-
-
-def load_model(
-    model_type: str | CheckpointSpec = "vit_b",
-    checkpoint: str | Path | None = None,
-    device: str | torch.device = "auto",
-    decoder_checkpoint: str | Path | None = None,
-    *,
-    download: bool = True,
-    progress: bool = True,
-) -> SamModel:
-    """Load a SAM model for inference.
-
-    Parameters
-    ----------
-    model_type : str or CheckpointSpec
-        A registered checkpoint (``"vit_b"``, ``"vit_l"``, ``"vit_h"``,
-        ``"medsam"``) or, with ``checkpoint`` given, an architecture name
-        (``"vit_b"``, ``"vit_l"``, ``"vit_h"``, ``"tiny"``).
-    checkpoint : path, optional
-        A local ``.pth`` file with the full model state dict. None takes the
-        registered file from the cache folder, downloading it if needed.
-    device : str or torch.device
-        ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"`` ...
-    decoder_checkpoint : path, optional
-        Fine-tuned decoder weights applied on top (see
-        :func:`save_decoder_checkpoint`).
-    download : bool
-        False never uses the network (offline): a missing file is an error that
-        says where to put it.
-    progress : bool
-        Show a download progress bar.
-
-    Returns
-    -------
-    SamModel
-
-    Raises
-    ------
-    FileNotFoundError
-        A checkpoint that is neither given, cached nor downloadable.
-    RuntimeError
-        A corrupt file, a hash mismatch, or weights that do not fit the model.
-    """
-    from ..device import resolve_device
-    from .download import ensure_checkpoint, file_digest, verify_file
-
-    device = resolve_device(device)
-    if checkpoint is None:
-        if isinstance(model_type, str) and model_type == "tiny":
-            raise ValueError(
-                "The 'tiny' architecture has no published weights: use build_tiny_sam() "
-                "or pass checkpoint=<path>."
-            )
-        spec = get_checkpoint(model_type) if isinstance(model_type, str) else model_type
-        path = ensure_checkpoint(spec, download=download, progress=progress)
-        verify_file(path, spec.hash)
-        arch = get_architecture(spec.architecture)
-        encoder_hash = spec.hash
-        name = spec.name
-    else:
-        path = Path(checkpoint).expanduser()
-        if isinstance(model_type, CheckpointSpec):
-            arch = get_architecture(model_type.architecture)
-        else:
-            try:
-                arch = get_architecture(model_type)
-            except ValueError:
-                arch = get_architecture(get_checkpoint(model_type).architecture)
-        if not path.is_file():
-            raise FileNotFoundError(f"Checkpoint file not found: {path}")
-        encoder_hash = "sha256:" + file_digest(path)
-        name = path.name
-    state = load_checkpoint_file(path)
-    sam = build_sam(arch)
-    _load_into(sam, state, path, f"SAM {arch.name} architecture")
-    sam.to(device)
-    model = SamModel(
-        sam=sam,
-        architecture=arch,
-        device=device,
-        encoder_hash=encoder_hash,
-        model_hash=encoder_hash,
-        name=name,
-        checkpoint=path,
-    )
-    if decoder_checkpoint is not None:
-        from .decoder_files import load_decoder  # checks the decoder's base model first
-
-        load_decoder(model, decoder_checkpoint)
-    return model

@@ -1,8 +1,9 @@
 """Interactive prompting: points, boxes and masks in, masks out.
 
 Coordinates follow napari: points are ``(row, col)`` pixel positions, boxes
-``(row0, col0, row1, col1)``. SAM's ``(x, y)`` order and its resized input
-frame appear only in :func:`_to_model_frame`, the single conversion.
+``(row0, col0, row1, col1)``. SAM's ``(x, y)`` order, its resized input frame
+and its low-resolution mask frame are converted in :mod:`.frames` only (the
+same functions fine-tuning uses).
 
 Speed: the image embedding comes from an :class:`~.embedding.EmbeddingCache`;
 a prompt runs only the prompt encoder and the mask decoder, rewritten in
@@ -21,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .compat import check_segment_anything
 from .decoder import LowResMasks, PreparedImage, decode, prepare_image
 from .embedding import Embedding, EmbeddingCache
+from .frames import MASK_PROMPT_LOGIT, mask_to_logits, to_model_xy, upsample_logits
 from .image import SamInput
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,10 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .model import SamModel
 
-__all__ = ["Prediction", "PromptSegmenter"]
-
-#: Logit magnitude used when a binary mask becomes a mask prompt (logit of 0.999).
-MASK_PROMPT_LOGIT = 6.9
+__all__ = ["MASK_PROMPT_LOGIT", "Prediction", "PromptSegmenter"]
 
 
 @dataclass
@@ -51,15 +51,23 @@ class Prediction:
         Index of the highest-scoring proposal.
     original_size : (int, int)
         ``(Y, X)`` of the image.
+    low_res : LowResMasks or tensor ``(1, K, h, w)``
+        The decoder's low-resolution logits, as it returned them.
+    input_size : (int, int)
+        ``(Y, X)`` of the image resized to the encoder frame (before padding).
+    img_size : int
+        Side of the padded encoder input.
+    threshold : float
+        Logit above which a pixel is in a mask.
     """
 
     scores: np.ndarray
     best: int
     original_size: tuple[int, int]
-    _logits: LowResMasks | torch.Tensor = field(repr=False)
-    _input_size: tuple[int, int] = field(repr=False)
-    _img_size: int = field(repr=False)
-    _threshold: float = field(default=0.0, repr=False)
+    low_res: LowResMasks | torch.Tensor = field(repr=False)
+    input_size: tuple[int, int] = field(repr=False)
+    img_size: int = field(repr=False)
+    threshold: float = field(default=0.0, repr=False)
     _cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _all: np.ndarray | None = field(default=None, repr=False)
 
@@ -93,22 +101,19 @@ class Prediction:
 
     def _low_res(self, which: slice) -> torch.Tensor:
         """Low-resolution logits of some proposals, ``(1, k, h, w)``."""
-        if isinstance(self._logits, LowResMasks):
-            return self._logits.select(which)
-        return self._logits[:, which]
+        if isinstance(self.low_res, LowResMasks):
+            return self.low_res.select(which)
+        return self.low_res[:, which]
 
     def _upsample(self, which: slice) -> np.ndarray:
         """SAM's postprocessing (resize to the padded input, crop, resize) for some masks."""
-        import torch
-        import torch.nn.functional as F
-
-        with torch.inference_mode():
-            low = self._low_res(which).float()
-            size = (self._img_size, self._img_size)
-            up = F.interpolate(low, size, mode="bilinear", align_corners=False)
-            up = up[..., : self._input_size[0], : self._input_size[1]]
-            up = F.interpolate(up, self.original_size, mode="bilinear", align_corners=False)
-            return (up[0] > self._threshold).cpu().numpy()
+        return upsample_logits(
+            self._low_res(which),
+            self.input_size,
+            self.original_size,
+            self.img_size,
+            self.threshold,
+        )
 
 
 class PromptSegmenter:
@@ -124,7 +129,8 @@ class PromptSegmenter:
     fast_decoder : bool
         Run the mask decoder through :func:`~.decoder.decode` (same weights,
         same result up to float rounding, fewer operations); False calls
-        ``segment_anything``'s ``MaskDecoder`` directly.
+        ``segment_anything``'s ``MaskDecoder`` directly. Its segment-anything
+        version is checked once (:func:`~.compat.check_segment_anything`).
 
     Examples
     --------
@@ -138,6 +144,8 @@ class PromptSegmenter:
     def __init__(
         self, model: SamModel, cache: EmbeddingCache | None = None, *, fast_decoder: bool = True
     ) -> None:
+        if fast_decoder:
+            check_segment_anything()
         self.model = model
         self.fast_decoder = fast_decoder
         self.cache = cache if cache is not None else EmbeddingCache(max_items=8)
@@ -236,16 +244,13 @@ class PromptSegmenter:
         return self.embedding.original_size
 
     # -- coordinates --------------------------------------------------------------------
-    def _to_model_frame(self, rows_cols: np.ndarray) -> np.ndarray:
-        """``(..., 2)`` ``(row, col)`` pixels -> SAM ``(x, y)`` in the resized input frame.
+    def to_model_frame(self, rows_cols: np.ndarray) -> np.ndarray:
+        """``(..., 2)`` ``(row, col)`` pixels -> SAM ``(x, y)`` in the current image's input frame.
 
-        This is the only place where SAM's axis order and scaling appear.
+        See :func:`.frames.to_model_xy`.
         """
-        (old_h, old_w), (new_h, new_w) = self.embedding.original_size, self.embedding.input_size
-        xy = np.asarray(rows_cols, dtype=np.float64)[..., ::-1].copy()
-        xy[..., 0] *= new_w / old_w
-        xy[..., 1] *= new_h / old_h
-        return xy
+        embedding = self.embedding
+        return to_model_xy(rows_cols, embedding.original_size, embedding.input_size)
 
     def _check_points(
         self, points: Any, labels: Any
@@ -295,28 +300,18 @@ class PromptSegmenter:
         """A full-size mask ``(Y, X)`` (bool or labels > 0) as low-res prompt logits ``(h, w)``.
 
         The mask is resized like the image, padded, averaged down to the
-        decoder's low resolution and mapped to ``±MASK_PROMPT_LOGIT``.
+        decoder's low resolution and mapped to ``±MASK_PROMPT_LOGIT``
+        (:func:`.frames.mask_to_logits`).
         """
-        import torch
-        import torch.nn.functional as F
-
         mask = np.asarray(mask)
         if mask.shape != tuple(self.original_size):
             raise ValueError(
                 f"Expected a mask prompt of the image shape {self.original_size}, "
                 f"got {mask.shape}."
             )
-        size = self.model.img_size
-        low = self.model.low_res_size
-        in_h, in_w = self.embedding.input_size
-        with torch.inference_mode():
-            m = torch.as_tensor(mask > 0, dtype=torch.float32)[None, None]
-            m = F.interpolate(m, (in_h, in_w), mode="bilinear", align_corners=False)
-            m = F.pad(m, (0, size - in_w, 0, size - in_h))
-            m = F.interpolate(m, (low, low), mode="area")
-            p = m.clamp(1e-3, 1 - 1e-3)
-            logits = torch.log(p / (1 - p)).clamp(-MASK_PROMPT_LOGIT, MASK_PROMPT_LOGIT)
-        return logits[0, 0].numpy()
+        return mask_to_logits(
+            mask, self.embedding.input_size, self.model.img_size, self.model.low_res_size
+        )
 
     def _mask_tensor(self, mask_input: Any) -> torch.Tensor | None:
         import torch
@@ -378,11 +373,11 @@ class PromptSegmenter:
         sam = self.model.sam
         point_arg = None
         if pts is not None:
-            coords = torch.as_tensor(self._to_model_frame(pts), dtype=torch.float, device=device)
+            coords = torch.as_tensor(self.to_model_frame(pts), dtype=torch.float, device=device)
             point_arg = (coords[None], torch.as_tensor(lab, dtype=torch.int, device=device)[None])
         box_t = None
         if corners is not None:
-            box_xy = self._to_model_frame(corners).reshape(1, 4)
+            box_xy = self.to_model_frame(corners).reshape(1, 4)
             box_t = torch.as_tensor(box_xy, dtype=torch.float, device=device)
         with torch.inference_mode():
             sparse, dense = sam.prompt_encoder(points=point_arg, boxes=box_t, masks=mask_t)
@@ -402,10 +397,10 @@ class PromptSegmenter:
             scores=scores,
             best=int(np.argmax(scores)),
             original_size=tuple(embedding.original_size),
-            _logits=low_res,
-            _input_size=tuple(embedding.input_size),
-            _img_size=self.model.img_size,
-            _threshold=float(sam.mask_threshold),
+            low_res=low_res,
+            input_size=tuple(embedding.input_size),
+            img_size=self.model.img_size,
+            threshold=float(sam.mask_threshold),
         )
 
 

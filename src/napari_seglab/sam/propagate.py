@@ -7,29 +7,36 @@ margin) and the neighbour's low-resolution logits as mask prompt. A direction
 stops at the first plane whose result is empty, scores below ``min_score``,
 or overlaps the neighbour with an IoU below ``min_iou`` (the object ended or
 the model lost it); that plane is left empty.
+
+:func:`propagate_steps` is a job in the sense of :mod:`napari_seglab.jobs`: it
+yields a :class:`PropagationStep` per plane and, when cancelled, raises
+:class:`~napari_seglab.jobs.JobCancelled` whose ``partial`` is the volume
+found so far.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..jobs import CancelCheck, CancelLike, ProgressEvent, Stopwatch, run_to_end
 from .image import SamInput
 
 __all__ = ["PropagationStep", "propagate", "propagate_steps"]
 
 
 @dataclass(frozen=True)
-class PropagationStep:
-    """One plane visited by :func:`propagate_steps`.
+class PropagationStep(ProgressEvent):
+    """One plane visited by :func:`propagate_steps` (``stage == "propagating"``).
 
     Attributes
     ----------
+    done, total : int
+        Planes visited so far / planes that could be visited at most.
     plane : int
     direction : int
         +1 (increasing index) or -1.
@@ -39,17 +46,13 @@ class PropagationStep:
         IoU of this plane's mask with its neighbour's.
     accepted : bool
         False where the direction stopped.
-    done, total : int
-        Planes visited so far / planes that could be visited at most.
     """
 
-    plane: int
-    direction: int
-    score: float
-    iou: float
-    accepted: bool
-    done: int
-    total: int
+    plane: int = 0
+    direction: int = 1
+    score: float = 0.0
+    iou: float = 0.0
+    accepted: bool = False
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -77,12 +80,6 @@ def _box(mask: np.ndarray, margin: float) -> np.ndarray:
     )
 
 
-def _cancelled(cancel: Any) -> bool:
-    if cancel is None:
-        return False
-    return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel())
-
-
 def propagate_steps(
     volume: np.ndarray | SamInput,
     plane: int,
@@ -95,7 +92,7 @@ def propagate_steps(
     min_area: int = 4,
     margin: float = 0.1,
     max_planes: int | None = None,
-    cancel: threading.Event | Callable[[], bool] | None = None,
+    cancel: CancelLike = None,
 ) -> Generator[PropagationStep, None, np.ndarray]:
     """Generator form of :func:`propagate`: yields a step per plane, returns the mask.
 
@@ -123,13 +120,20 @@ def propagate_steps(
     max_planes : int, optional
         Visit at most this many planes in each direction.
     cancel : threading.Event or callable, optional
-        Checked before each plane; when set, returns what was found so far.
+        Checked before each plane.
 
     Returns
     -------
     array ``(Z, Y, X)`` bool
         Generator return value; the seed plane holds ``mask``.
+
+    Raises
+    ------
+    JobCancelled
+        When ``cancel`` is set; ``partial`` is the volume found so far.
     """
+    check = CancelCheck(cancel)
+    clock = Stopwatch()
     source = volume if isinstance(volume, SamInput) else SamInput(volume, rgb=rgb)
     if not source.is_stack:
         raise ValueError(
@@ -157,8 +161,7 @@ def propagate_steps(
         index = plane + direction
         steps = 0
         while 0 <= index < n_planes and steps < reach:
-            if _cancelled(cancel):
-                return result
+            check.raise_if_set("Propagation", partial=result)
             segmenter.set_image(source, index)
             row, col = _interior_point(previous)
             prediction = segmenter.predict(
@@ -175,7 +178,17 @@ def propagate_steps(
                 np.count_nonzero(current) >= min_area and score >= min_score and iou >= min_iou
             )
             done += 1
-            yield PropagationStep(index, direction, score, iou, bool(accepted), done, total)
+            yield PropagationStep(
+                "propagating",
+                done,
+                total,
+                clock.elapsed,
+                plane=index,
+                direction=direction,
+                score=score,
+                iou=iou,
+                accepted=bool(accepted),
+            )
             if not accepted:
                 break
             result[index] = current
@@ -203,10 +216,10 @@ def propagate(
     Returns
     -------
     array ``(Z, Y, X)`` bool
+
+    Raises
+    ------
+    JobCancelled
+        When ``cancel`` (in ``options``) is set; ``partial`` is the volume so far.
     """
-    steps = propagate_steps(volume, plane, mask, segmenter=segmenter, **options)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(propagate_steps(volume, plane, mask, segmenter=segmenter, **options))
