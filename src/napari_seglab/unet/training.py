@@ -88,10 +88,11 @@ class UNetTask:
     def loss(self, batch: dict) -> tuple[torch.Tensor, int]:
         x = batch["image"].as_tensor().to(self.device, non_blocking=True)
         y = batch["label"].as_tensor().to(self.device, non_blocking=True)
-        logits = self.network(x)  # under the loop's autocast
-        with torch.autocast(self.device.type, enabled=False):
-            loss = self.loss_fn(logits.float(), y)
-        return loss, int(x.shape[0])
+        logits = self.network(x)  # under the loop's autocast (CUDA only)
+        if self.device.type == "cuda":
+            with torch.autocast("cuda", enabled=False):  # the loss in fp32
+                return self.loss_fn(logits.float(), y), int(x.shape[0])
+        return self.loss_fn(logits.float(), y), int(x.shape[0])
 
     def validate(self) -> dict[str, float]:
         """``{"mean": foreground Dice}`` over the held-out regions, ``{}`` without any."""
