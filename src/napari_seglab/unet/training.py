@@ -65,8 +65,12 @@ class UNetTask:
         ``K``; label value ``K`` marks unannotated pixels.
     val_pairs : list of PreparedPair
         Held-out regions (may be empty: then there is no validation).
-    patch, batch_size : window size and windows per pass for validation.
+    patch : sequence of int
+        Validation window size, spatial order.
+    batch_size : int
+        Validation windows per forward pass.
     device : torch.device
+        Where the network runs.
     """
 
     def __init__(self, network, loader, num_classes, val_pairs, patch, batch_size, device):
