@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-SUFFIXES = (".tif", ".tiff", ".npy", ".nii", ".nii.gz", ".zarr")
+from ._shared import INPUT_FORMATS
 
 
 def register(subparsers) -> None:
@@ -20,7 +20,7 @@ def register(subparsers) -> None:
             "drawn from the labels, with validation Dice on held-out objects and early "
             "stopping. Writes only the decoder (plus its base model's hash and the recipe); "
             "use it with the SAM prompting widget or load_model(..., decoder_checkpoint=...). "
-            f"Files: {', '.join(SUFFIXES)}. Guide: docs/finetune.md."
+            f"Files: {INPUT_FORMATS}. Guide: docs/finetune.md."
         ),
     )
     parser.add_argument(
@@ -78,28 +78,13 @@ def register(subparsers) -> None:
 
 
 def read_array(path: Path) -> Any:
-    """An image or label file as an array (``.npy`` memory-mapped, ``.zarr`` lazy)."""
-    import numpy as np
+    """An image or label file as an array, read with :func:`napari_seglab.io.read_array`.
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"file not found: '{path}'")
-    name = path.name.lower()
-    if name.endswith((".tif", ".tiff")):
-        import tifffile
+    ``.npy`` and uncompressed TIFF are memory-mapped and zarr stays on disk.
+    """
+    from napari_seglab.io import read_array as read_file
 
-        return tifffile.imread(path)
-    if name.endswith(".npy"):
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    if name.endswith((".nii", ".nii.gz")):
-        from napari_seglab.io import read_nifti
-
-        return read_nifti(path).data
-    if name.endswith(".zarr"):
-        import zarr
-
-        return zarr.open_array(str(path), mode="r")
-    raise ValueError(f"unsupported file '{path.name}': expected one of {', '.join(SUFFIXES)}")
+    return read_file(path, lazy=True).data
 
 
 def run(args: argparse.Namespace) -> int:
