@@ -283,7 +283,7 @@ def finetune_decoder(
         its image encoder).
     images : array or list of arrays
         2D images ``(Y, X)`` / ``(Y, X, 3)`` or stacks ``(Z, Y, X[, 3])``, any
-        dtype, normalised like the prompting tool does (see :mod:`.image`).
+        dtype, normalised like the prompting tool does (see :mod:`napari_seglab.sam.image`).
     labels : array or list of arrays
         One integer label image per image, ``(Y, X)`` or ``(Z, Y, X)``; 0 is
         background. Instance or semantic: each connected component of each

@@ -3,7 +3,7 @@
 All work on SAM's low-resolution logits ``(B, K, L, L)`` (``K`` mask tokens)
 and targets ``(B, 1, L, L)`` with values in ``[0, 1]``. The soft Dice here is
 a differentiable training loss; the Dice reported for validation is
-:func:`napari_seglab.metrics.semantic`'s on full-size masks.
+:func:`napari_seglab.metrics.foreground_dice` of full-size masks.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ for a tuned copy of SAM whose image embeddings are already in an
 the labels, Dice + BCE on the low-resolution logits (best of the three
 proposals plus the single-mask output) with MSE on the IoU head and optional
 correction rounds, and validation Dice per prompt kind on full-size masks
-(:func:`napari_seglab.metrics.semantic`).
+(:func:`napari_seglab.metrics.foreground_dice`).
 """
 
 from __future__ import annotations
@@ -188,13 +188,13 @@ class DecoderTask:
         """Mean Dice per prompt kind of the single-mask outputs at full size, and their mean.
 
         Validation prompts are deterministic (the exact box, one click at the
-        object's most interior pixel); Dice is :func:`napari_seglab.metrics.semantic`'s.
+        object's most interior pixel); Dice is :func:`napari_seglab.metrics.foreground_dice`.
         Empty without validation objects.
         """
         import torch
 
         from ...device import autocast
-        from ...metrics import semantic
+        from ...metrics import foreground_dice
 
         if not self.val:
             return {}
@@ -219,8 +219,7 @@ class DecoderTask:
                             threshold,
                         )[0]
                         truth = obj.full_mask(plane.original_size)
-                        found = semantic(mask, truth, classes=[1], surface=False)
-                        dices.append(found[1]["dice"])
+                        dices.append(foreground_dice(mask, truth))
                 scores[kind] = float(np.mean(dices))
         scores["mean"] = float(np.mean([scores[k] for k in kinds]))
         return scores
