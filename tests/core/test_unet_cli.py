@@ -145,3 +145,65 @@ def test_predict_splits_with_the_given_spacing_like_the_core(files):
     )
     assert expected.spacing == (4.0, 1.0, 1.0)
     np.testing.assert_array_equal(np.load(out), expected.instances)
+
+
+def test_train_takes_the_spacing_of_the_nifti_header(files, capsys):
+    from napari_seglab.io import write_nifti
+
+    sample = data.nuclei_3d(shape=(6, 32, 32), n_objects=4)
+    write_nifti(files / "aniso.nii.gz", sample.image, spacing=(2.0, 0.7, 0.5), is_label=False)
+    write_nifti(files / "aniso_labels.nii.gz", sample.semantic, spacing=(2.0, 0.7, 0.6))
+    model_path = files / "aniso.pt"
+    args = [str(files / "aniso.nii.gz"), str(files / "aniso_labels.nii.gz")]
+    args += ["-o", str(model_path), "--epochs", "1", "--steps-per-epoch", "1"]
+    args += ["--batch-size", "1", "--patch-size", "8", "32", "32", "--device", "cpu"]
+    assert main(["train", *args]) == 0
+    captured = capsys.readouterr()
+    assert "spacing: 2 0.7 0.5 (header of aniso.nii.gz)" in captured.out
+    # The labels file says otherwise: the command says which one it used.
+    assert "aniso_labels.nii.gz stores spacing 2 0.7 0.6; using 2 0.7 0.5" in captured.err
+    model = SegmentationModel.load(model_path)
+    assert model.spacing == pytest.approx((2.0, 0.7, 0.5))
+
+
+def test_predict_takes_the_spacing_of_the_nifti_header(files, capsys):
+    from napari_seglab.io import read_array, write_nifti
+    from napari_seglab.unet import predict_and_split, train
+
+    sample = data.nuclei_3d(shape=(6, 32, 32), n_objects=4)
+    model = train(
+        sample.image,
+        sample.semantic,
+        network_kwargs={"channels": [4, 8, 16]},
+        patch_size=(8, 32, 32),
+        max_epochs=1,
+        steps_per_epoch=1,
+        batch_size=1,
+        device="cpu",
+    )
+    assert model.spacing is None  # so a spacing in the output can only come from the file
+    model.save(files / "unit.pt")
+    write_nifti(files / "stack.nii.gz", sample.image, spacing=(4.0, 1.0, 0.5), is_label=False)
+    out = files / "stack_pred.nii.gz"
+    common = [str(files / "unit.pt"), str(files / "stack.nii.gz"), "--instances", "watershed"]
+    common += ["--device", "cpu", "-o", str(out), "--probabilities", str(files / "p.nii.gz")]
+    assert main(["predict", *common]) == 0
+    assert "spacing: 4 1 0.5 (header of stack.nii.gz)" in capsys.readouterr().out
+    written = read_array(out)
+    assert written.spacing == pytest.approx((4.0, 1.0, 0.5))
+    assert read_array(files / "p.nii.gz").spacing[-3:] == pytest.approx((4.0, 1.0, 0.5))
+    expected = predict_and_split(
+        model, sample.image, instances="watershed", spacing=(4.0, 1.0, 0.5), device="cpu"
+    )
+    np.testing.assert_array_equal(np.asarray(written.data), expected.instances)
+
+    # --spacing wins over the header, and the output says so.
+    assert main(["predict", *common, "--spacing", "1", "1", "1"]) == 0
+    assert "spacing: 1 1 1 (--spacing)" in capsys.readouterr().out
+    assert read_array(out).spacing == pytest.approx((1.0, 1.0, 1.0))
+
+    # No spacing anywhere: unit voxels, said so.
+    np.save(files / "plain.npy", sample.image)
+    plain = [str(files / "unit.pt"), str(files / "plain.npy"), "-o", str(files / "plain.tif")]
+    assert main(["predict", *plain, "--device", "cpu"]) == 0
+    assert "spacing: unit voxels (not stored in plain.npy)" in capsys.readouterr().out

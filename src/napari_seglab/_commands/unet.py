@@ -2,12 +2,15 @@
 
 Images and labels are read with :func:`napari_seglab.io.read_array` (TIFF,
 NumPy, NIfTI and DICOM on napari's ``(Z, Y, X)`` axes, zarr, PNG/JPEG);
-outputs are written in the format their suffix names.
+outputs are written in the format their suffix names. The voxel size is
+``--spacing`` or else the one the image file stores (NIfTI, DICOM, TIFF written
+by this package); each command says which it used.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -40,7 +43,13 @@ def register(subparsers) -> None:
         "--binary", action="store_true", help="train foreground (labels > 0) vs background"
     )
     train.add_argument("--spatial-dims", type=int, choices=(2, 3), default=None)
-    train.add_argument("--spacing", type=float, nargs="+", default=None, help="voxel size")
+    train.add_argument(
+        "--spacing",
+        type=float,
+        nargs="+",
+        default=None,
+        help="voxel size per spatial axis (default: the image file's header)",
+    )
     train.add_argument("--validation-fraction", type=float, default=0.2)
     train.add_argument("--no-augment", action="store_true")
     train.add_argument("--rgb", action="store_true", help="the image's last axis is RGB")
@@ -72,7 +81,10 @@ def register(subparsers) -> None:
         type=float,
         nargs="+",
         default=None,
-        help="voxel size of IMAGE for the instance split (default: the model's)",
+        help=(
+            "voxel size of IMAGE for the instance split and the output files "
+            "(default: the image file's header, else the model's)"
+        ),
     )
     predict.add_argument("--slicewise", action="store_true", help="2D model on a 3D stack")
     predict.add_argument("--device", default="auto")
@@ -92,40 +104,68 @@ def register(subparsers) -> None:
     suggest.set_defaults(func=_suggest)
 
 
-def read_array(path: Path):
-    """An image or labels array, read with :func:`napari_seglab.io.read_array` (any format)."""
-    from ..io import read_array as read_file
+def _spacing(given, image_file, n_spatial: int, channel_axis: int | None = None):
+    """The spacing to use for an image and where it comes from.
 
-    return read_file(path).data
+    Parameters
+    ----------
+    given : list of float or None
+        ``--spacing``; wins when given.
+    image_file : ArrayFile
+        The image as read; its ``spacing`` (from the file's header) is used when
+        it has one value per spatial axis (the channel axis's value, if any, dropped).
+    n_spatial : int
+        Number of spatial axes of the image.
+    channel_axis : int, optional
+        Axis of the image that holds channels (RGB: -1).
+
+    Returns
+    -------
+    spacing : tuple of float or None
+    source : str
+        Where the spacing comes from, for the command's output.
+    """
+    if given is not None:
+        return tuple(float(s) for s in given), "--spacing"
+    stored = image_file.spacing
+    name = image_file.path.name
+    if stored is None:
+        return None, f"not stored in {name}"
+    stored = tuple(float(s) for s in stored)
+    if channel_axis is not None and len(stored) == len(image_file.shape) == n_spatial + 1:
+        axis = channel_axis % len(stored)
+        stored = stored[:axis] + stored[axis + 1 :]
+    if len(stored) != n_spatial:
+        return None, f"{name} stores {_numbers(stored)}, not one value per spatial axis; ignored"
+    return stored, f"header of {name}"
 
 
-def write_array(path: Path, array) -> None:
-    """Write ``array`` as ``.tif``/``.tiff``, ``.npy`` or ``.nii(.gz)``."""
-    import numpy as np
-
-    name = path.name.lower()
-    if name.endswith((".tif", ".tiff")):
-        import tifffile
-
-        tifffile.imwrite(path, array)
-    elif name.endswith(".npy"):
-        np.save(path, array)
-    elif name.endswith((".nii", ".nii.gz")):
-        from ..io import write_nifti
-
-        write_nifti(path, array)
-    else:
-        raise ValueError(
-            f"Unsupported output type {path.name!r}: expected .tif, .tiff, .npy, .nii or .nii.gz."
-        )
+def _numbers(values) -> str:
+    return " ".join(f"{v:g}" for v in values)
 
 
 def _train(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..io import read_array
     from ..unet import train
     from ..unet.data import TooManyClasses
 
-    image = read_array(args.image)
-    labels = read_array(args.labels)
+    image_file = read_array(args.image, what="image file")
+    labels_file = read_array(args.labels, what="labels file")
+    image, labels = image_file.data, labels_file.data
+    channel_axis = args.channel_axis if args.channel_axis is not None else -1 if args.rgb else None
+    n_spatial = image.ndim - (0 if channel_axis is None else 1)
+    spacing, source = _spacing(args.spacing, image_file, n_spatial, channel_axis)
+    print(f"spacing: {_spacing_text(spacing)} ({source})", flush=True)
+    if spacing is not None and labels_file.spacing is not None:
+        label_spacing = tuple(float(s) for s in labels_file.spacing)[-len(spacing) :]
+        if not np.allclose(label_spacing, spacing):
+            print(
+                f"seglab train: warning: {args.labels.name} stores spacing "
+                f"{_numbers(label_spacing)}; using {_numbers(spacing)} ({source})",
+                file=sys.stderr,
+            )
     if args.binary:
         labels = (labels > 0).astype("uint8")
 
@@ -153,7 +193,7 @@ def _train(args: argparse.Namespace) -> int:
             augment=not args.no_augment,
             rgb=True if args.rgb else None,
             channel_axis=args.channel_axis,
-            spacing=args.spacing,
+            spacing=spacing,
             device=args.device,
             seed=args.seed,
             callback=report,
@@ -166,35 +206,54 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from ..io import check_output, read_array, write_array
     from ..unet import SegmentationModel, predict_and_split
 
+    check_output(args.out)
+    if args.probabilities is not None:
+        check_output(args.probabilities, what="probabilities file")
     model = SegmentationModel.load(args.model)
-    image = read_array(args.image)
+    image_file = read_array(args.image, what="image file")
+    image = image_file.data
+    n_spatial = image.ndim - (1 if model.rgb or model.channel_axis is not None else 0)
+    channel_axis = -1 if model.rgb else model.channel_axis
+    spacing, source = _spacing(args.spacing, image_file, n_spatial, channel_axis)
     result = predict_and_split(
         model,
         image,
         instances=args.instances,
-        spacing=args.spacing,
+        spacing=spacing,
         overlap=args.overlap,
         tta=args.tta,
         device=args.device,
         batch_size=args.batch_size,
         slicewise=True if args.slicewise else None,
     )
+    if spacing is None and result.spacing is not None:
+        source += "; the instance split used the model's training spacing"
+        print(f"spacing: {_spacing_text(result.spacing)} ({source})")
+    else:
+        print(f"spacing: {_spacing_text(spacing)} ({source})")
     labels = result.labels if result.instances is None else result.instances
-    write_array(args.out, labels)
+    write_array(args.out, labels, spacing=spacing)
     print(f"wrote {args.out} shape {labels.shape} {labels.dtype}")
     if args.probabilities is not None:
-        write_array(args.probabilities, result.probabilities)
+        channel_spacing = None if spacing is None else (1.0, *spacing)
+        write_array(args.probabilities, result.probabilities, spacing=channel_spacing)
         print(f"wrote {args.probabilities} shape {result.probabilities.shape} float32")
     return 0
 
 
+def _spacing_text(spacing) -> str:
+    return "unit voxels" if spacing is None else _numbers(spacing)
+
+
 def _suggest(args: argparse.Namespace) -> int:
+    from ..io import read_array
     from ..unet import SegmentationModel, suggest_slices
 
     model = SegmentationModel.load(args.model)
-    image = read_array(args.image)
+    image = read_array(args.image, what="image file").data
     suggestions = suggest_slices(
         model,
         image,
