@@ -1,6 +1,8 @@
-"""SAM decoder fine-tuning widget in a real viewer: train a few epochs, save, use in SAM widget."""
+"""SAM decoder fine-tuning widget in a real viewer: train, save, hand the model to SAM."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +14,11 @@ pytest.importorskip("napari")
 from qtpy.QtCore import Qt  # noqa: E402
 
 from napari_seglab.data import nuclei_2d  # noqa: E402
-from napari_seglab.sam import PromptSegmenter  # noqa: E402
+from napari_seglab.sam import PromptSegmenter, build_tiny_sam  # noqa: E402
 from napari_seglab.sam.decoder_files import read_decoder_metadata  # noqa: E402
+
+FINETUNE = "SAM decoder fine-tuning"
+PROMPTING = "SAM prompting"
 
 
 def add_crops(viewer):
@@ -24,40 +29,47 @@ def add_crops(viewer):
     return sample
 
 
-def open_widget(viewer):
-    _, widget = viewer.window.add_plugin_dock_widget("napari-seglab", "SAM decoder fine-tuning")
+def open_widget(viewer, name=FINETUNE):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-seglab", name)
     return widget
 
 
 def finish(qtbot, widget):
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60000)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60000)
+
+
+def train(qtbot, widget, epochs=3):
+    widget.recipe.epochs.value = epochs
+    widget.recipe.learning_rate.value = 3e-3
+    widget.base.device.value = "cpu"
+    qtbot.mouseClick(widget.start_button, Qt.MouseButton.LeftButton)
+    assert widget.cancel_button.isEnabled()
+    finish(qtbot, widget)
 
 
 def test_finetune_save_and_use_in_sam_widget(
-    make_napari_viewer, qtbot, tmp_path, one_torch_thread, make_tiny_sam
+    make_napari_viewer, qtbot, tmp_path, one_torch_thread
 ):
     viewer = make_napari_viewer()
     add_crops(viewer)
     labels_before = [np.array(viewer.layers[f"gt{i}"].data) for i in range(2)]
     widget = open_widget(viewer)
-    base = make_tiny_sam(seed=0)
+    assert widget.data.labels  # the boxes have captions
+    assert [w.label for w in widget.data] == ["Image", "Labels"]
+    assert list(widget.data.image.choices) == ["img0", "img1"]
+    assert list(widget.data.annotations.choices) == ["gt0", "gt1"]
+    base = build_tiny_sam(seed=0)
     widget.set_model(base)
     assert "Base model" in widget.model_label.text()
     for i in range(2):
-        widget.image_combo.setCurrentText(f"img{i}")
-        widget.labels_combo.setCurrentText(f"gt{i}")
+        widget.data.image.value = f"img{i}"
+        widget.data.annotations.value = f"gt{i}"
         qtbot.mouseClick(widget.add_pair_button, Qt.MouseButton.LeftButton)
     assert widget.pairs == [("img0", "gt0"), ("img1", "gt1")]
     assert widget.pair_list.count() == 2
     assert not widget.save_button.isEnabled()
 
-    widget.epochs.setValue(3)
-    widget.learning_rate.setValue(3e-3)
-    widget.device_combo.setCurrentText("cpu")
-    qtbot.mouseClick(widget.start_button, Qt.MouseButton.LeftButton)
-    assert widget.cancel_button.isEnabled()
-    finish(qtbot, widget)
-
+    train(qtbot, widget)
     result = widget.result
     assert result is not None
     assert result.epochs == 3
@@ -73,39 +85,69 @@ def test_finetune_save_and_use_in_sam_widget(
     assert path.is_file()
     assert read_decoder_metadata(path)["validation_dice"]["after"] == result.after
 
+    sam_widget = open_widget(viewer, PROMPTING)
+    assert sam_widget.session is widget.session  # one session per viewer, shared
     qtbot.mouseClick(widget.use_button, Qt.MouseButton.LeftButton)
-    _, sam_widget = viewer.window.add_plugin_dock_widget("napari-seglab", "SAM prompting")
-    assert sam_widget.model is result.model
-    assert sam_widget.decoder_edit.text() == str(path)
-    # The SAM widget's segmenter now predicts with the tuned decoder, not the base one.
+    assert sam_widget.session.model is result.model
+    assert Path(sam_widget.form.decoder.value) == path
+    assert "fine-tuned" in sam_widget.model_label.text()
+    # The SAM widget's session predicts with the tuned decoder, not the base one.
     image = viewer.layers["img0"].data
-    sam_widget.segmenter.set_image(image)
+    segmenter = sam_widget.session.segmenter
+    segmenter.set_image(image)
     tuned = PromptSegmenter(result.model)
     tuned.set_image(image)
     original = PromptSegmenter(base)
     original.set_image(image)
     box = (10, 10, 40, 40)
-    got = sam_widget.segmenter.predict(box=box).logits
+    got = segmenter.predict(box=box).logits
     assert np.array_equal(got, tuned.predict(box=box).logits)
     assert not np.allclose(got, original.predict(box=box).logits)
 
 
-def test_cancel_keeps_layers_and_best_decoder(
-    make_napari_viewer, qtbot, one_torch_thread, make_tiny_sam
+def test_use_before_saving_fills_the_decoder_field(
+    make_napari_viewer, qtbot, tmp_path, one_torch_thread
 ):
     viewer = make_napari_viewer()
     add_crops(viewer)
+    sam_widget = open_widget(viewer, PROMPTING)
+    sam_widget.set_model(build_tiny_sam(seed=0))
     widget = open_widget(viewer)
-    widget.set_model(make_tiny_sam(seed=0))
-    widget.image_combo.setCurrentText("img0")
-    widget.labels_combo.setCurrentText("gt0")
-    widget.epochs.setValue(0)
-    widget.time_budget.setValue(600)
-    widget.device_combo.setCurrentText("cpu")
+    qtbot.mouseClick(widget.from_sam_button, Qt.MouseButton.LeftButton)
+    assert widget.model is sam_widget.session.model
+    widget.data.image.value = "img0"
+    widget.data.annotations.value = "gt0"
+    train(qtbot, widget, epochs=1)
+    assert widget.saved_path is None
+    qtbot.mouseClick(widget.use_button, Qt.MouseButton.LeftButton)
+    assert sam_widget.session.model is widget.result.model
+    decoder = Path(sam_widget.form.decoder.value)
+    assert decoder.is_file()  # kept in the cache folder, so "Load model" can reload it
+    assert decoder == widget.saved_path
+
+
+def test_two_viewers_have_separate_sessions(make_napari_viewer):
+    first, second = make_napari_viewer(), make_napari_viewer()
+    a, b = open_widget(first), open_widget(second)
+    assert a.session is not b.session
+    assert open_widget(first, PROMPTING).session is a.session
+
+
+def test_cancel_keeps_layers_and_best_decoder(make_napari_viewer, qtbot, one_torch_thread):
+    viewer = make_napari_viewer()
+    add_crops(viewer)
+    widget = open_widget(viewer)
+    widget.set_model(build_tiny_sam(seed=0))
+    widget.data.image.value = "img0"
+    widget.data.annotations.value = "gt0"
+    widget.recipe.epochs.value = 0
+    widget.recipe.time_budget.value = 600
+    widget.base.device.value = "cpu"
     qtbot.mouseClick(widget.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 1, timeout=60000)
     qtbot.mouseClick(widget.cancel_button, Qt.MouseButton.LeftButton)
     finish(qtbot, widget)
+    qtbot.waitUntil(lambda: widget.result is not None, timeout=10000)
     assert widget.result.cancelled
     assert "cancelled; best epoch kept" in widget.status.text()
     assert widget.result.after == widget.result.history[widget.result.best_epoch]["validation"]
@@ -116,5 +158,5 @@ def test_start_without_model_explains(make_napari_viewer, qtbot):
     add_crops(viewer)
     widget = open_widget(viewer)
     widget.start()
-    assert widget._worker is None
+    assert not widget.busy
     assert widget.result is None

@@ -1,8 +1,8 @@
-"""SAM prompting widget in a real viewer: click, preview, commit two objects, undo one."""
+"""SAM prompting widget in a real, shown viewer, driven by real Qt mouse and key events."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
 
 import numpy as np
 import pytest
@@ -11,145 +11,273 @@ pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 pytest.importorskip("napari")
 
-from napari.utils._proxies import ReadOnlyWrapper
-from napari.utils.interactions import (
-    mouse_press_callbacks,
-    mouse_release_callbacks,
-)
-from napari.utils.key_bindings import coerce_keybinding
+from _canvas import SHIFT, click, key, near, show_viewer
+from napari.utils.notifications import notification_manager
 from qtpy.QtCore import Qt
 
 from napari_seglab.data import nuclei_2d, nuclei_3d
-from napari_seglab.sam import PromptSegmenter, build_tiny_sam
+from napari_seglab.sam import EmbeddingCache, PromptSegmenter, build_tiny_sam
+
+WIDGET = "SAM prompting"
 
 
-@dataclass
-class MouseEvent:
-    """The fields napari's layer mouse bindings read from a vispy mouse event."""
-
-    type: str
-    position: tuple
-    modifiers: list = field(default_factory=list)
-    is_dragging: bool = False
-    pos: np.ndarray = field(default_factory=lambda: np.zeros(2))
-    view_direction: list | None = None
-    up_direction: list | None = None
-    dims_displayed: list = field(default_factory=lambda: [0, 1])
+@pytest.fixture(scope="module")
+def tiny_sam(one_torch_thread):
+    return build_tiny_sam(seed=3)
 
 
-def click(layer, position, modifiers=()):
-    """Press and release the mouse at ``position`` (world coordinates) on ``layer``."""
-    for kind, callbacks in (
-        ("mouse_press", mouse_press_callbacks),
-        ("mouse_release", mouse_release_callbacks),
-    ):
-        event = MouseEvent(kind, tuple(position), list(modifiers))
-        event.dims_displayed = list(range(len(position)))[-2:]
-        callbacks(layer, ReadOnlyWrapper(event, exceptions=("handled",)))
+@pytest.fixture
+def errors():
+    """Error notifications shown while the test runs."""
+    seen: list = []
+
+    def keep(notification) -> None:
+        if "error" in str(getattr(notification, "severity", "")).lower():
+            seen.append(str(notification.message))
+
+    notification_manager.notification_ready.connect(keep)
+    yield seen
+    notification_manager.notification_ready.disconnect(keep)
 
 
-def press_key(layer, key: str) -> None:
-    """Run the layer's binding for ``key`` as napari's key handler does."""
-    layer.keymap[coerce_keybinding(key)](layer)
-
-
-def open_widget(viewer, qtbot, image):
+def open_widget(viewer, qtbot, image, model, *, start=True):
+    show_viewer(viewer, qtbot)
     viewer.add_image(image, name="cells")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-seglab", "SAM prompting")
-    widget.set_model(build_tiny_sam(seed=0))
-    qtbot.mouseClick(widget.start_button, Qt.MouseButton.LeftButton)
-    assert widget.points_layer is not None
+    _, widget = viewer.window.add_plugin_dock_widget("napari-seglab", WIDGET)
+    if model is not None:
+        widget.set_model(model)
+    if start:
+        qtbot.mouseClick(widget.start_button, Qt.MouseButton.LeftButton)
+        assert widget.prompt_layers is not None
+        viewer.reset_view()
+        qtbot.wait(20)
     return widget
 
 
-def wait_for_prediction(qtbot, widget):
+def wait_for_prediction(qtbot, widget, previous=None):
     qtbot.waitUntil(
-        lambda: widget.prediction is not None and widget._worker is None, timeout=30000
+        lambda: (
+            widget.session.prediction is not None
+            and widget.session.prediction is not previous
+            and not widget.busy
+        ),
+        timeout=30000,
     )
 
 
-def test_click_commit_two_objects_and_undo(make_napari_viewer, qtbot):
+def test_clicks_shift_enter_second_object_and_undo(make_napari_viewer, qtbot, tiny_sam):
     viewer = make_napari_viewer()
     image = nuclei_2d((96, 96), n_objects=8, seed=1).image
-    widget = open_widget(viewer, qtbot, image)
+    widget = open_widget(viewer, qtbot, image, tiny_sam)
+    points = widget.prompt_layers.points
     assert "Shift+click" in widget.help_label.text()
-    points = widget.points_layer
 
-    click(points, (40, 50))
+    click(viewer, qtbot, (40, 50))
     wait_for_prediction(qtbot, widget)
-    first = widget.prediction
+    first = widget.session.prediction
     assert len(first.scores) == 3
+    assert widget.prompt_layers.preview.data.any()
     assert "Proposals" in widget.scores_label.text()
-    assert widget.preview_layer.data.any()
 
-    click(points, (70, 20), modifiers=["Shift"])  # negative point
+    click(viewer, qtbot, (70, 20), SHIFT)  # a real Shift+click: negative point
     assert points.features["positive"].tolist() == [True, False]
-    face = np.asarray(points.face_color)
-    assert not np.allclose(face[0], face[1])
-    qtbot.waitUntil(
-        lambda: widget.prediction is not first and widget._worker is None, timeout=30000
-    )
-    assert not np.array_equal(widget.prediction.logits, first.logits)
+    assert near(points.data[0], (40, 50))
+    assert near(points.data[1], (70, 20))
+    assert not np.allclose(np.asarray(points.face_color)[0], np.asarray(points.face_color)[1])
+    wait_for_prediction(qtbot, widget, first)
+    assert widget.session.prompts().positive.tolist() == [True, False]
 
-    # Cycle the proposals: the preview follows.
-    shown = widget.preview_layer.data.copy()
-    before = widget.proposal
-    qtbot.mouseClick(widget.next_button, Qt.MouseButton.LeftButton)
-    assert widget.proposal == (before + 1) % len(widget.prediction.scores)
-    expected = widget.prediction.mask_at(widget.proposal)
-    np.testing.assert_array_equal(widget.preview_layer.data > 0, expected)
-    assert len(widget.prediction.scores) == 1 or not np.array_equal(shown > 0, expected)
-
-    qtbot.mouseClick(widget.commit_button, Qt.MouseButton.LeftButton)
+    key(viewer, qtbot, Qt.Key.Key_Return)  # commit through the points layer's key binding
     labels = viewer.layers["SAM labels"]
     assert set(np.unique(labels.data)) == {0, 1}
-    assert len(points.data) == 0  # prompts cleared for the next object
-    assert not widget.preview_layer.data.any()
+    assert len(points.data) == 0
+    # The prompt layer stays selected, in add mode, above the new labels layer.
+    assert viewer.layers.selection.active == points
+    assert points.mode == "add"
+    assert viewer.layers.index(points) > viewer.layers.index(labels)
     object_one = labels.data == 1
 
-    click(points, (20, 80))
+    click(viewer, qtbot, (20, 80))  # the next click works: a second object
+    assert len(points.data) == 1
     wait_for_prediction(qtbot, widget)
-    press_key(points, "Enter")  # the key binding of the SAM points layer
-    assert widget.prediction is None
+    key(viewer, qtbot, Qt.Key.Key_Return)
     assert set(np.unique(labels.data)) == {0, 1, 2}
     np.testing.assert_array_equal(labels.data == 1, object_one)  # existing labels preserved
 
-    labels.undo()
+    labels.undo()  # one commit is one undo step
     assert set(np.unique(labels.data)) == {0, 1}
     np.testing.assert_array_equal(labels.data == 1, object_one)
 
 
-def test_stack_prompting_uses_current_plane_and_propagates(make_napari_viewer, qtbot):
+def test_prompts_run_on_one_long_lived_thread(make_napari_viewer, qtbot, tiny_sam):
     viewer = make_napari_viewer()
-    stack = nuclei_3d(shape=(6, 48, 48), n_objects=4, seed=2).image
-    widget = open_widget(viewer, qtbot, stack)
-    viewer.dims.set_current_step(0, 3)
-    qtbot.waitUntil(lambda: widget.cache.has(_key(widget, stack, 3), widget.model), timeout=30000)
-    click(widget.points_layer, (3, 24, 24))
+    image = nuclei_2d((64, 64), n_objects=4, seed=2).image
+    widget = open_widget(viewer, qtbot, image, tiny_sam)
+    click(viewer, qtbot, (30, 30))
     wait_for_prediction(qtbot, widget)
-    assert widget._prediction_plane == 3
-    preview = widget.preview_layer.data
-    assert preview[3].any()
-    assert not preview[[0, 1, 2, 4, 5]].any()
+    thread = widget.server._thread
+    threads = threading.active_count()
+    for position in ((10, 12), (50, 40), (20, 44)):  # rapid clicks coalesce
+        click(viewer, qtbot, position)
+    previous = widget.session.prediction
+    wait_for_prediction(qtbot, widget, previous)
+    assert widget.server._thread is thread
+    assert thread.is_alive()
+    assert threading.active_count() <= threads
+    assert len(widget.session.prompts().points) == 4
 
-    widget.proposal = int(np.argmax([m.sum() for m in widget.prediction.masks]))
-    widget.propagate()
+
+def test_target_defaults_to_a_new_layer(make_napari_viewer, qtbot, tiny_sam):
+    viewer = make_napari_viewer()
+    sample = nuclei_2d((96, 96), n_objects=8, seed=1)
+    viewer.add_labels(sample.labels.copy(), name="ground truth")
+    widget = open_widget(viewer, qtbot, sample.image, tiny_sam)
+    assert widget.form.target.value is None  # "<new labels layer>", not the ground truth
+    assert widget.prompt_layers.preview not in widget.form.target.choices
+    click(viewer, qtbot, (40, 50))
+    wait_for_prediction(qtbot, widget)
+    key(viewer, qtbot, Qt.Key.Key_Return)
+    np.testing.assert_array_equal(viewer.layers["ground truth"].data, sample.labels)
+    assert viewer.layers["SAM labels"].data.max() == 1
+    assert widget.form.target.value == viewer.layers["SAM labels"]
+
+
+@pytest.mark.parametrize("kind", ["other architecture", "corrupt"])
+def test_bad_checkpoint_notifies_and_widget_is_ready_again(
+    make_napari_viewer, qtbot, tmp_path, errors, kind
+):
+    import torch
+
+    path = tmp_path / "sam_vit_b.pth"
+    if kind == "corrupt":
+        path.write_bytes(b"not a checkpoint" * 100)
+    else:
+        torch.save(build_tiny_sam(seed=0).sam.state_dict(), path)
+    viewer = make_napari_viewer()
+    widget = open_widget(viewer, qtbot, np.zeros((32, 32), np.uint8), None, start=False)
+    widget.form.model.value = "vit_b"
+    widget.form.checkpoint.value = str(path)
+    widget.form.device.value = "cpu"
+    qtbot.mouseClick(widget.load_button, Qt.MouseButton.LeftButton)
+    assert not widget.load_button.isEnabled()
+    qtbot.waitUntil(widget.load_button.isEnabled, timeout=60000)
+    assert widget.session.model is None
+    assert "Model not loaded" in widget.status_label.text()
+    assert any("SAM model" in message for message in errors)
+
+
+def test_escape_clears_prompts_preview_and_status(make_napari_viewer, qtbot, tiny_sam):
+    viewer = make_napari_viewer()
+    image = nuclei_2d((96, 96), n_objects=8, seed=1).image
+    widget = open_widget(viewer, qtbot, image, tiny_sam)
+    widget.prompt_layers.box.add_rectangles(np.array([[20.0, 30.0], [60.0, 80.0]]))
+    wait_for_prediction(qtbot, widget)
+    direct = PromptSegmenter(tiny_sam)
+    direct.set_image(image)
+    expected = direct.predict(box=(20, 30, 60, 80), multimask=False)
+    assert len(widget.session.prediction.scores) == 1
+    np.testing.assert_array_equal(widget.prompt_layers.preview.data > 0, expected.mask)
+    assert "pixels" in widget.status_label.text()
+    key(viewer, qtbot, Qt.Key.Key_Escape)
+    assert widget.session.prediction is None
+    assert len(widget.prompt_layers.box.data) == 0
+    assert not widget.prompt_layers.preview.data.any()
+    assert "pixels" not in widget.status_label.text()
+    assert widget.scores_label.text() == "No prediction yet."
+
+
+def test_stack_click_goes_before_neighbours_and_propagates(make_napari_viewer, qtbot, tiny_sam):
+    viewer = make_napari_viewer()
+    stack = nuclei_3d(shape=(24, 48, 48), n_objects=4, seed=2).image
+    widget = open_widget(viewer, qtbot, stack, tiny_sam)
+    widget.form.neighbours.value = False
+    viewer.dims.set_current_step(0, 20)
+    widget.form.neighbours.value = True
+    # Other planes are being embedded when the user clicks on plane 20.
+    widget.jobs.start("neighbours", widget.session.embedding_job, list(range(20)))
+    assert not widget.session.is_embedded(20)
+    click(viewer, qtbot, (20, 24, 24))
+    assert not widget.jobs.running("neighbours")  # the queue made way for the click
+    wait_for_prediction(qtbot, widget)
+    # The neighbour queue starts again after it, around plane 20.
+    qtbot.waitUntil(lambda: widget.session.is_embedded(22), timeout=30000)
+    assert widget.session.prediction_plane == 20
+    preview = widget.prompt_layers.preview.data
+    assert preview[20].any()
+    assert not np.delete(preview, 20, axis=0).any()
+    # Embeddings go to the disk cache: a reopened image finds them.
+    assert EmbeddingCache(max_items=1, disk=True).has(_key(widget, 20), tiny_sam)
+
+    masks = widget.session.prediction.masks
+    widget.session.proposal = int(np.argmax([m.sum() for m in masks]))
+    qtbot.mouseClick(widget.propagate_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: "SAM labels" in viewer.layers, timeout=30000)
     labels = viewer.layers["SAM labels"]
     assert labels.data.shape == stack.shape
-    assert (labels.data[3] == 1).any()
+    assert (labels.data[20] == 1).any()
 
 
-def _key(widget, stack, plane):
+def test_cancel_propagation_changes_no_layer(make_napari_viewer, qtbot, tiny_sam):
+    viewer = make_napari_viewer()
+    stack = nuclei_3d(shape=(12, 48, 48), n_objects=4, seed=2).image
+    widget = open_widget(viewer, qtbot, stack, tiny_sam)
+    viewer.dims.set_current_step(0, 5)
+    click(viewer, qtbot, (5, 24, 24))
+    wait_for_prediction(qtbot, widget)
+    qtbot.mouseClick(widget.propagate_button, Qt.MouseButton.LeftButton)
+    assert widget.cancel_button.isEnabled()
+    qtbot.mouseClick(widget.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(widget.propagate_button.isEnabled, timeout=30000)
+    assert "SAM labels" not in viewer.layers
+    assert "cancelled" in widget.status_label.text()
+
+
+def _key(widget, plane):
     from napari_seglab.sam.embedding import embedding_key
 
-    return embedding_key(widget.model, widget._source.plane(plane))
+    return embedding_key(widget.session.model, widget.session.source.plane(plane))
+
+
+def start_long_embedding(viewer, qtbot, model):
+    """Start prompting on a stack whose 41 planes are embedded in the background."""
+    stack = nuclei_3d(shape=(41, 64, 64), n_objects=4, seed=2).image
+    widget = open_widget(viewer, qtbot, stack, model, start=False)
+    widget.session.neighbours = 40
+    widget.start()
+    assert widget.jobs.running("neighbours")
+    return widget
+
+
+def test_closing_the_dock_during_embedding_cancels_and_cleans_up(
+    make_napari_viewer, qtbot, tiny_sam
+):
+    viewer = make_napari_viewer()
+    widget = start_long_embedding(viewer, qtbot, tiny_sam)
+    worker, cancel = widget.jobs._jobs["neighbours"]
+    with qtbot.capture_exceptions() as raised:
+        with qtbot.waitSignal(worker.finished, timeout=30000):
+            viewer.window.remove_dock_widget(widget)
+            assert cancel.is_set()
+            assert widget.jobs.closed
+            assert [layer.name for layer in viewer.layers] == ["cells"]
+        qtbot.wait(50)
+    assert not raised
+
+
+def test_quitting_the_viewer_during_embedding_is_clean(make_napari_viewer, qtbot, tiny_sam):
+    viewer = make_napari_viewer()
+    widget = start_long_embedding(viewer, qtbot, tiny_sam)
+    worker, cancel = widget.jobs._jobs["neighbours"]
+    with qtbot.capture_exceptions() as raised:
+        with qtbot.waitSignal(worker.finished, timeout=30000):
+            viewer.close()
+        qtbot.wait(50)
+    assert cancel.is_set()
+    assert not raised
 
 
 def test_large_encoder_on_cpu_shows_warning(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
-    viewer.add_image(np.zeros((16, 16), np.uint8), name="img")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-seglab", "SAM prompting")
     model = build_tiny_sam(
         seed=0,
         encoder_embed_dim=1024,
@@ -157,23 +285,20 @@ def test_large_encoder_on_cpu_shows_warning(make_napari_viewer, qtbot):
         encoder_num_heads=16,
         encoder_global_attn_indexes=(0,),
     )
-    widget.set_model(model)
+    widget = open_widget(viewer, qtbot, np.zeros((16, 16), np.uint8), model, start=False)
     assert widget.warning_label.isVisibleTo(widget)
     assert "CPU" in widget.warning_label.text()
 
 
-def test_box_prompt_and_escape(make_napari_viewer, qtbot):
+def test_dock_fits_a_900_pixel_screen(make_napari_viewer, qtbot, tiny_sam):
     viewer = make_napari_viewer()
-    image = nuclei_2d((96, 96), n_objects=8, seed=1).image
-    widget = open_widget(viewer, qtbot, image)
-    widget.box_layer.add_rectangles(np.array([[20.0, 30.0], [60.0, 80.0]]))
-    wait_for_prediction(qtbot, widget)
-    direct = PromptSegmenter(widget.model)
-    direct.set_image(image)
-    expected = direct.predict(box=(20, 30, 60, 80), multimask=False)
-    assert len(widget.prediction.scores) == 1
-    np.testing.assert_array_equal(widget.preview_layer.data > 0, expected.mask)
-    press_key(widget.points_layer, "Escape")
-    assert widget.prediction is None
-    assert len(widget.box_layer.data) == 0
-    assert not widget.preview_layer.data.any()
+    widget = open_widget(viewer, qtbot, np.zeros((16, 16), np.uint8), tiny_sam, start=False)
+    assert widget.minimumSizeHint().height() < 500
+    dock = widget.parent()
+    while dock is not None and not hasattr(dock, "setFloating"):
+        dock = dock.parent()
+    dock.setFloating(True)
+    dock.resize(400, 600)
+    qtbot.wait(20)
+    assert dock.height() <= 700
+    assert widget.load_button.isVisibleTo(widget)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from qtpy.QtWidgets import QDoubleSpinBox, QSpinBox, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QDoubleSpinBox, QScrollArea, QSpinBox, QVBoxLayout, QWidget
 
 
 class TrainingPlot(QWidget):
@@ -99,3 +99,12 @@ def float_box(
     box.setValue(value)
     box.setToolTip(tip)
     return box
+
+
+def scroll_area(content: QWidget) -> QScrollArea:
+    """``content`` in a vertical scroll area, so a tall dock fits a small screen."""
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setWidget(content)
+    area.setFrameShape(QScrollArea.Shape.NoFrame)
+    return area

@@ -1,43 +1,34 @@
 """SAM decoder fine-tuning dock widget: adapt SAM's mask decoder to your annotations.
 
-A thin shell over :mod:`napari_seglab.sam.finetune`. It gathers (image,
-labels) layer pairs, a SAM model (loaded here, taken from the SAM prompting
-widget, or set with :meth:`SamFinetuneWidget.set_model`) and the recipe, runs
-:func:`~napari_seglab.sam.finetune.finetune_decoder_events` in a worker
-thread with a live loss / validation-Dice plot, and keeps the tuned model as
-its session object. "Save decoder" writes the small decoder file; "Use in SAM
-widget" hands the tuned model to the SAM prompting widget of the same viewer.
-Fine-tuning never writes into a layer.
+A thin shell over :func:`napari_seglab.sam.finetune_decoder_events`. The
+forms (training pairs, base model, recipe) are magicgui containers. The base
+model is loaded here, or taken from the SAM prompting session this viewer's
+SAM widgets share (``_sessions.sam_session``). Training runs in a worker
+thread with a live loss / validation-Dice plot. "Save decoder" writes the
+small decoder file; "Use in SAM widget" sets the tuned model on the shared
+session (it works before saving: the decoder is then kept in the cache
+folder, so the SAM widget's Decoder field can reload it). Fine-tuning never
+writes into a layer.
 """
 
 from __future__ import annotations
 
-import threading
+import time
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QListWidget,
-    QProgressBar,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFileDialog, QLabel, QListWidget, QProgressBar, QPushButton
 
-from ._controls import TrainingPlot, device_choices, float_box, int_box
-from ._layers import fill_combo, layers_of_type, notify_error, show_info, spatial_image, start_job
+from ._controls import TrainingPlot, device_choices
+from ._dock import DockShell
+from ._layers import notify_error, show_info, spatial_image
+from ._sessions import sam_session
 
 MODEL_CHOICES = ("vit_b", "medsam", "vit_l", "vit_h")
 PROMPT_CHOICES = ("mixed", "box", "points")
-SAM_WIDGET = "SAM prompting"
 
 
 def _load_job(model_type: str, checkpoint: str, device: str):
@@ -51,7 +42,7 @@ def _format_dice(scores: dict) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in scores.items()) or "n/a"
 
 
-class SamFinetuneWidget(QWidget):
+class SamFinetuneWidget(DockShell):
     """Fine-tune SAM's mask decoder on (image, labels) layer pairs.
 
     Parameters
@@ -60,141 +51,116 @@ class SamFinetuneWidget(QWidget):
 
     Attributes
     ----------
+    session : SamPromptSession
+        Shared with the SAM prompting widget of this viewer.
+    data, base, recipe : magicgui Container
+        ``image``/``annotations``; ``model``/``checkpoint``/``device``;
+        ``prompt``/``epochs``/``time_budget``/``learning_rate``/``validation``.
     model : SamModel or None
-        The base model (loaded, taken from the SAM widget, or :meth:`set_model`).
+        The base model (loaded, the session's, or :meth:`set_model`).
     result : FinetuneResult or None
         The last fine-tuning, with the tuned model in ``result.model``.
     pairs : list of (str, str)
-        Names of the (Image, Labels) layer pairs added with "Add pair"; when
-        empty, the pair chosen in the two boxes is used.
+        Names of the (Image, Labels) pairs added with "Add pair"; when empty,
+        the pair chosen in the two boxes is used.
     saved_path : Path or None
         Where the tuned decoder was last saved.
     """
 
     def __init__(self, napari_viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer)
+        self.session = sam_session(napari_viewer)
         self.model = None
         self.result = None
         self.pairs: list[tuple[str, str]] = []
         self.saved_path: Path | None = None
-        self._worker = None
-        self._cancel = threading.Event()
         self._build_ui()
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
-        self.viewer.layers.events.moved.connect(self._refresh_layers)
-        self._refresh_layers()
+        self.viewer.layers.events.removed.connect(self._forget_missing_pairs)
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
-        layout = QVBoxLayout(self)
-
-        data_box = QGroupBox("Training data")
-        data = QVBoxLayout(data_box)
-        row = QHBoxLayout()
-        self.image_combo = QComboBox()
-        self.image_combo.setToolTip("Image layer (2D or a 3D stack).")
-        self.labels_combo = QComboBox()
-        self.labels_combo.setToolTip(
+        self.data = Container(
+            widgets=[
+                ComboBox(name="image", label="Image", choices=self._choices(Image)),
+                ComboBox(name="annotations", label="Labels", choices=self._choices(Labels)),
+            ]
+        )
+        self.data.image.tooltip = "Image layer (2D or a 3D stack)."
+        self.data.annotations.tooltip = (
             "Labels layer of the same shape: instance or semantic, 0 = background. "
             "Only annotated planes of a stack are used."
         )
-        row.addWidget(self.image_combo)
-        row.addWidget(self.labels_combo)
-        data.addLayout(row)
-        row = QHBoxLayout()
+        self.base = Container(
+            widgets=[
+                ComboBox(name="model", label="Model", choices=MODEL_CHOICES),
+                FileEdit(name="checkpoint", label="Checkpoint", filter="*.pth *.pt", value=""),
+                ComboBox(name="device", label="Device", choices=device_choices()),
+            ]
+        )
+        self.recipe = Container(
+            widgets=[
+                ComboBox(name="prompt", label="Prompts", choices=PROMPT_CHOICES),
+                SpinBox(name="epochs", label="Epochs (0: no limit)", value=30, max=10000),
+                SpinBox(name="time_budget", label="Time budget s (0: none)", value=0, max=86400),
+                FloatSpinBox(name="learning_rate", label="Learning rate", value=1e-4, step=1e-4),
+                FloatSpinBox(
+                    name="validation", label="Validation share", value=0.2, max=0.9, step=0.05
+                ),
+            ]
+        )
         self.add_pair_button = QPushButton("Add pair")
         self.add_pair_button.clicked.connect(self.add_pair)
         self.remove_pair_button = QPushButton("Remove")
         self.remove_pair_button.clicked.connect(self._remove_selected_pair)
-        row.addWidget(self.add_pair_button)
-        row.addWidget(self.remove_pair_button)
-        data.addLayout(row)
         self.pair_list = QListWidget()
         self.pair_list.setMaximumHeight(70)
         self.pair_list.setToolTip("Several images: add each (image, labels) pair.")
-        data.addWidget(self.pair_list)
-        layout.addWidget(data_box)
-
-        model_box = QGroupBox("Base model")
-        form = QFormLayout(model_box)
-        self.model_combo = QComboBox()
-        self.model_combo.addItems(MODEL_CHOICES)
-        self.model_combo.setToolTip("Registered checkpoint, or the architecture of a local file.")
-        form.addRow("Model", self.model_combo)
-        self.checkpoint_edit = QLineEdit()
-        self.checkpoint_edit.setPlaceholderText("optional local .pth (default: registered file)")
-        form.addRow("Checkpoint", self.checkpoint_edit)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(device_choices())
-        form.addRow("Device", self.device_combo)
-        row = QHBoxLayout()
         self.load_button = QPushButton("Load model")
         self.load_button.clicked.connect(self.load_model)
         self.from_sam_button = QPushButton("From SAM widget")
-        self.from_sam_button.setToolTip("Use the model loaded in the SAM prompting widget.")
-        self.from_sam_button.clicked.connect(self.model_from_sam_widget)
-        row.addWidget(self.load_button)
-        row.addWidget(self.from_sam_button)
-        form.addRow(row)
+        self.from_sam_button.setToolTip("Use the model of this viewer's SAM prompting session.")
+        self.from_sam_button.clicked.connect(self.model_from_session)
         self.model_label = QLabel("No model loaded.")
-        self.model_label.setWordWrap(True)
-        form.addRow(self.model_label)
-        layout.addWidget(model_box)
-
-        recipe_box = QGroupBox("Recipe")
-        form = QFormLayout(recipe_box)
-        self.prompt_combo = QComboBox()
-        self.prompt_combo.addItems(PROMPT_CHOICES)
-        self.prompt_combo.setToolTip("Prompts drawn from the labels to train and validate with.")
-        form.addRow("Prompts", self.prompt_combo)
-        self.epochs = int_box(
-            30, 0, 10000, "Passes over the training objects (0: no limit).", "no limit"
-        )
-        form.addRow("Epochs", self.epochs)
-        self.time_budget = int_box(
-            0, 0, 86400, "Stop after this many seconds (0: no limit).", "no limit"
-        )
-        self.time_budget.setSuffix(" s")
-        form.addRow("Time budget", self.time_budget)
-        self.learning_rate = float_box(1e-4, 1e-6, 1e-1, 1e-4, 6, "AdamW learning rate.")
-        form.addRow("Learning rate", self.learning_rate)
-        self.validation = float_box(
-            0.2, 0.0, 0.9, 0.05, 2, "Share of the objects held out for validation Dice."
-        )
-        form.addRow("Validation", self.validation)
-        layout.addWidget(recipe_box)
-
-        row = QHBoxLayout()
         self.start_button = QPushButton("Start")
         self.start_button.clicked.connect(self.start)
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
-        row.addWidget(self.start_button)
-        row.addWidget(self.cancel_button)
-        layout.addLayout(row)
         self.progress = QProgressBar()
-        layout.addWidget(self.progress)
         self.plot = TrainingPlot()
-        layout.addWidget(self.plot)
         self.status = QLabel("Choose data and a model, then Start.")
-        self.status.setWordWrap(True)
-        layout.addWidget(self.status)
         self.result_label = QLabel("")
-        self.result_label.setWordWrap(True)
-        layout.addWidget(self.result_label)
-        row = QHBoxLayout()
         self.save_button = QPushButton("Save decoder…")
         self.save_button.clicked.connect(self._save_dialog)
         self.use_button = QPushButton("Use in SAM widget")
         self.use_button.clicked.connect(self.use_in_sam_widget)
-        row.addWidget(self.save_button)
-        row.addWidget(self.use_button)
-        layout.addLayout(row)
-        layout.addStretch(1)
+        self.forms = [self.data]
+        self.set_rows(
+            [
+                [QLabel("<b>Training data</b>")],
+                [self.data],
+                [self.add_pair_button, self.remove_pair_button],
+                [self.pair_list],
+                [QLabel("<b>Base model</b>")],
+                [self.base],
+                [self.load_button, self.from_sam_button],
+                [self.model_label],
+                [QLabel("<b>Recipe</b>")],
+                [self.recipe],
+                [self.start_button, self.cancel_button],
+                [self.progress],
+                [self.plot],
+                [self.status],
+                [self.result_label],
+                [self.save_button, self.use_button],
+            ]
+        )
         self._set_busy(False)
+
+    def _choices(self, kind):
+        def choices(widget=None) -> list:
+            return [x.name for x in self.viewer.layers if isinstance(x, kind)]
+
+        return choices
 
     def _set_busy(self, busy: bool) -> None:
         self.start_button.setEnabled(not busy)
@@ -204,26 +170,21 @@ class SamFinetuneWidget(QWidget):
         self.use_button.setEnabled(not busy and self.result is not None)
 
     # -------------------------------------------------------------- layers
-    def _refresh_layers(self, event=None) -> None:
-        images = [layer.name for layer in layers_of_type(self.viewer, Image)]
-        labels = [layer.name for layer in layers_of_type(self.viewer, Labels)]
-        fill_combo(self.image_combo, images)
-        fill_combo(self.labels_combo, labels)
+    def _forget_missing_pairs(self, event=None) -> None:
         present = {layer.name for layer in self.viewer.layers}
         self.pairs = [p for p in self.pairs if p[0] in present and p[1] in present]
         self._show_pairs()
 
     def _show_pairs(self) -> None:
-        self.pair_list.clear()
-        self.pair_list.addItems([f"{image}  ←  {labels}" for image, labels in self.pairs])
+        with suppress(RuntimeError):
+            self.pair_list.clear()
+            self.pair_list.addItems([f"{image}  ←  {labels}" for image, labels in self.pairs])
 
     def add_pair(self) -> None:
         """Add the (image, labels) pair chosen in the two boxes to the training data."""
-        pair = (self.image_combo.currentText(), self.labels_combo.currentText())
+        pair = (self.data.image.value, self.data.annotations.value)
         if not all(pair):
-            notify_error(
-                ValueError("Expected an Image and a Labels layer to pair."), "Fine-tuning"
-            )
+            notify_error(ValueError("Expected an Image and a Labels layer to pair."), "Pairs")
             return
         if pair not in self.pairs:
             self.pairs.append(pair)
@@ -237,7 +198,7 @@ class SamFinetuneWidget(QWidget):
 
     def training_data(self) -> tuple[list, list]:
         """Images and label arrays of the chosen pairs (labels copied: never modified)."""
-        pairs = self.pairs or [(self.image_combo.currentText(), self.labels_combo.currentText())]
+        pairs = self.pairs or [(self.data.image.value, self.data.annotations.value)]
         images, labels = [], []
         for image_name, labels_name in pairs:
             if image_name not in self.viewer.layers or labels_name not in self.viewer.layers:
@@ -245,12 +206,10 @@ class SamFinetuneWidget(QWidget):
                     f"Expected an Image and a Labels layer, got {image_name!r} and "
                     f"{labels_name!r}; add them to the viewer first."
                 )
-            image_layer = self.viewer.layers[image_name]
-            labels_layer = self.viewer.layers[labels_name]
-            data, _ = spatial_image(image_layer)
-            label_data = labels_layer.data[0] if labels_layer.multiscale else labels_layer.data
+            data, _ = spatial_image(self.viewer.layers[image_name])
+            layer = self.viewer.layers[labels_name]
             images.append(data)
-            labels.append(np.array(label_data, copy=True))
+            labels.append(np.array(layer.data[0] if layer.multiscale else layer.data, copy=True))
         return images, labels
 
     # --------------------------------------------------------------- model
@@ -261,47 +220,43 @@ class SamFinetuneWidget(QWidget):
 
     def load_model(self) -> None:
         """Load the chosen checkpoint in a worker."""
-        self.model_label.setText(f"Loading {self.model_combo.currentText()}…")
+        self.model_label.setText(f"Loading {self.base.model.value}…")
         self.load_button.setEnabled(False)
-        start_job(
+        text = str(self.base.checkpoint.line_edit.value).strip()
+        self.jobs.start(
+            "load",
             _load_job,
-            self.model_combo.currentText(),
-            self.checkpoint_edit.text().strip(),
-            self.device_combo.currentText(),
+            self.base.model.value,
+            "" if text in ("", ".") else text,
+            self.base.device.value,
+            what="Load SAM model",
+            cancellable=False,
             on_returned=self.set_model,
-            on_errored=self._failed("Load SAM model"),
-            on_finished=lambda: self.load_button.setEnabled(self._worker is None),
+            on_errored=lambda exc: self.model_label.setText(f"Model not loaded: {exc}"),
+            on_finished=lambda: self._set_busy(self.jobs.running("train")),
         )
 
-    def _sam_widget(self):
-        """The SAM prompting widget of this viewer (docked now if it was not)."""
-        _, widget = self.viewer.window.add_plugin_dock_widget("napari-seglab", SAM_WIDGET)
-        return widget
-
-    def model_from_sam_widget(self) -> None:
-        """Take the base model (and embedding cache) of the SAM prompting widget."""
-        widget = self._sam_widget()
-        if getattr(widget, "model", None) is None:
-            notify_error(
-                ValueError("The SAM prompting widget has no model loaded yet."), "Fine-tuning"
-            )
+    def model_from_session(self) -> None:
+        """Take the model of this viewer's SAM prompting session as the base model."""
+        if self.session.model is None:
+            notify_error(ValueError("The SAM prompting widget has no model loaded yet."), "Model")
             return
-        self.set_model(widget.model)
+        self.set_model(self.session.model)
 
     # ---------------------------------------------------------------- train
     def settings(self) -> dict:
-        """Keyword arguments for :func:`finetune_decoder_events` from the form."""
-        epochs = self.epochs.value() or None
-        budget = float(self.time_budget.value()) or None
+        """Keyword arguments for :func:`finetune_decoder_events` from the forms."""
+        epochs = self.recipe.epochs.value or None
+        budget = float(self.recipe.time_budget.value) or None
         if epochs is None and budget is None:
             raise ValueError("Expected a number of epochs or a time budget; both are 0.")
         return {
             "epochs": epochs,
             "time_budget_s": budget,
-            "prompt": self.prompt_combo.currentText(),
-            "learning_rate": self.learning_rate.value(),
-            "validation_fraction": self.validation.value(),
-            "device": self.device_combo.currentText(),
+            "prompt": self.recipe.prompt.value,
+            "learning_rate": self.recipe.learning_rate.value,
+            "validation_fraction": self.recipe.validation.value,
+            "device": self.base.device.value,
         }
 
     def start(self, **overrides) -> None:
@@ -309,49 +264,43 @@ class SamFinetuneWidget(QWidget):
 
         ``overrides`` replace form settings (e.g. ``steps=5`` from scripts and tests).
         """
-        from ..sam.finetune import finetune_decoder_events
+        from ..sam import finetune_decoder_events
 
-        if self._worker is not None:
+        if self.jobs.running("train"):
             show_info("Fine-tuning is already running.")
             return
         try:
             if self.model is None:
                 raise ValueError("Expected a base model: load one or take the SAM widget's.")
-            settings = {**self.settings(), **overrides}
+            settings = {"cache": self.session.cache, **self.settings(), **overrides}
             images, labels = self.training_data()
         except ValueError as exc:
             notify_error(exc, "Fine-tuning")
             return
-        cache = getattr(self._existing_sam_widget(), "cache", None)
-        if cache is not None:
-            settings.setdefault("cache", cache)  # reuse the SAM widget's embeddings
-        self._cancel = threading.Event()
         self.plot.clear()
         self.progress.setValue(0)
         self.result_label.setText("")
         self.status.setText("Embedding annotated planes…")
         self._set_busy(True)
-        self._worker = start_job(
+        self.jobs.start(
+            "train",
             finetune_decoder_events,
             self.model,
             images,
             labels,
-            cancel=self._cancel,
+            what="Fine-tuning",
             on_yielded=self._on_event,
             on_returned=self._on_returned,
-            on_errored=self._failed("Fine-tuning"),
-            on_finished=self._on_finished,
+            on_errored=lambda exc: self.status.setText(f"Fine-tuning failed: {exc}"),
+            on_cancelled=self._on_cancelled,
+            on_finished=lambda: self._set_busy(False),
             **settings,
         )
 
-    def _existing_sam_widget(self):
-        """The SAM prompting widget if it is docked (without docking it)."""
-        window = getattr(self.viewer, "window", None)
-        docks = getattr(window, "dock_widgets", None) or {}
-        for name, widget in docks.items():
-            if SAM_WIDGET in name:
-                return widget
-        return None
+    @property
+    def busy(self) -> bool:
+        """True while fine-tuning runs."""
+        return self.jobs.running("train")
 
     def _on_event(self, event) -> None:
         if event.stage == "embedding":
@@ -367,13 +316,16 @@ class SamFinetuneWidget(QWidget):
             loss = "-" if event.loss is None else f"{event.loss:.4f}"
             self.status.setText(
                 f"Epoch {event.epoch}, step {event.step}: loss {loss}, validation Dice "
-                f"{_format_dice(event.validation)} ({event.elapsed_s:.0f} s)"
+                f"{_format_dice(event.validation)} ({event.elapsed:.0f} s)"
             )
 
-    def _on_returned(self, result) -> None:
-        if not result.history:
+    def _on_cancelled(self, exc) -> None:
+        if getattr(exc, "partial", None) is None:
             self.status.setText("Cancelled while embedding; nothing trained.")
-            return
+        else:
+            self._on_returned(exc.partial)
+
+    def _on_returned(self, result) -> None:
         self.result = result
         note = " (cancelled; best epoch kept)" if result.cancelled else ""
         self.status.setText(
@@ -385,30 +337,19 @@ class SamFinetuneWidget(QWidget):
             f"after: {_format_dice(result.after)}"
         )
 
-    def _on_finished(self) -> None:
-        self._worker = None
-        self._set_busy(False)
-
-    def _failed(self, what: str):
-        def report(exc: BaseException) -> None:
-            notify_error(exc, what)
-            self.status.setText(f"{what} failed: {exc}")
-
-        return report
-
     def cancel(self) -> None:
         """Stop training after the current step; the best decoder so far is kept."""
-        self._cancel.set()
+        self.jobs.cancel("train")
         self.status.setText("Cancelling…")
 
     # -------------------------------------------------------------- results
     def save_decoder(self, path) -> Path:
         """Write the tuned decoder (with its base model's hash and the recipe) to ``path``."""
-        from ..sam.finetune import save_decoder
+        from ..sam import save_decoder
 
         if self.result is None:
             raise ValueError("Expected a fine-tuned decoder to save: run fine-tuning first.")
-        self.saved_path = save_decoder(self.result.model, path, result=self.result)
+        self.saved_path = Path(save_decoder(self.result.model, path, result=self.result))
         self.status.setText(f"Decoder saved to {self.saved_path}.")
         return self.saved_path
 
@@ -420,21 +361,22 @@ class SamFinetuneWidget(QWidget):
             except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
                 notify_error(exc, "Save decoder")
 
-    def use_in_sam_widget(self):
-        """Hand the tuned model to the SAM prompting widget of this viewer (docking it if needed).
+    def use_in_sam_widget(self) -> bool:
+        """Set the tuned model on this viewer's SAM session (the SAM widget prompts with it).
 
-        Returns the SAM widget. Its decoder field shows the saved decoder file,
-        so reloading the model there keeps the tuned decoder.
+        Not saved yet: the decoder is first saved into the cache folder, so the
+        SAM widget's Decoder field names a file that reloads it.
         """
+        from ..cache import cache_dir
+
         if self.result is None:
             notify_error(
-                ValueError("Expected a fine-tuned decoder: run fine-tuning first."),
-                "Use in SAM widget",
+                ValueError("Expected a fine-tuned decoder: run fine-tuning first."), "SAM"
             )
-            return None
-        widget = self._sam_widget()
-        widget.set_model(self.result.model)
-        if self.saved_path is not None and hasattr(widget, "decoder_edit"):
-            widget.decoder_edit.setText(str(self.saved_path))
+            return False
+        if self.saved_path is None:
+            name = f"decoder-{time.strftime('%Y%m%d-%H%M%S')}.pt"
+            self.save_decoder(cache_dir("sam-decoders") / name)
+        self.session.set_model(self.result.model, source="fine-tuned", decoder=self.saved_path)
         self.status.setText("The SAM prompting widget now uses the fine-tuned decoder.")
-        return widget
+        return True

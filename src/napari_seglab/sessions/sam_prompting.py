@@ -154,6 +154,7 @@ class SamPromptSession:
         self.neighbours = int(neighbours)
         self.model = None
         self.model_source = ""
+        self.model_decoder = ""
         self.segmenter = None
         self.source = None
         self.prediction = None
@@ -164,7 +165,7 @@ class SamPromptSession:
         self.generation = 0
 
     # -- model and image -----------------------------------------------------------------
-    def set_model(self, model, source: str = "") -> None:
+    def set_model(self, model, source: str = "", *, decoder: str = "") -> None:
         """Prompt with ``model`` from now on (e.g. a freshly fine-tuned one).
 
         Parameters
@@ -172,11 +173,14 @@ class SamPromptSession:
         model : SamModel
         source : str
             Where it came from, for display (a checkpoint path, "fine-tuned").
+        decoder : str
+            The decoder file that reloads this model's decoder, if there is one.
         """
         from ..sam import PromptSegmenter
 
         self.model = model
         self.model_source = source or getattr(model, "name", "")
+        self.model_decoder = str(decoder)
         self.segmenter = PromptSegmenter(model, self.cache)
         self._forget_prediction()
         self.model_changed.emit(model)
@@ -277,6 +281,19 @@ class SamPromptSession:
             self._prompts[key] = prompts
         self.generation += 1
         self.prompts_changed.emit()
+
+    @property
+    def has_prompts(self) -> bool:
+        """Whether any plane holds a prompt."""
+        return bool(self._prompts)
+
+    def is_embedded(self, plane: int | None = None) -> bool:
+        """Whether the embedding of ``plane`` is ready in the cache (memory or disk)."""
+        from ..sam.embedding import embedding_key
+
+        self._require_model()
+        key = embedding_key(self.model, self.source.plane(self._plane_key(plane)))
+        return self.cache.has(key, self.model)
 
     def add_point(self, position, positive: bool = True) -> None:
         """Add one point: ``(row, col)`` on a 2D image, ``(plane, row, col)`` on a stack."""

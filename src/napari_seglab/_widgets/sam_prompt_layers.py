@@ -1,0 +1,175 @@
+"""The helper layers of SAM prompting: points and box in, preview out.
+
+Points are clicked into a Points layer (click: positive, Shift+click:
+negative), boxes are drawn as rectangles in a Shapes layer, and the chosen
+proposal is shown in a preview Labels layer. The layers share the image's
+``scale`` and ``translate``, so their data coordinates are the image's pixel
+coordinates: ``(row, col)`` on a 2D image, ``(plane, row, col)`` on a stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from napari.layers import Points
+
+__all__ = ["NEGATIVE_MODIFIER", "PromptLayers", "is_negative_click"]
+
+NEGATIVE_MODIFIER = "Shift"
+POSITIVE_COLOUR = np.array([0.1, 0.9, 0.2, 1.0])
+NEGATIVE_COLOUR = np.array([1.0, 0.1, 0.6, 1.0])
+
+
+def is_negative_click(modifiers) -> bool:
+    """Whether a mouse event's modifiers hold Shift.
+
+    napari hands vispy ``Key`` objects (``str`` gives ``"<Key 'Shift'>"``);
+    they compare equal to their name, and so do plain strings.
+    """
+    return any(key == NEGATIVE_MODIFIER for key in modifiers or ())
+
+
+class PromptLayers:
+    """Points, box and preview layers over one image, added to ``viewer`` on creation.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    shape : tuple of int
+        Label shape of the image: ``(Y, X)`` or ``(Z, Y, X)``.
+    geometry : dict
+        ``scale`` and ``translate`` of the image's spatial axes.
+    on_prompts : callable
+        Called without arguments when the user changed a point or a box.
+    keys : dict of str to callable
+        Key bindings of the points layer (e.g. ``{"Enter": commit}``).
+    """
+
+    def __init__(
+        self,
+        viewer,
+        shape: tuple[int, ...],
+        geometry: dict,
+        on_prompts: Callable[[], None],
+        keys: dict[str, Callable[[], object]],
+    ) -> None:
+        self.viewer = viewer
+        ndim = len(shape)
+        self.preview = viewer.add_labels(
+            np.zeros(shape, dtype=np.uint8), name="SAM preview", opacity=0.5, **geometry
+        )
+        self.box = viewer.add_shapes(
+            ndim=ndim, name="SAM box", face_color="transparent", edge_color="yellow", **geometry
+        )
+        self.points = viewer.add_points(
+            ndim=ndim,
+            name="SAM points",
+            size=max(3.0, min(shape[-2:]) / 60),
+            features={"positive": np.zeros(0, dtype=bool)},
+            feature_defaults={"positive": True},
+            **geometry,
+        )
+        self.points.mouse_drag_callbacks.insert(0, self._remember_modifier)
+        self.points.events.data.connect(self._changed)
+        self.box.events.data.connect(self._changed)
+        self._on_prompts = on_prompts
+        for key, action in keys.items():
+            self.points.bind_key(key, lambda layer, action=action: action(), overwrite=True)
+        self._shown_plane: int | None = None
+        self.activate()
+
+    @property
+    def layers(self) -> tuple:
+        return (self.points, self.box, self.preview)
+
+    def alive(self) -> bool:
+        """Whether the points layer is still in the viewer."""
+        return self.points in self.viewer.layers
+
+    def activate(self) -> None:
+        """Put the prompt layers on top and select the points layer in add mode."""
+        layers = self.viewer.layers
+        for layer in (self.preview, self.box, self.points):
+            if layer in layers and layers.index(layer) != len(layers) - 1:
+                layers.move(layers.index(layer), len(layers))
+        if self.points in layers:
+            layers.selection.active = self.points
+            self.points.mode = "add"
+
+    def add_below(self, layer) -> None:
+        """Add ``layer`` (e.g. a new target Labels layer) under the prompt layers."""
+        layers = self.viewer.layers
+        index = min(layers.index(x) for x in self.layers if x in layers)
+        layers.insert(index, layer)
+        self.activate()
+
+    def _remember_modifier(self, layer: Points, event) -> None:
+        """Mouse press: the point added by this click is negative when Shift is held."""
+        layer.feature_defaults = {"positive": not is_negative_click(event.modifiers)}
+
+    def _changed(self, event=None) -> None:
+        self._colour_points()
+        self._on_prompts()
+
+    def _colour_points(self) -> None:
+        layer = self.points
+        if not len(layer.data):
+            return
+        positive = np.asarray(layer.features["positive"], dtype=bool)
+        colours = np.where(positive[:, None], POSITIVE_COLOUR, NEGATIVE_COLOUR)
+        if not np.array_equal(np.asarray(layer.face_color), colours):
+            layer.face_color = colours
+
+    def prompts(self, plane: int | None) -> dict:
+        """Keyword arguments of ``SamPromptSession.set_prompts`` for ``plane``.
+
+        On a stack only points and boxes lying on ``plane`` count; the last
+        rectangle drawn is the box.
+        """
+        points = np.asarray(self.points.data, dtype=float).reshape(-1, self.points.ndim)
+        positive = np.asarray(self.points.features.get("positive", np.ones(len(points), bool)))
+        if plane is not None:
+            keep = np.round(points[:, 0]) == plane
+            points, positive = points[keep], positive[keep]
+        box = None
+        for vertices, kind in zip(reversed(self.box.data), reversed(self.box.shape_type)):
+            vertices = np.asarray(vertices, dtype=float)
+            if kind != "rectangle":
+                continue
+            if plane is not None and not np.all(np.round(vertices[:, 0]) == plane):
+                continue
+            rc = vertices[:, -2:]
+            box = (*rc.min(axis=0), *rc.max(axis=0))
+            break
+        return {"points": points[:, -2:], "positive": positive.astype(bool), "box": box}
+
+    def clear(self) -> None:
+        """Remove every point and box (without reporting a prompt change)."""
+        for layer in (self.points, self.box):
+            if len(layer.data):
+                with layer.events.data.blocker():
+                    layer.data = []
+        self.points.feature_defaults = {"positive": True}
+
+    def show(self, mask: np.ndarray | None, plane: int | None) -> None:
+        """Show ``mask`` ``(Y, X)`` on ``plane`` (None: 2D or nothing) in the preview."""
+        data = self.preview.data
+        if self._shown_plane is None:
+            data[...] = 0
+        else:
+            data[self._shown_plane] = 0
+        self._shown_plane = None
+        if mask is not None:
+            if plane is None:
+                data[...] = mask
+            else:
+                data[plane] = mask
+                self._shown_plane = plane
+        self.preview.refresh()
+
+    def remove(self) -> None:
+        """Take the helper layers out of the viewer."""
+        for layer in self.layers:
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
