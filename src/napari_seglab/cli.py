@@ -3,7 +3,8 @@
 Subcommands live in :mod:`napari_seglab._commands` (one module each) and call
 the same core functions as the widgets. Errors the core raises for bad input
 (``ValueError``, ``FileNotFoundError``, ``RuntimeError``) are printed as one
-line and give exit code 2, not a traceback.
+line and give exit code 2, not a traceback; a cancelled job
+(:class:`~napari_seglab.jobs.JobCancelled`, or Ctrl+C) gives exit code 130.
 """
 
 from __future__ import annotations
@@ -41,8 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 1
+    from .jobs import JobCancelled
+
     try:
         return int(args.func(args) or 0)
+    except JobCancelled:
+        print(f"seglab {args.command}: cancelled", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"seglab {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -37,3 +37,22 @@ def test_console_script_is_installed():
         check=True,
     ).stdout
     assert out.startswith("napari-seglab ")
+
+
+def test_a_cancelled_job_exits_130_and_other_errors_2(monkeypatch, capsys):
+    from napari_seglab._commands import info
+    from napari_seglab.jobs import JobCancelled
+
+    def cancelled(args):
+        raise JobCancelled("CRF refinement was cancelled.")
+
+    monkeypatch.setattr(info, "run", cancelled)
+    assert cli.main(["info"]) == 130
+    assert capsys.readouterr().err == "seglab info: cancelled\n"
+
+    def failing(args):
+        raise FileNotFoundError("image file not found: 'x.tif' does not exist")
+
+    monkeypatch.setattr(info, "run", failing)
+    assert cli.main(["info"]) == 2
+    assert "seglab info: error: image file not found" in capsys.readouterr().err
