@@ -393,6 +393,24 @@ def test_time_budget_stops_training(make_tiny_sam):
     assert result.stopped_by == "time"
 
 
+def test_patience_stops_when_validation_dice_stalls(make_tiny_sam):
+    images, labels = crops(seed=3)
+    result = finetune_decoder(
+        make_tiny_sam(seed=0),
+        images[:6],
+        labels[:6],
+        epochs=20,
+        learning_rate=1e-12,  # the decoder cannot move: no epoch beats the untrained one
+        patience=2,
+        device="cpu",
+    )
+    assert result.stopped_by == "patience"
+    assert result.stopped_early
+    assert result.epochs == 2
+    assert result.best_epoch == 0
+    assert result.after == result.before
+
+
 def test_correction_points_lie_in_the_error_region():
     target = torch.zeros((2, 1, 16, 16))
     target[:, :, 4:12, 4:12] = 1.0
