@@ -58,6 +58,9 @@ def test_finetune_save_and_use_in_sam_widget(
     assert [w.label for w in widget.data] == ["Image", "Labels"]
     assert list(widget.data.image.choices) == ["img0", "img1"]
     assert list(widget.data.annotations.choices) == ["gt0", "gt1"]
+    viewer.add_image(np.zeros((8, 8)), name="later")  # choices follow the viewer
+    assert list(widget.data.image.choices) == ["img0", "img1", "later"]
+    viewer.layers.remove("later")
     base = build_tiny_sam(seed=0)
     widget.set_model(base)
     assert "Base model" in widget.model_label.text()
@@ -151,6 +154,25 @@ def test_cancel_keeps_layers_and_best_decoder(make_napari_viewer, qtbot, one_tor
     assert widget.result.cancelled
     assert "cancelled; best epoch kept" in widget.status.text()
     assert widget.result.after == widget.result.history[widget.result.best_epoch]["validation"]
+
+
+def test_closing_the_dock_during_training_cancels_it(make_napari_viewer, qtbot, one_torch_thread):
+    viewer = make_napari_viewer()
+    add_crops(viewer)
+    widget = open_widget(viewer)
+    widget.set_model(build_tiny_sam(seed=0))
+    widget.recipe.epochs.value = 0
+    widget.recipe.time_budget.value = 600
+    widget.base.device.value = "cpu"
+    qtbot.mouseClick(widget.start_button, Qt.MouseButton.LeftButton)
+    worker, cancel = widget.jobs._jobs["train"]
+    with qtbot.capture_exceptions() as raised:
+        with qtbot.waitSignal(worker.finished, timeout=60000):
+            viewer.window.remove_dock_widget(widget)
+            assert cancel.is_set()
+        qtbot.wait(50)
+    assert not raised
+    assert widget.result is None  # no callback ran after the widget was closed
 
 
 def test_start_without_model_explains(make_napari_viewer, qtbot):

@@ -142,24 +142,33 @@ def test_target_defaults_to_a_new_layer(make_napari_viewer, qtbot, tiny_sam):
     assert widget.form.target.value == viewer.layers["SAM labels"]
 
 
-@pytest.mark.parametrize("kind", ["other architecture", "corrupt"])
+@pytest.mark.parametrize("kind", ["other architecture", "corrupt", "decoder of another base"])
 def test_bad_checkpoint_notifies_and_widget_is_ready_again(
     make_napari_viewer, qtbot, tmp_path, errors, kind
 ):
     import torch
 
+    from napari_seglab.sam import save_decoder
+
     path = tmp_path / "sam_vit_b.pth"
+    model_type, decoder = "vit_b", ""
     if kind == "corrupt":
         path.write_bytes(b"not a checkpoint" * 100)
     else:
         torch.save(build_tiny_sam(seed=0).sam.state_dict(), path)
+    if kind == "decoder of another base":
+        model_type = "tiny"  # the base loads; its decoder file was tuned on other weights
+        decoder = str(save_decoder(build_tiny_sam(seed=1), tmp_path / "decoder.pt"))
     viewer = make_napari_viewer()
     widget = open_widget(viewer, qtbot, np.zeros((32, 32), np.uint8), None, start=False)
-    widget.form.model.value = "vit_b"
+    widget.form.model.choices = (*widget.form.model.choices, "tiny")
+    widget.form.model.value = model_type
     widget.form.checkpoint.value = str(path)
+    widget.form.decoder.value = decoder
     widget.form.device.value = "cpu"
     qtbot.mouseClick(widget.load_button, Qt.MouseButton.LeftButton)
     assert not widget.load_button.isEnabled()
+    assert "Loading" in widget.status_label.text()
     qtbot.waitUntil(widget.load_button.isEnabled, timeout=60000)
     assert widget.session.model is None
     assert "Model not loaded" in widget.status_label.text()
@@ -302,3 +311,42 @@ def test_dock_fits_a_900_pixel_screen(make_napari_viewer, qtbot, tiny_sam):
     qtbot.wait(20)
     assert dock.height() <= 700
     assert widget.load_button.isVisibleTo(widget)
+
+
+QUIT_SCRIPT = """
+import napari
+from qtpy.QtCore import QTimer
+from napari_seglab.data import nuclei_3d
+from napari_seglab.sam import build_tiny_sam
+
+viewer = napari.Viewer(show=True)
+viewer.add_image(nuclei_3d(shape=(41, 128, 128), n_objects=4, seed=2).image, name="cells")
+_, widget = viewer.window.add_plugin_dock_widget("napari-seglab", "SAM prompting")
+widget.set_model(build_tiny_sam(seed=3))
+widget.session.neighbours = 40
+widget.start()
+assert widget.jobs.running("neighbours")
+QTimer.singleShot(300, lambda: viewer.window._qt_window.close(quit_app=True))
+napari.run()
+print("quit cleanly")
+"""
+
+
+def test_quitting_napari_during_embedding_exits_cleanly(tmp_path):
+    """The whole application quits while a background embedding runs: exit status 0."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SEGLAB_CACHE_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", QUIT_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "quit cleanly" in done.stdout
+    assert "Traceback" not in done.stderr
