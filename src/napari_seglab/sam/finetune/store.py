@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..model import SamModel
 
-__all__ = ["EmbeddingStore", "embed_planes", "open_store"]
+__all__ = ["EmbeddingStore", "bytes_per_plane", "embed_planes", "open_store"]
 
 
 def bytes_per_plane(model: SamModel) -> int:
@@ -57,7 +57,7 @@ class EmbeddingStore:
 
         grid = model.architecture.embedding_size
         channels = model.architecture.prompt_embed_dim
-        self.bytes_per_plane = 4 * channels * grid * grid
+        self.bytes_per_plane = bytes_per_plane(model)
         self.in_memory = n_planes * self.bytes_per_plane <= budget_mib * 2**20
         self.device = model.device
         self.model = model
