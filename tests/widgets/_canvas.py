@@ -38,11 +38,11 @@ def click(viewer, qtbot, world, modifier=NO_MODIFIER) -> None:
     qtbot.mouseClick(native, Qt.MouseButton.LeftButton, modifier, pos)
 
 
-def key(viewer, qtbot, qt_key) -> None:
+def key(viewer, qtbot, qt_key, modifier=NO_MODIFIER) -> None:
     """Press and release ``qt_key`` (e.g. ``Qt.Key.Key_Return``) on the canvas."""
     native = viewer.window._qt_viewer.canvas.native
     native.setFocus()
-    qtbot.keyClick(native, qt_key)
+    qtbot.keyClick(native, qt_key, modifier)
 
 
 def near(a, b, tolerance: float = 1.5) -> bool:

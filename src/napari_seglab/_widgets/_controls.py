@@ -108,3 +108,9 @@ def scroll_area(content: QWidget) -> QScrollArea:
     area.setWidget(content)
     area.setFrameShape(QScrollArea.Shape.NoFrame)
     return area
+
+
+def path_text(widget) -> str:
+    """The path typed into a magicgui ``FileEdit``, '' when it is empty."""
+    text = str(widget.line_edit.value).strip()
+    return "" if text in ("", ".") else text

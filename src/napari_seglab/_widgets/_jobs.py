@@ -24,12 +24,26 @@ from qtpy.QtCore import QObject, Signal
 from ..jobs import JobCancelled, run_to_end
 from ._layers import notify_error, start_job
 
-__all__ = ["PromptServer", "WidgetJobs"]
+__all__ = ["PromptServer", "WidgetJobs", "load_sam_job"]
 
 
 def _drive(job: Callable, *args: Any, **kwargs: Any):
     """A generator function around ``job`` (which may be a method returning a generator)."""
     return (yield from job(*args, **kwargs))
+
+
+def load_sam_job(model_type: str, checkpoint: str = "", decoder: str = "", device: str = "auto"):
+    """Load a SAM model as a job (downloads and verifies on first use); '' means none."""
+    from ..sam import load_model
+
+    yield "loading"
+    return load_model(
+        model_type,
+        checkpoint=checkpoint or None,
+        device=device,
+        decoder_checkpoint=decoder or None,
+        progress=False,
+    )
 
 
 class WidgetJobs:

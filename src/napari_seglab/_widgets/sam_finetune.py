@@ -22,20 +22,14 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, SpinBo
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QFileDialog, QLabel, QListWidget, QProgressBar, QPushButton
 
-from ._controls import TrainingPlot, device_choices
+from ._controls import TrainingPlot, device_choices, path_text
 from ._dock import DockShell
+from ._jobs import load_sam_job
 from ._layers import notify_error, show_info, spatial_image
 from ._sessions import sam_session
 
 MODEL_CHOICES = ("vit_b", "medsam", "vit_l", "vit_h")
 PROMPT_CHOICES = ("mixed", "box", "points")
-
-
-def _load_job(model_type: str, checkpoint: str, device: str):
-    from ..sam import load_model
-
-    yield "loading"
-    return load_model(model_type, checkpoint=checkpoint or None, device=device, progress=False)
 
 
 def _format_dice(scores: dict) -> str:
@@ -222,12 +216,12 @@ class SamFinetuneWidget(DockShell):
         """Load the chosen checkpoint in a worker."""
         self.model_label.setText(f"Loading {self.base.model.value}…")
         self.load_button.setEnabled(False)
-        text = str(self.base.checkpoint.line_edit.value).strip()
         self.jobs.start(
             "load",
-            _load_job,
+            load_sam_job,
             self.base.model.value,
-            "" if text in ("", ".") else text,
+            path_text(self.base.checkpoint),
+            "",
             self.base.device.value,
             what="Load SAM model",
             cancellable=False,

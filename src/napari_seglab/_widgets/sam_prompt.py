@@ -9,7 +9,14 @@ computed by one long-lived worker thread; embeddings of neighbouring planes
 are computed in the background and the plane the user clicks on goes first.
 
 Shortcuts (while the "SAM points" layer is selected): Enter commits, Escape
-clears the prompts, N shows the next proposal.
+clears the prompts, N shows the next proposal, Ctrl+Z takes back the last
+commit (every write goes through the layer's undo history).
+
+The layer boxes are magicgui ComboBoxes whose choices come from this
+widget's own viewer, leaving out the widget's helper layers (napari's layer
+annotations find the viewer by walking up Qt parents and would offer the
+preview layer as a target); napari calls :meth:`reset_choices` whenever
+layers are added, removed, moved or renamed.
 """
 
 from __future__ import annotations
@@ -18,13 +25,14 @@ from contextlib import suppress
 from functools import partial
 
 import numpy as np
+from app_model.types import KeyCode, KeyMod
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QLabel, QPushButton
 
-from ._controls import device_choices
+from ._controls import device_choices, path_text
 from ._dock import DockShell
-from ._jobs import PromptServer
+from ._jobs import PromptServer, load_sam_job
 from ._layers import current_plane, notify_error, show_info, show_warning, spatial_image
 from ._layers import write_labels as _write_labels
 from ._sessions import sam_session
@@ -36,27 +44,8 @@ NEW_LABELS = "<new labels layer>"
 HELP = (
     "Click: positive point · Shift+click: negative point · rectangle in 'SAM box': box prompt.<br>"
     "Keys (with 'SAM points' selected): <b>Enter</b> commit · <b>Esc</b> clear · "
-    "<b>N</b> next proposal."
+    "<b>N</b> next proposal · <b>Ctrl+Z</b> undo the last commit."
 )
-
-
-def _path_text(widget: FileEdit) -> str:
-    """The path typed into a FileEdit, '' when empty."""
-    text = str(widget.line_edit.value).strip()
-    return "" if text in ("", ".") else text
-
-
-def _load_job(model_type: str, checkpoint: str, decoder: str, device: str):
-    from ..sam import load_model
-
-    yield "loading"
-    return load_model(
-        model_type,
-        checkpoint=checkpoint or None,
-        device=device,
-        decoder_checkpoint=decoder or None,
-        progress=False,
-    )
 
 
 class SamPromptWidget(StackPrompting, DockShell):
@@ -173,12 +162,12 @@ class SamPromptWidget(StackPrompting, DockShell):
     def load_model(self) -> None:
         """Load the chosen model in a worker (downloads and verifies on first use)."""
         name = self.form.model.value
-        checkpoint, decoder = _path_text(self.form.checkpoint), _path_text(self.form.decoder)
+        checkpoint, decoder = path_text(self.form.checkpoint), path_text(self.form.decoder)
         self._set_status(f"Loading {name}…")
         self.load_button.setEnabled(False)
         self.jobs.start(
             "load",
-            _load_job,
+            load_sam_job,
             name,
             checkpoint,
             decoder,
@@ -243,7 +232,12 @@ class SamPromptWidget(StackPrompting, DockShell):
         geometry = {"scale": image.scale[:ndim], "translate": image.translate[:ndim]}
         if self.prompt_layers is not None:
             self.prompt_layers.remove()
-        keys = {"Enter": self.commit, "Escape": self.clear_prompts, "n": self.next_proposal}
+        keys = {
+            "Enter": self.commit,
+            "Escape": self.clear_prompts,
+            "n": self.next_proposal,
+            KeyMod.CtrlCmd | KeyCode.KeyZ: self.undo_commit,
+        }
         self.prompt_layers = PromptLayers(self.viewer, shape, geometry, self._on_prompts, keys)
         self.reset_choices()
         self._set_status("Click on the object.")
@@ -367,6 +361,12 @@ class SamPromptWidget(StackPrompting, DockShell):
             show_info("Nothing to commit: click on an object first.")
             return 0
         return self._write(self.target_labels(), self.session.commit)
+
+    def undo_commit(self) -> None:
+        """Take back the last write into the target labels (Ctrl+Z while prompting)."""
+        last = self.session.last_object
+        if last is not None and last[0] in self.viewer.layers:
+            last[0].undo()
 
     # -- closing ---------------------------------------------------------------------------
     def _on_layer_removed(self, event=None) -> None:

@@ -109,6 +109,8 @@ class PromptLayers:
         layer.feature_defaults = {"positive": not is_negative_click(event.modifiers)}
 
     def _changed(self, event=None) -> None:
+        if str(getattr(event, "action", "")) in ("adding", "removing", "changing"):
+            return  # napari announces a change before making it; act once it is made
         self._colour_points()
         self._on_prompts()
 

@@ -38,10 +38,14 @@ class StackPrompting:
             order,
             what="SAM embedding",
             progress={"total": len(order), "desc": "SAM embeddings"},
-            on_yielded=lambda e: self._set_status(
-                f"Embedded plane {getattr(e, 'plane', '')} ({e.done}/{e.total})"
-            ),
+            on_yielded=self._on_embedded,
         )
+
+    def _on_embedded(self, event) -> None:
+        """Report background progress only while it hides nothing (no prompt, no proposal)."""
+        if not self.session.has_prompts and self.session.prediction is None:
+            plane = getattr(event, "plane", "")
+            self._set_status(f"Embedded plane {plane} ({event.done}/{event.total}).")
 
     def propagate(self) -> None:
         """Extend the previewed (or last committed) object through the stack in a worker."""
