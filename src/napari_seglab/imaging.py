@@ -1,6 +1,6 @@
 """Turning image-layer data into the arrays the models need, in one place.
 
-Axis conventions (see ``ARCHITECTURE.md``): 2D images are ``(Y, X)`` or
+Axis conventions (see ``docs/index.md``, "Conventions"): 2D images are ``(Y, X)`` or
 ``(Y, X, 3)`` RGB(A); 3D stacks are ``(Z, Y, X)``, optionally with a trailing RGB
 axis or a named channel axis. Models take channels-first arrays
 ``(C, *spatial)``.
