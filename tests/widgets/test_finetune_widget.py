@@ -179,6 +179,7 @@ def test_start_without_model_explains(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     add_crops(viewer)
     widget = open_widget(viewer)
+    assert widget.minimumSizeHint().height() < 500  # scrolls: fits a 900 px screen
     widget.start()
     assert not widget.busy
     assert widget.result is None

@@ -182,6 +182,7 @@ class SamPromptSession:
         self.model_source = source or getattr(model, "name", "")
         self.model_decoder = str(decoder)
         self.segmenter = PromptSegmenter(model, self.cache)
+        self.generation += 1  # a result computed with the previous model is stale
         self._forget_prediction()
         self.model_changed.emit(model)
         self.status.emit(f"Model {model.name} on {model.device}.")
@@ -205,6 +206,7 @@ class SamPromptSession:
         self.source = data if isinstance(data, SamInput) else SamInput(data, rgb=rgb)
         self._prompts.clear()
         self.last_object = None
+        self.generation += 1  # a result computed on the previous image is stale
         self._forget_prediction()
         self.image_changed.emit()
         return self.source
