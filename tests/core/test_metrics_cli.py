@@ -116,3 +116,36 @@ def test_spacing_comes_from_any_ground_truth_file_that_stores_one(tmp_path, stac
     assert float(row[header.index("volume_gt")]) == pytest.approx(expected["volume_gt"])
     assert float(row[header.index("hd95")]) == pytest.approx(expected["hd95"])
     assert "evaluate: 100% done" in capsys.readouterr().err  # progress of the job
+
+
+def test_foreground_and_map_options_and_instance_warning(tmp_path, capsys):
+    sample = data.nuclei_2d(shape=(96, 96), n_objects=14, seed=6)
+    pred = np.where(sample.labels > 0, 2 - sample.labels % 2, 0).astype(np.uint8)
+    np.save(tmp_path / "pred.npy", pred)
+    np.save(tmp_path / "instances.npy", sample.labels)
+    np.save(tmp_path / "mask.npy", sample.semantic)
+    base = ["evaluate", str(tmp_path / "pred.npy"), "--quiet", "--no-surface"]
+
+    assert main([*base, str(tmp_path / "instances.npy")]) == 0
+    captured = capsys.readouterr()
+    assert "looks like instances" in captured.err
+
+    assert main([*base, str(tmp_path / "instances.npy"), "--foreground"]) == 0
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err
+    rows = [line.split() for line in captured.out.splitlines()]
+    assert rows[1][0] == "1"
+    assert len(rows) == 2
+    assert rows[1][1] == "1"  # Dice 1: the same foreground
+
+    csv_path = tmp_path / "mapped.csv"
+    code = main([*base, str(tmp_path / "mask.npy"), "--map", "1:1,2:1", "--csv", str(csv_path)])
+    assert code == 0
+    written = _rows(csv_path)
+    assert [row[0] for row in written[1:]] == ["1"]
+    assert float(written[1][1]) == 1.0
+
+    assert main([*base, str(tmp_path / "mask.npy"), "--map", "1=1"]) == 2
+    assert "PRED:GT" in capsys.readouterr().err
+    assert main([*base, str(tmp_path / "mask.npy"), "--foreground", "--mode", "instance"]) == 2
+    assert "need --mode semantic" in capsys.readouterr().err

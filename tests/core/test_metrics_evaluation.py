@@ -77,7 +77,8 @@ def test_cancel_stops_between_classes_and_steps():
         return cancel
 
     # Semantic surface metrics ask before every class: stop after the third class.
-    assert metrics.semantic(pred, gt, spacing=sample.spacing, cancel=cancel_after(3)) is None
+    with pytest.raises(JobCancelled, match="Evaluation was cancelled"):
+        metrics.semantic(pred, gt, spacing=sample.spacing, cancel=cancel_after(3))
     assert len(asked) == 4
     asked.clear()
     with pytest.raises(JobCancelled, match="Evaluation was cancelled"):

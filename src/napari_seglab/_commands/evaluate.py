@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,20 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--no-surface", action="store_true", help="semantic: skip HD95/ASSD/surface Dice"
     )
+    mapping = parser.add_mutually_exclusive_group()
+    mapping.add_argument(
+        "--foreground",
+        action="store_true",
+        help="semantic: foreground vs background (every id > 0 is class 1 on both sides)",
+    )
+    mapping.add_argument(
+        "--map",
+        dest="class_map",
+        default=None,
+        metavar="PRED:GT,...",
+        help="semantic: rename prediction classes first, e.g. 1:1,2:1 merges prediction "
+        "classes 1 and 2 into ground-truth class 1 (unlisted ids keep theirs; :0 drops)",
+    )
     parser.add_argument("--csv", type=Path, default=None, help="write the summary table here")
     parser.add_argument(
         "--objects-csv", type=Path, default=None, help="instance: write per-object rows here"
@@ -77,7 +92,7 @@ def read_labels(path: Path) -> tuple[Any, tuple[float, ...] | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate, print the table, write CSV files; exit code 0."""
+    """Evaluate, print the table (warnings on stderr), write CSV files; exit code 0."""
     from napari_seglab import metrics
     from napari_seglab.jobs import run_to_end
 
@@ -85,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.mode == "semantic" and args.objects_csv is not None:
         raise ValueError("--objects-csv needs --mode instance, got --mode semantic")
+    if args.mode == "instance" and (args.foreground or args.class_map):
+        raise ValueError("--foreground and --map need --mode semantic, got --mode instance")
+    class_map = metrics.parse_class_map(args.class_map) if args.class_map else None
     pred, _ = read_labels(args.pred)
     gt, gt_spacing = read_labels(args.gt)
     spacing = tuple(args.spacing) if args.spacing else gt_spacing
@@ -99,9 +117,14 @@ def run(args: argparse.Namespace) -> int:
         ignore_label=args.ignore_label,
         surface=not args.no_surface,
         slices=False,
+        foreground=args.foreground,
+        class_map=class_map,
     )
-    result = run_to_end(job, progress_printer("evaluate", quiet=args.quiet, step=1)).result
+    evaluation = run_to_end(job, progress_printer("evaluate", quiet=args.quiet, step=1))
+    result = evaluation.result
     print(format_table(*metrics.results_table(result)))
+    for warning in evaluation.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.mode == "instance":
         print(
             f"\n{result['n_gt']} ground-truth objects, {result['n_pred']} predicted; "

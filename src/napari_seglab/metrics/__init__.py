@@ -11,6 +11,9 @@ Public API::
     fp, fn = metrics.instance_errors(pred, gt, result)   # error images
     metrics.evaluate(pred, gt, mode="instance")          # all of it, as the widget does
     metrics.foreground_dice(a, b), metrics.boundary_f_score(a, b)   # two foreground masks
+    metrics.semantic(pred, gt, foreground=True)          # all > 0 vs 0 on both sides
+    metrics.semantic(pred, gt, class_map={1: 1, 2: 1})   # rename prediction classes first
+    metrics.looks_like_instances(gt)                     # many ids, each one connected blob
 
 Every function takes numpy, dask, zarr or any array supporting slicing along
 axis 0, of any integer dtype, and reads it slab by slab in one pass that
@@ -18,6 +21,15 @@ builds a sparse contingency table (:mod:`.contingency`). Definitions and
 conventions: ``docs/evaluation.md``.
 """
 
+from .classes import (
+    InstanceCheck,
+    MappedLabels,
+    apply_class_map,
+    instance_check,
+    label_warnings,
+    looks_like_instances,
+    parse_class_map,
+)
 from .contingency import ContingencyTable, check_label_pair, contingency_table
 from .evaluation import Evaluation, EvaluationProgress, evaluate, evaluation_steps
 from .export import (
@@ -41,7 +53,10 @@ __all__ = [
     "ContingencyTable",
     "Evaluation",
     "EvaluationProgress",
+    "InstanceCheck",
+    "MappedLabels",
     "SurfaceScores",
+    "apply_class_map",
     "boundary_f_score",
     "check_label_pair",
     "contingency_table",
@@ -49,10 +64,14 @@ __all__ = [
     "evaluation_steps",
     "foreground_dice",
     "format_value",
+    "instance_check",
     "instance_errors",
     "instances",
     "is_instance_result",
+    "label_warnings",
+    "looks_like_instances",
     "mean_dice",
+    "parse_class_map",
     "per_slice",
     "results_table",
     "semantic",

@@ -9,13 +9,14 @@ A job in the sense of :mod:`napari_seglab.jobs`: the widget runs
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..jobs import CancelCheck, CancelLike, JobCancelled, ProgressEvent, Stopwatch, run_to_end
+from ..jobs import CancelCheck, CancelLike, ProgressEvent, Stopwatch, run_to_end
+from .classes import apply_class_map, label_warnings
 from .contingency import check_label_pair
 from .export import instance_errors, results_table, semantic_errors
 from .matching import instances
@@ -60,6 +61,9 @@ class Evaluation:
     false_positives, false_negatives : ndarray or None
         Error images (see :func:`~.export.instance_errors` and
         :func:`~.export.semantic_errors`) when requested.
+    warnings : tuple of str
+        Semantic mode: why the scores may mislead (ground truth that looks
+        like instances, no class in common); see :func:`~.classes.label_warnings`.
     """
 
     mode: str
@@ -67,6 +71,7 @@ class Evaluation:
     per_slice: dict[int, np.ndarray] | None
     false_positives: np.ndarray | None = None
     false_negatives: np.ndarray | None = None
+    warnings: tuple[str, ...] = ()
 
     def table(self, which: str = "summary") -> tuple[list[str], list[list[Any]]]:
         """The result as ``(header, rows)`` (see :func:`~.export.results_table`)."""
@@ -93,6 +98,8 @@ def evaluation_steps(
     surface: bool = True,
     slices: bool = True,
     error_images: bool = False,
+    foreground: bool = False,
+    class_map: Mapping[int, int] | None = None,
     cancel: CancelLike = None,
 ) -> Generator[EvaluationProgress, None, Evaluation]:
     """Evaluate ``pred`` against ``gt`` step by step.
@@ -113,6 +120,10 @@ def evaluation_steps(
         Dice per plane along axis 0 for 3D inputs (an extra pass over the voxels).
     error_images : bool
         Also build false-positive and false-negative images.
+    foreground, class_map :
+        Semantic mode: score foreground vs background, or rename prediction
+        classes ``{prediction class: ground-truth class}`` first (every step
+        and the error images use the mapped ids); see :mod:`.classes`.
     cancel : threading.Event or callable, optional
         Checked between steps and between the classes' surface metrics
         (:class:`~napari_seglab.jobs.CancelCheck`).
@@ -131,11 +142,21 @@ def evaluation_steps(
     JobCancelled
         When ``cancel`` was set; nothing is returned.
     ValueError
-        Bad ``mode`` or inputs of different shapes (before the first event).
+        Bad ``mode``, inputs of different shapes, or a class mapping in
+        instance mode (before the first event).
     """
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
     shape = check_label_pair(pred, gt)
+    if mode == "instance" and (foreground or class_map):
+        raise ValueError(
+            "foreground / class_map: expected mode 'semantic' (instance ids are objects, "
+            "not classes), got mode 'instance'"
+        )
+    original_gt = gt
+    pred, gt = apply_class_map(
+        pred, gt, foreground=foreground, class_map=class_map, ignore_label=ignore_label
+    )
     check = CancelCheck(cancel)
     clock = Stopwatch()
     with_slices = slices and len(shape) == 3
@@ -158,10 +179,15 @@ def evaluation_steps(
             surface=surface,
             cancel=check,
         )
-        if result is None:
-            raise JobCancelled("Evaluation was cancelled.")
+        warnings = label_warnings(
+            (c for c, s in result.items() if s["volume_pred"] > 0),
+            (c for c, s in result.items() if s["volume_gt"] > 0),
+            original_gt,
+            check_instances=not foreground,
+        )
     else:
         result = instances(pred, gt, iou_threshold=iou_threshold)
+        warnings = []
     finished += 1
     per_plane = None
     if with_slices:
@@ -178,7 +204,7 @@ def evaluation_steps(
             fp, fn = instance_errors(pred, gt, result)
         finished += 1
     yield event("done", "done")
-    return Evaluation(mode, result, per_plane, fp, fn)
+    return Evaluation(mode, result, per_plane, fp, fn, tuple(warnings))
 
 
 def evaluate(pred: Any, gt: Any, **options: Any) -> Evaluation:

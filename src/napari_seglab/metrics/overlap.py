@@ -18,12 +18,14 @@ Conventions
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from ..jobs import CancelCheck, CancelLike
 from .boxes import Boxes, merge_boxes, run_boxes
+from .classes import apply_class_map
 from .contingency import (
     ContingencyTable,
     PairAccumulator,
@@ -106,8 +108,10 @@ def semantic(
     ignore_label: int | None = None,
     tolerance: float = 1.0,
     surface: bool = True,
-    cancel: Callable[[], bool] | None = None,
-) -> dict[int, dict[str, float]] | None:
+    foreground: bool = False,
+    class_map: Mapping[int, int] | None = None,
+    cancel: CancelLike = None,
+) -> dict[int, dict[str, float]]:
     """Per-class overlap and surface metrics of a semantic segmentation.
 
     Parameters
@@ -128,18 +132,33 @@ def semantic(
         Tolerance of the surface Dice, in the units of ``spacing``.
     surface : bool
         Compute ``hd95``, ``assd`` and ``surface_dice`` (NaN when False).
-    cancel : callable, optional
-        Asked before each class's surface metrics (the slow part); when it
-        returns True the computation stops and None is returned.
+    foreground : bool
+        Score foreground vs background: every non-zero id is class 1 on both
+        sides (the ground truth's ``ignore_label`` is still left out).
+    class_map : dict of int to int, optional
+        ``{prediction class: ground-truth class}``: prediction ids renamed
+        before scoring (``{1: 1, 2: 1}`` merges classes 1 and 2); ids not in
+        it keep their id. See :mod:`.classes`.
+    cancel : threading.Event or callable, optional
+        Checked before each class's surface metrics (the slow part),
+        through :class:`~napari_seglab.jobs.CancelCheck`.
 
     Returns
     -------
-    dict or None
+    dict
         ``{class_id: {"dice", "iou", "precision", "recall", "hd95", "assd",
         "surface_dice", "volume_gt", "volume_pred"}}`` with float values, in
         ascending class order. See :mod:`.overlap` for empty-class conventions.
-        None when cancelled.
+
+    Raises
+    ------
+    napari_seglab.jobs.JobCancelled
+        When ``cancel`` was set; nothing is returned.
     """
+    pred, gt = apply_class_map(
+        pred, gt, foreground=foreground, class_map=class_map, ignore_label=ignore_label
+    )
+    check = CancelCheck(cancel)
     table, pred_boxes, gt_boxes = scan(pred, gt, boxes=surface)
     ndim = len(table.shape)
     spacing = check_spacing(spacing, ndim)
@@ -172,8 +191,7 @@ def semantic(
             "volume_pred": n_pred * voxel_volume,
         }
         if surface:
-            if cancel is not None and cancel():
-                return None
+            check.raise_if_set("Evaluation")
             box = _union_box(pred_boxes, gt_boxes, label)
             if box is None:
                 pred_mask = gt_mask = np.zeros((1,) * ndim, dtype=bool)
