@@ -5,6 +5,8 @@ from __future__ import annotations
 # MONAI (and through it torchvision and triton) must load before the first viewer: importing
 # triton after napari created its OpenGL context segfaults under Mesa's llvmpipe (two LLVM
 # copies in one process), which is what Xvfb gives us here.
+import re
+
 import monai.networks.nets  # noqa: F401
 import numpy as np
 import pytest
@@ -13,6 +15,10 @@ from napari_seglab import data
 from napari_seglab.unet import SegmentationModel, predict, probabilities_to_labels
 
 DISPLAY_NAME = "U-Net train / predict"
+ANGLE = np.deg2rad(20)
+ROTATION = np.array(
+    [[np.cos(ANGLE), -np.sin(ANGLE), 0], [np.sin(ANGLE), np.cos(ANGLE), 0], [0, 0, 1]]
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -28,12 +34,12 @@ def wait_done(qtbot, widget, timeout=120_000):
 
 
 def small_settings(widget, epochs=3):
-    widget.patch_size.setText("32 32")
-    widget.epochs.setValue(epochs)
-    widget.batch_size.setValue(2)
-    widget.augment.setChecked(False)
-    widget.device.setCurrentText("cpu")
-    widget.learning_rate.setValue(0.003)
+    widget.patch_size.value = "32 32"
+    widget.epochs.value = epochs
+    widget.batch_size.value = 2
+    widget.augment.value = False
+    widget.device.value = "cpu"
+    widget.learning_rate.value = 0.003
 
 
 def snapshot(viewer):
@@ -50,11 +56,13 @@ def assert_same_layers(viewer, before):
 def test_train_plot_predict_then_cancel_second_training(make_napari_viewer, qtbot, tmp_path):
     sample = data.nuclei_2d(shape=(96, 96), n_objects=10, seed=4)
     viewer = make_napari_viewer()
-    viewer.add_image(sample.image, name="nuclei", scale=(0.5, 0.5))
-    viewer.add_labels(sample.semantic, name="annotation", scale=(0.5, 0.5))
+    # Anisotropic, translated and rotated: every new layer must land on the image's grid.
+    geometry = {"scale": (0.5, 0.8), "translate": (10.0, -5.0), "affine": ROTATION}
+    viewer.add_image(sample.image, name="nuclei", **geometry)
+    viewer.add_labels(sample.semantic, name="annotation", **geometry)
     widget = open_widget(viewer)
-    assert widget.image_combo.currentText() == "nuclei"
-    assert widget.labels_combo.currentText() == "annotation"
+    assert widget.image_combo.value is viewer.layers["nuclei"]
+    assert widget.labels_combo.value is viewer.layers["annotation"]
     small_settings(widget, epochs=3)
 
     widget.train_button.click()
@@ -70,33 +78,41 @@ def test_train_plot_predict_then_cancel_second_training(make_napari_viewer, qtbo
     model = widget.model
     assert isinstance(model, SegmentationModel)
     assert model.classes == (0, 1)
-    assert model.spacing == (0.5, 0.5)
+    assert model.spacing == (0.5, 0.8)
     assert "3 epochs" in widget.model_info.text()
     assert widget.progress.value() == 100
 
     # 2D suggestions: as many tiles as asked, even beyond the patch-sized grid (9 tiles).
-    widget.suggest_k.setValue(12)
+    widget.suggest_k.value = 12
     widget.suggest_button.click()
     wait_done(qtbot, widget)
     assert widget.suggestions.count() == 12
     # MC dropout on a model without dropout: said at once, nothing started.
-    widget.mc_passes.setValue(2)
+    widget.mc_passes.value = 2
     widget.suggest_button.click()
     assert widget._worker is None
     assert "dropout" in widget.status.text()
     assert widget.suggestions.count() == 12
-    widget.mc_passes.setValue(0)
+    widget.mc_passes.value = 0
 
-    widget.probability_layer.setChecked(True)
-    widget.instances.setCurrentText("watershed")
+    widget.probability_layer.value = True
+    widget.instances.value = "watershed"
     widget.predict_button.click()
     wait_done(qtbot, widget)
     labels_layer = viewer.layers["nuclei U-Net"]
     expected = probabilities_to_labels(predict(model, sample.image, device="cpu"), model.classes)
     np.testing.assert_array_equal(labels_layer.data, expected)
-    assert tuple(labels_layer.scale) == (0.5, 0.5)
     assert viewer.layers["nuclei U-Net objects"].data.shape == (96, 96)
     probability = viewer.layers["nuclei U-Net P(label 1)"]
+    image_layer = viewer.layers["nuclei"]
+    for added in (labels_layer, viewer.layers["nuclei U-Net objects"], probability):
+        np.testing.assert_allclose(added.scale, (0.5, 0.8))
+        np.testing.assert_allclose(added.translate, (10.0, -5.0))
+        np.testing.assert_allclose(added.affine.affine_matrix, image_layer.affine.affine_matrix)
+        for point in ((0, 0), (95, 0), (40, 77)):
+            np.testing.assert_allclose(
+                added.data_to_world(point), image_layer.data_to_world(point), atol=1e-9
+            )
     assert probability.data.dtype == np.float32
     assert float(probability.data.max()) <= 1.0
 
@@ -111,7 +127,7 @@ def test_train_plot_predict_then_cancel_second_training(make_napari_viewer, qtbo
 
     # A second, long training cancelled right away: no layer changes.
     before = snapshot(viewer)
-    widget.epochs.setValue(10_000)
+    widget.epochs.value = 10_000
     widget.train_button.click()
     widget.cancel_button.click()
     wait_done(qtbot, widget)
@@ -130,7 +146,7 @@ def test_time_budget_only_progress_and_cancel_keeps_best_epoch(make_napari_viewe
     viewer.add_labels(sample.semantic, name="annotation")
     widget = open_widget(viewer)
     small_settings(widget, epochs=0)
-    widget.time_budget.setValue(600)
+    widget.time_budget.value = 600
     fractions = []
 
     def cancel_after_second_epoch(event):
@@ -143,6 +159,8 @@ def test_time_budget_only_progress_and_cancel_keeps_best_epoch(make_napari_viewe
     wait_done(qtbot, widget)
     assert len(fractions) >= 2
     assert all(f is not None and 0 < f < 1 for f in fractions)  # elapsed / budget
+    # The bar says how much of the budget is spent, not just a percentage stuck near 0.
+    assert re.fullmatch(r"\d+ s of 600 s", widget.progress.format())
     assert "best epoch so far is kept" in widget.status.text()
     assert widget.model is not None
     assert [h["epoch"] for h in widget.model.history] == widget.plot.epochs
@@ -157,17 +175,17 @@ def test_sparse_3d_training_then_suggestions_jump_to_plane(make_napari_viewer, q
     viewer.add_labels(sparse, name="sparse", scale=sample.spacing)
     widget = open_widget(viewer)
     small_settings(widget, epochs=1)
-    widget.use_ignore.setChecked(True)
-    widget.ignore_value.setValue(0)
-    widget.architecture.setCurrentText("unet")
+    widget.use_ignore.value = True
+    widget.ignore_value.value = 0
+    widget.architecture.value = "unet"
 
-    widget.patch_size.setText("8 32 32")  # a 3D network on the 8-plane stack
+    widget.patch_size.value = "8 32 32"  # a 3D network on the 8-plane stack
     widget.train_button.click()
     wait_done(qtbot, widget)
     assert widget.model is not None
     assert widget.model.classes == (1, 2)
 
-    widget.suggest_k.setValue(3)
+    widget.suggest_k.value = 3
     before = snapshot(viewer)
     widget.suggest_button.click()
     wait_done(qtbot, widget)
@@ -220,11 +238,66 @@ def test_ux_messages_name_the_fix_before_any_dialog(make_napari_viewer, qtbot, m
     widget.train_button.click()
     wait_done(qtbot, widget)
     assert "distinct values" in widget.status.text()
-    assert widget.binary.text() in widget.status.text()  # names the checkbox that fixes it
+    assert widget.binary.text in widget.status.text()  # names the checkbox that fixes it
     assert widget.model is None
-    widget.binary.setChecked(True)
+    widget.binary.value = True
     widget.train_button.click()
     wait_done(qtbot, widget)
     assert widget.model is not None
     assert widget.model.classes == (0, 1)
     assert_same_layers(viewer, before)
+
+
+def test_dock_fits_a_900_px_screen_and_follows_the_layer_list(make_napari_viewer, qtbot):
+    from qtpy.QtCore import QPoint
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1280, 900)
+    viewer.add_image(np.zeros((32, 32), np.float32), name="first")
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-seglab", DISPLAY_NAME)
+    QApplication.processEvents()
+    # Menu bar, dock title and status bar need about 100 px of a 900 px screen.
+    assert dock.minimumSizeHint().height() <= 800
+    assert window.height() <= 900
+    assert not any(section.isExpanded() for section in widget.sections.values())
+
+    for section in widget.sections.values():  # everything open: the content scrolls
+        section.expand(animate=False)
+    QApplication.processEvents()
+    assert dock.minimumSizeHint().height() <= 800
+    assert window.height() <= 900
+    for button in (widget.train_button, widget.predict_button, widget.suggest_button):
+        widget.scroll.ensureWidgetVisible(button)
+        QApplication.processEvents()
+        assert not button.visibleRegion().isEmpty()
+    # Progress and status stay below the scrolling part, inside the window.
+    for line in (widget.progress, widget.status):
+        assert line.isVisible()
+        bottom = line.mapTo(window, QPoint(0, line.height())).y()
+        assert bottom <= window.height()
+
+    # Layer choices follow the viewer (napari calls reset_choices).
+    viewer.add_image(np.ones((32, 32), np.float32), name="second")
+    viewer.add_labels(np.zeros((32, 32), np.uint8), name="painted")
+    assert [layer.name for layer in widget.image_combo.choices] == ["first", "second"]
+    assert [layer.name for layer in widget.labels_combo.choices] == ["painted"]
+    viewer.layers.remove("first")
+    assert [layer.name for layer in widget.image_combo.choices] == ["second"]
+    assert widget.image_combo.value is viewer.layers["second"]
+
+
+def test_layers_from_a_channel_image_keep_its_spatial_transform():
+    from napari.layers import Image, Labels
+
+    from napari_seglab._widgets.unet_parts import source_geometry
+
+    source = Image(
+        np.zeros((2, 5, 6)), scale=(9, 0.5, 0.8), translate=(3, 10, -5), shear=(0, 0, 0.2)
+    )
+    labels = Labels(np.zeros((5, 6), np.uint8), **source_geometry(source, 2, channel_axis=0))
+    for point in ((0, 0), (4, 5), (2, 3)):
+        np.testing.assert_allclose(
+            labels.data_to_world(point), source.data_to_world((1, *point))[1:]
+        )

@@ -1,42 +1,48 @@
 """U-Net train / predict dock widget: paint labels, train, predict, correct, retrain.
 
-A thin shell over :mod:`napari_seglab.unet`: its forms (:mod:`.unet_parts`) map
-controls to the arguments of the core jobs (``train_events``, with a live plot
-of loss and validation Dice; ``predict_and_split_events``; ``suggest_events``),
-which run in a worker thread. The trained model is the widget's session object.
-Cancel and errors change no layer; a cancelled training keeps its best epoch.
+A thin shell over :mod:`napari_seglab.unet`: its magicgui forms
+(:mod:`.unet_parts`) map controls to the arguments of the core jobs
+(``train_events``, with a live plot of loss and validation Dice;
+``predict_and_split_events``; ``suggest_events``), which run in a worker
+thread. The trained model is the widget's session object. Cancel and errors
+change no layer; a cancelled training keeps its best epoch. Everything but
+the progress bar and status line scrolls, and the rarely changed settings sit
+in collapsed sections, so the dock fits a 900 px screen.
 """
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
-from qtpy.QtWidgets import (
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFileDialog, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from ..jobs import JobCancelled
-from ._controls import TrainingPlot, int_box
-from ._layers import layer_spacing, notify_error, show_info, spatial_image, start_job
-from .unet_parts import (
+from ._controls import TrainingPlot, scroll_area
+from ._dock import DockShell
+from ._layers import layer_spacing, notify_error, show_info, spatial_image
+from .unet_forms import (
+    AdvancedTrainingForm,
     DataForm,
     PredictionForm,
-    SuggestionList,
+    SuggestForm,
     TrainingForm,
-    add_prediction_layers,
+    training_settings,
 )
+from .unet_parts import SuggestionList, add_prediction_layers, group, section
+
+JOB = "unet"
 
 
-class UNetWidget(QWidget):
+def _train_job(*args, binary_hint: str, **kwargs):
+    """:func:`~napari_seglab.unet.train_events`; too many classes names the checkbox to tick."""
+    from ..unet import train_events
+    from ..unet.data import TooManyClasses
+
+    try:
+        return (yield from train_events(*args, **kwargs))
+    except TooManyClasses as exc:
+        raise ValueError(f"{exc} Tick '{binary_hint}' under Data to do so.") from None
+
+
+class UNetWidget(DockShell):
     """Train a MONAI U-Net on layers, predict, and suggest what to annotate next.
 
     Parameters
@@ -47,46 +53,50 @@ class UNetWidget(QWidget):
     ----------
     model : SegmentationModel or None
         The session's current model (trained here or loaded).
+    data_form, training_form, advanced_form, prediction_form, suggest_form : magicgui Container
+        The forms; their widgets are also attributes of the widget (``image_combo``,
+        ``epochs``, ``patch_size``, ``overlap``, ``suggest_k``, ...).
+    sections : dict of str to QCollapsible
+        ``"advanced"``, ``"curves"``, ``"model"``, ``"suggest"``: collapsed at start.
     """
 
     def __init__(self, napari_viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer)
         self.model = None
         self._worker = None
-        self._cancel = threading.Event()
 
-        # The forms own their controls; the widget keeps their names for scripts and tests.
-        self.data_form = data = DataForm()
-        self.image_combo, self.labels_combo = data.image_combo, data.labels_combo
+        self.data_form = data = DataForm(napari_viewer)
+        self.image_combo, self.labels_combo = data.image, data.labels_layer
         self.use_ignore, self.ignore_value = data.use_ignore, data.ignore_value
         self.binary = data.binary
         self.training_form = form = TrainingForm()
-        self.architecture, self.patch_size = form.architecture, form.patch_size
-        self.epochs, self.time_budget = form.epochs, form.time_budget
-        self.batch_size, self.learning_rate = form.batch_size, form.learning_rate
-        self.augment, self.device = form.augment, form.device
-        self.continue_training = form.continue_training
+        self.architecture, self.epochs = form.architecture, form.epochs
+        self.time_budget, self.device = form.time_budget, form.device
+        self.advanced_form = advanced = AdvancedTrainingForm()
+        self.patch_size, self.batch_size = advanced.patch_size, advanced.batch_size
+        self.learning_rate, self.augment = advanced.learning_rate, advanced.augment
+        self.continue_training = advanced.continue_training
+        self.prediction_form = pred = PredictionForm()
+        self.overlap, self.tta, self.instances = pred.overlap, pred.tta, pred.instances
+        self.probability_layer = pred.probability_layer
+        self.suggest_form = suggest = SuggestForm()
+        self.suggest_k, self.mc_passes = suggest.k, suggest.mc_passes
+        self.forms = [data, form, advanced, pred, suggest]
+
         self.train_button = QPushButton("Train")
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
         self.plot = TrainingPlot()
         self.save_button = QPushButton("Save model…")
         self.load_button = QPushButton("Load model…")
         self.model_info = QLabel("No model yet.")
-        self.model_info.setWordWrap(True)
-        self.prediction_form = pred = PredictionForm()
-        self.overlap, self.tta, self.instances = pred.overlap, pred.tta, pred.instances
-        self.probability_layer, self.predict_button = pred.probability_layer, pred.predict_button
-        self.suggest_k = int_box(5, 1, 1000, "Number of planes / tiles to suggest.")
-        self.mc_passes = int_box(0, 0, 100, "Monte-Carlo dropout passes (0: off).", "off")
+        self.predict_button = QPushButton("Predict")
         self.suggest_button = QPushButton("Suggest slices")
         self.suggestions = SuggestionList(napari_viewer)
-
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.status = QLabel("")
-        self.status.setWordWrap(True)
+        for label in (self.model_info, self.status):
+            label.setWordWrap(True)
 
         self._layout()
         self.train_button.clicked.connect(self.train)
@@ -95,94 +105,85 @@ class UNetWidget(QWidget):
         self.suggest_button.clicked.connect(self.suggest)
         self.save_button.clicked.connect(self._save_dialog)
         self.load_button.clicked.connect(self._load_dialog)
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
-            event.connect(self._refresh_layers)
-        self._refresh_layers()
+        self.reset_choices()
         self._set_busy(False)
 
+    # ----------------------------------------------------------------- layout
     def _layout(self) -> None:
-        train_box = QVBoxLayout()
-        train_box.addWidget(self.training_form)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.train_button)
-        buttons.addWidget(self.cancel_button)
-        train_box.addLayout(buttons)
-        train_box.addWidget(self.plot)
-
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.save_button)
-        model_row.addWidget(self.load_button)
-        model_box = QVBoxLayout()
-        model_box.addLayout(model_row)
-        model_box.addWidget(self.model_info)
-
-        suggest_form = QFormLayout()
-        suggest_form.addRow("How many", self.suggest_k)
-        suggest_form.addRow("MC dropout", self.mc_passes)
-        suggest_form.addRow(self.suggest_button)
-        suggest_form.addRow(self.suggestions)
-
-        layout = QVBoxLayout(self)
-        for title, inner in (
-            ("Data", self.data_form),
-            ("Training", train_box),
-            ("Model", model_box),
-            ("Predict", self.prediction_form),
-            ("Annotate next", suggest_form),
-        ):
-            group = QGroupBox(title)
-            if isinstance(inner, QWidget):
-                group.setLayout(QVBoxLayout())
-                group.layout().addWidget(inner)
-            else:
-                group.setLayout(inner)
-            layout.addWidget(group)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
+        self.sections = {
+            "advanced": section("Advanced training settings", self.advanced_form),
+            "curves": section("Training curves", self.plot),
+            "model": section("Model file", (self.save_button, self.load_button)),
+            "suggest": section(
+                "Annotate next", self.suggest_form, self.suggest_button, self.suggestions
+            ),
+        }
+        content = QWidget()
+        layout = QVBoxLayout(content)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(group("Data", self.data_form))
+        layout.addWidget(
+            group(
+                "Training",
+                self.training_form,
+                (self.train_button, self.cancel_button),
+                self.model_info,
+                self.sections["advanced"],
+                self.sections["curves"],
+                self.sections["model"],
+            )
+        )
+        layout.addWidget(group("Predict", self.prediction_form, self.predict_button))
+        layout.addWidget(self.sections["suggest"])
         layout.addStretch(1)
-
-    def _refresh_layers(self, event=None) -> None:
-        self.data_form.refresh(self.viewer)
+        self.scroll = scroll_area(content)
+        # The progress bar and the status line stay in view, below the scrolling part.
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll, 1)
+        outer.addWidget(self.progress)
+        outer.addWidget(self.status)
 
     def training_settings(self) -> dict:
-        """Keyword arguments for :func:`~napari_seglab.unet.train_events` from the form."""
-        return {**self.training_form.settings(), "ignore_label": self.data_form.ignore_label()}
+        """Keyword arguments for :func:`~napari_seglab.unet.train_events` from the forms."""
+        settings = training_settings(self.training_form, self.advanced_form)
+        return {**settings, "ignore_label": self.data_form.ignore_label()}
 
     # ------------------------------------------------------------------ train
     def train(self) -> None:
         """Start training in a worker thread; the plot updates after every epoch."""
-        from ..unet import train_events
-
         if self._worker is not None:
             show_info("A U-Net job is already running.")
             return
         try:
             settings = self.training_settings()
-            image_layer, image, rgb, labels = self.data_form.training_data(self.viewer)
+            image_layer, image, rgb, labels = self.data_form.training_data()
         except ValueError as exc:
-            notify_error(exc, "U-Net training")
+            self._failed("U-Net training")(exc)
             return
-        initial = self.model if self.continue_training.isChecked() else None
+        initial = self.model if self.continue_training.value else None
         self.plot.clear()
+        self.sections["curves"].expand(animate=False)
         self._start(
             "Training…",
-            train_events,
+            _train_job,
             image,
             labels,
+            what="U-Net training",
+            binary_hint=self.binary.text,
             rgb=True if rgb else None,
             spacing=layer_spacing(image_layer),
             initial_model=initial,
             on_yielded=self._epoch_done,
             on_returned=self._trained,
-            on_errored=self._training_failed,
+            on_cancelled=self._training_cancelled,
             progress={"total": settings["max_epochs"] or 0, "desc": "U-Net training"},
             **settings,
         )
 
     def _epoch_done(self, event) -> None:
         self.plot.add(event.epoch, event.loss, event.score)
-        if event.fraction is not None:  # epochs done, or elapsed of the time budget
-            self.progress.setValue(int(100 * event.fraction))
+        self._show_progress(event)
         dice = "-" if event.score is None else f"{event.score:.3f}"
         self.status.setText(
             f"Epoch {event.epoch}: loss {event.loss:.4f}, val Dice {dice}, {event.elapsed:.0f} s"
@@ -193,25 +194,17 @@ class UNetWidget(QWidget):
         self.status.setText("Training finished.")
         self._describe_model()
 
-    def _training_failed(self, exc: BaseException) -> None:
-        from ..unet.data import TooManyClasses
-
-        if isinstance(exc, JobCancelled) and exc.partial is not None:
+    def _training_cancelled(self, exc) -> None:
+        if getattr(exc, "partial", None) is not None:
             self.model = exc.partial
             self._describe_model()
             self.status.setText("Training cancelled; the best epoch so far is kept.")
-        elif isinstance(exc, JobCancelled):
-            self.status.setText("Training cancelled before the first epoch; model unchanged.")
-        elif isinstance(exc, TooManyClasses):
-            self._failed("U-Net training")(
-                ValueError(f"{exc} Tick '{self.binary.text()}' under Data to do so.")
-            )
         else:
-            self._failed("U-Net training")(exc)
+            self.status.setText("Training cancelled before the first epoch; model unchanged.")
 
     def cancel(self) -> None:
         """Ask the running job to stop; no layer changes."""
-        self._cancel.set()
+        self.jobs.cancel(JOB)
         self.status.setText("Cancelling…")
 
     # ---------------------------------------------------------------- predict
@@ -224,7 +217,7 @@ class UNetWidget(QWidget):
         try:
             if self.model is None:
                 raise ValueError("Expected a model: train one or load one first.")
-            image_layer = self.data_form.image_layer(self.viewer)
+            image_layer = self.data_form.image_layer()
             data, rgb = spatial_image(image_layer)
             image = np.asarray(data)
             slicewise = self.model.spatial_dims == 2 and image.ndim - (1 if rgb else 0) == 3
@@ -234,34 +227,36 @@ class UNetWidget(QWidget):
 
                 require_dropout(self.model)
         except ValueError as exc:
-            notify_error(exc, what)
-            self.status.setText(f"Failed: {exc}")
+            self._failed(what)(exc)
             return None
         predict_kwargs = {
-            "overlap": self.overlap.value(),
-            "tta": self.tta.isChecked(),
-            "device": self.device.currentText(),
+            "overlap": self.overlap.value,
+            "tta": self.tta.value,
+            "device": self.device.value,
             "slicewise": slicewise,
         }
         return image_layer, image, predict_kwargs
 
     def predict(self) -> None:
-        """Predict the whole image/stack into a new Labels layer (worker thread)."""
+        """Predict the whole image/stack into new layers on the image's grid (worker thread)."""
         from ..unet import predict_and_split_events
 
         inputs = self._prediction_inputs("U-Net prediction")
         if inputs is None:
             return
         image_layer, image, predict_kwargs = inputs
+        model, probabilities = self.model, self.probability_layer.value
         self._start(
             "Predicting…",
             predict_and_split_events,
-            self.model,
+            model,
             image,
-            instances=self.instances.currentText(),
+            what="U-Net prediction",
+            instances=self.instances.value,
             spacing=layer_spacing(image_layer),
-            on_returned=lambda result: self._write_prediction(result, image_layer),
-            on_errored=self._prediction_failed("U-Net prediction"),
+            on_returned=lambda result: self._write_prediction(
+                result, image_layer, model, probabilities
+            ),
             progress={"total": 0, "desc": "U-Net prediction"},
             **predict_kwargs,
         )
@@ -270,7 +265,7 @@ class UNetWidget(QWidget):
         """Rank planes (3D) or tiles (2D) by predictive entropy and list them."""
         from ..unet import suggest_events
 
-        inputs = self._prediction_inputs("U-Net suggestions", self.mc_passes.value())
+        inputs = self._prediction_inputs("U-Net suggestions", self.mc_passes.value)
         if inputs is None:
             return
         image_layer, image, predict_kwargs = inputs
@@ -279,53 +274,56 @@ class UNetWidget(QWidget):
             suggest_events,
             self.model,
             image,
-            k=self.suggest_k.value(),
-            mc_dropout=self.mc_passes.value(),
+            what="U-Net suggestions",
+            k=self.suggest_k.value,
+            mc_dropout=self.mc_passes.value,
             on_returned=lambda found: self._show_suggestions(found, image_layer),
-            on_errored=self._prediction_failed("U-Net suggestions"),
             progress={"total": 0, "desc": "U-Net suggestions"},
             **predict_kwargs,
         )
 
-    def _prediction_failed(self, what: str):
-        report = self._failed(what)
+    def _start(
+        self, message: str, job, *args, what: str, on_yielded=None, on_cancelled=None, **kwargs
+    ) -> None:
+        """Run a core job in a worker thread with progress and the Cancel button.
 
-        def errored(exc: BaseException) -> None:
-            if isinstance(exc, JobCancelled):
-                self.status.setText("Cancelled; no layer changed.")
-            else:
-                report(exc)
-
-        return errored
-
-    def _start(self, message: str, job, *args, on_yielded=None, **kwargs) -> None:
-        """Run a core job in a worker thread with progress and the Cancel button."""
+        Errors become notifications and the status line; a cancelled job changes no layer.
+        """
         if self._worker is not None:
             show_info("A U-Net job is already running.")
             return
-        self._cancel = threading.Event()
         self.progress.setValue(0)
+        self.progress.setFormat("%p%")
         self.status.setText(message)
         self._set_busy(True)
-        self._worker = start_job(
+        self._worker = self.jobs.start(
+            JOB,
             job,
             *args,
-            cancel=self._cancel,
+            what=what,
             on_yielded=on_yielded or self._show_progress,
+            on_errored=lambda exc: self.status.setText(f"Failed: {exc}"),
+            on_cancelled=on_cancelled
+            or (lambda exc: self.status.setText("Cancelled; no layer changed.")),
             on_finished=lambda: self._set_busy(False),
             **kwargs,
         )
 
     def _show_progress(self, event) -> None:
-        if event.fraction is not None:
-            self.progress.setValue(int(100 * event.fraction))
+        """Epochs done of the limit, or elapsed of the time budget (shown as seconds)."""
+        if event.fraction is None:
+            return
+        self.progress.setValue(int(100 * event.fraction))
+        budget = getattr(event, "budget_s", None)
+        if budget and event.total <= 0:
+            self.progress.setFormat(f"{event.elapsed:.0f} s of {budget:.0f} s")
 
-    def _write_prediction(self, result, image_layer) -> None:
-        checked = self.probability_layer.isChecked()
-        name = add_prediction_layers(self.viewer, result, image_layer, self.model.classes, checked)
+    def _write_prediction(self, result, image_layer, model, probabilities: bool) -> None:
+        name = add_prediction_layers(self.viewer, result, image_layer, model, probabilities)
         self.status.setText(f"Prediction in new layer {name!r}.")
 
     def _show_suggestions(self, suggestions, image_layer) -> None:
+        self.sections["suggest"].expand(animate=False)
         self.suggestions.show_suggestions(suggestions, image_layer)
         self.status.setText(f"{len(suggestions)} suggestions: click one to go there.")
 
@@ -356,7 +354,7 @@ class UNetWidget(QWidget):
             try:
                 self.save_model(path)
             except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
-                notify_error(exc, "Save model")
+                self._failed("Save model")(exc)
 
     def _load_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load U-Net model", "", "Model (*.pt)")
@@ -364,7 +362,7 @@ class UNetWidget(QWidget):
             try:
                 self.load_model(path)
             except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
-                notify_error(exc, "Load model")
+                self._failed("Load model")(exc)
 
     def _describe_model(self) -> None:
         m = self.model

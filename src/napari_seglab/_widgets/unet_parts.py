@@ -1,217 +1,124 @@
-"""Pieces of the U-Net dock widget: data, training and prediction forms, suggestions.
+"""Pieces of the U-Net dock widget: sections, new layers on the source grid, suggestions.
 
-Each maps its controls to arguments of a core function and back; the widget
-(:mod:`napari_seglab._widgets.unet`) only composes them and runs the core jobs.
+The widget (:mod:`napari_seglab._widgets.unet`) lays its forms
+(:mod:`.unet_forms`) out in these sections and runs the core jobs.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from napari.layers import Image, Labels
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFormLayout,
+    QGroupBox,
     QHBoxLayout,
-    QLineEdit,
     QListWidget,
     QListWidgetItem,
-    QPushButton,
+    QVBoxLayout,
     QWidget,
 )
-
-from ..unet.architectures import ARCHITECTURE_NAMES
-from ..unet.postprocess import INSTANCE_METHODS
-from ._controls import device_choices, float_box, int_box
-from ._layers import fill_combo, layers_of_type, spatial_image
+from superqt import QCollapsible
 
 
-class DataForm(QWidget):
-    """Which layers to train on and how to read the labels (sparse, instance)."""
+def group(title: str, *parts) -> QWidget:
+    """A titled box (no frame when ``title`` is empty) of widgets and rows of widgets.
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.image_combo = QComboBox()
-        self.image_combo.setToolTip("Image layer to train on and to predict.")
-        self.labels_combo = QComboBox()
-        self.labels_combo.setToolTip("Labels layer: each value is a class (0 = background).")
-        self.use_ignore = QCheckBox("Ignore value")
-        self.use_ignore.setToolTip(
-            "Sparse annotation: pixels with this value are not annotated and are skipped by "
-            "the loss. With ignore value 0, paint background as 1 and objects as 2, 3..."
-        )
-        self.ignore_value = int_box(0, -(2**31), 2**31 - 1, "Label value of unannotated pixels.")
-        self.ignore_value.setEnabled(False)
-        self.use_ignore.toggled.connect(self.ignore_value.setEnabled)
-        self.binary = QCheckBox("Foreground vs background (labels > 0)")
-        self.binary.setToolTip("Treat every non-zero label as one class (for instance labels).")
-
-        form = QFormLayout(self)
-        form.setContentsMargins(0, 0, 0, 0)
-        form.addRow("Image", self.image_combo)
-        form.addRow("Labels", self.labels_combo)
-        ignore_row = QHBoxLayout()
-        ignore_row.addWidget(self.use_ignore)
-        ignore_row.addWidget(self.ignore_value)
-        form.addRow(ignore_row)
-        form.addRow(self.binary)
-
-    def refresh(self, viewer) -> None:
-        """Offer the viewer's Image and Labels layers."""
-        fill_combo(self.image_combo, [x.name for x in layers_of_type(viewer, Image)])
-        fill_combo(self.labels_combo, [x.name for x in layers_of_type(viewer, Labels)])
-
-    def image_layer(self, viewer):
-        """The chosen Image layer; ``ValueError`` when there is none."""
-        return _chosen(viewer, self.image_combo, "Image")
-
-    def ignore_label(self) -> int | None:
-        """Label value of unannotated pixels, or None."""
-        return self.ignore_value.value() if self.use_ignore.isChecked() else None
-
-    def training_data(self, viewer):
-        """``(image_layer, image, rgb, labels)``; labels are ``labels > 0`` when binary."""
-        image_layer = self.image_layer(viewer)
-        labels_layer = _chosen(viewer, self.labels_combo, "Labels")
-        data, rgb = spatial_image(image_layer)
-        labels = np.asarray(labels_layer.data[0] if labels_layer.multiscale else labels_layer.data)
-        if self.binary.isChecked():
-            labels = (labels > 0).astype(np.uint8)
-        return image_layer, np.asarray(data), rgb, labels
-
-
-def _chosen(viewer, combo: QComboBox, kind: str):
-    name = combo.currentText()
-    if not name or name not in viewer.layers:
-        raise ValueError(f"Expected an {kind} layer; add one to the viewer first.")
-    return viewer.layers[name]
-
-
-class TrainingForm(QWidget):
-    """Training settings: network, window, limits, optimiser, device.
-
-    :meth:`settings` turns them into keyword arguments of
-    :func:`~napari_seglab.unet.train_events`.
+    ``parts`` are QWidgets, magicgui widgets, or tuples of them laid out in a row.
     """
+    box = QGroupBox(title) if title else QWidget()
+    layout = QVBoxLayout(box)
+    margin = 4 if title else 0
+    layout.setContentsMargins(margin, margin, margin, margin)
+    for part in parts:
+        if isinstance(part, tuple):
+            row = QHBoxLayout()
+            for widget in part:
+                row.addWidget(getattr(widget, "native", widget))
+            layout.addLayout(row)
+        else:
+            layout.addWidget(getattr(part, "native", part))
+    return box
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.architecture = QComboBox()
-        self.architecture.addItems(ARCHITECTURE_NAMES)
-        self.architecture.setToolTip("MONAI network (small defaults for CPUs).")
-        self.patch_size = QLineEdit()
-        self.patch_size.setPlaceholderText("auto")
-        self.patch_size.setToolTip("Window size, e.g. '128 128' or '16 64 64'; empty = auto.")
-        self.epochs = int_box(30, 0, 100_000, "Maximum epochs (0: only the time budget).")
-        self.time_budget = int_box(0, 0, 10**7, "Maximum seconds (0: no limit).", "no limit")
-        self.batch_size = int_box(0, 0, 4096, "Patches per step (0: auto).", "auto")
-        self.learning_rate = float_box(1e-3, 1e-6, 1.0, 1e-4, 6, "AdamW learning rate.")
-        self.augment = QCheckBox("Augmentation")
-        self.augment.setChecked(True)
-        self.augment.setToolTip("Flips, rotations, affine/elastic deformation, intensity, noise.")
-        self.device = QComboBox()
-        self.device.addItems(device_choices())
-        self.device.setToolTip("Where the network runs; auto: CUDA > MPS > CPU.")
-        self.continue_training = QCheckBox("Continue from current model")
-        self.continue_training.setToolTip("Start from the current model's weights (retrain).")
 
-        form = QFormLayout(self)
-        form.setContentsMargins(0, 0, 0, 0)
-        form.addRow("Architecture", self.architecture)
-        form.addRow("Patch size", self.patch_size)
-        form.addRow("Epochs", self.epochs)
-        form.addRow("Time budget (s)", self.time_budget)
-        form.addRow("Batch size", self.batch_size)
-        form.addRow("Learning rate", self.learning_rate)
-        form.addRow("Device", self.device)
-        form.addRow(self.augment)
-        form.addRow(self.continue_training)
+def section(title: str, *parts) -> QCollapsible:
+    """A collapsed section (superqt ``QCollapsible``) holding :func:`group` ``("", *parts)``."""
+    collapsible = QCollapsible(title)
+    collapsible.setDuration(0)  # no animation: sizes settle at once
+    collapsible.addWidget(group("", *parts))
+    return collapsible
 
-    def settings(self) -> dict:
-        """Keyword arguments for :func:`~napari_seglab.unet.train_events`.
 
-        Raises
-        ------
-        ValueError
-            For a patch size that is not integers, or neither epochs nor a time budget.
-        """
-        text = self.patch_size.text().replace(",", " ").split()
-        try:
-            patch = tuple(int(t) for t in text) or None
-        except ValueError:
-            raise ValueError(
-                "Expected the patch size as integers like '128 128', "
-                f"got {self.patch_size.text()!r}."
-            ) from None
-        epochs = self.epochs.value() or None
-        budget = float(self.time_budget.value()) or None
-        if epochs is None and budget is None:
-            raise ValueError("Expected a number of epochs or a time budget; both are 0.")
+def source_geometry(layer, ndim: int, channel_axis: int | None = None) -> dict:
+    """Layer keyword arguments that put ``ndim``-D data on ``layer``'s world grid.
+
+    Parameters
+    ----------
+    layer : napari layer
+        The source (an image the data was computed from).
+    ndim : int
+        Axes of the new data: ``layer.ndim``, or one less when the layer has a
+        channel axis that the new data lacks.
+    channel_axis : int, optional
+        That channel axis of ``layer`` (default: its first axis).
+
+    Returns
+    -------
+    dict
+        ``scale``, ``translate``, ``rotate``, ``shear`` and ``affine`` for
+        ``viewer.add_labels`` / ``add_image``: the same data-to-world transform.
+    """
+    from napari.utils.transforms import Affine
+
+    if ndim == layer.ndim:
         return {
-            "architecture": self.architecture.currentText(),
-            "patch_size": patch,
-            "max_epochs": epochs,
-            "time_budget_s": budget,
-            "batch_size": self.batch_size.value() or None,
-            "learning_rate": self.learning_rate.value(),
-            "augment": self.augment.isChecked(),
-            "device": self.device.currentText(),
+            "scale": layer.scale,
+            "translate": layer.translate,
+            "rotate": layer.rotate,
+            "shear": layer.shear,
+            "affine": layer.affine.affine_matrix,
         }
+    drop = (0 if channel_axis is None else channel_axis) % layer.ndim
+    axes = [axis for axis in range(layer.ndim) if axis != drop][-ndim:]
+    physical = Affine(
+        scale=layer.scale,
+        translate=layer.translate,
+        rotate=layer.rotate,
+        shear=layer.shear,
+        ndim=layer.ndim,
+    ).set_slice(axes)
+    return {
+        "scale": physical.scale,
+        "translate": physical.translate,
+        "rotate": physical.rotate,
+        "shear": physical.shear,
+        "affine": layer.affine.set_slice(axes).affine_matrix,
+    }
 
 
-class PredictionForm(QWidget):
-    """Prediction settings: window overlap, flip TTA, instance split, probability layers."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.overlap = float_box(0.5, 0.0, 0.95, 0.05, 2, "Window overlap (Gaussian blending).")
-        self.tta = QCheckBox("Flip TTA")
-        self.tta.setToolTip("Average predictions over flips (slower, smoother).")
-        self.probability_layer = QCheckBox("Probability layer")
-        self.probability_layer.setToolTip("Also add the class probabilities as Image layers.")
-        self.instances = QComboBox()
-        self.instances.addItems(INSTANCE_METHODS)
-        self.instances.setToolTip("Split the prediction into objects (one label per object).")
-        self.predict_button = QPushButton("Predict")
-
-        form = QFormLayout(self)
-        form.setContentsMargins(0, 0, 0, 0)
-        form.addRow("Overlap", self.overlap)
-        form.addRow("Instances", self.instances)
-        form.addRow(self.tta)
-        form.addRow(self.probability_layer)
-        form.addRow(self.predict_button)
-
-
-def add_prediction_layers(viewer, result, image_layer, classes, probabilities: bool) -> str:
+def add_prediction_layers(viewer, result, image_layer, model, probabilities: bool) -> str:
     """Add a :class:`~napari_seglab.unet.Prediction` as new layers on ``image_layer``'s grid.
 
     Labels as ``"<image> U-Net"``, objects as ``"... objects"``, and with
-    ``probabilities`` one hidden Image layer per foreground class. Returns the
-    labels layer's name.
+    ``probabilities`` one hidden Image layer per foreground class; each takes
+    the image layer's scale, translate, rotation, shear and affine. Returns
+    the labels layer's name.
     """
-    scale = image_layer.scale[-result.labels.ndim :]
-    translate = image_layer.translate[-result.labels.ndim :]
+    geometry = source_geometry(image_layer, result.labels.ndim, model.channel_axis)
     name = f"{image_layer.name} U-Net"
-    viewer.add_labels(result.labels, name=name, scale=scale, translate=translate)
+    viewer.add_labels(result.labels, name=name, **geometry)
     if result.instances is not None:
-        viewer.add_labels(
-            result.instances, name=f"{name} objects", scale=scale, translate=translate
-        )
+        viewer.add_labels(result.instances, name=f"{name} objects", **geometry)
     if probabilities:
-        for channel, value in enumerate(classes):
+        for channel, value in enumerate(model.classes):
             if channel == 0:
                 continue  # background probability is 1 - the rest
             viewer.add_image(
                 result.probabilities[channel],
                 name=f"{name} P(label {value})",
-                scale=scale,
-                translate=translate,
                 colormap="magma",
                 contrast_limits=(0.0, 1.0),
                 blending="additive",
                 visible=False,
+                **geometry,
             )
     return name
 
