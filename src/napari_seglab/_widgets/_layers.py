@@ -16,7 +16,9 @@ from napari.utils.notifications import show_error, show_info, show_warning
 __all__ = [
     "commit_object",
     "current_plane",
+    "error_text",
     "fill_combo",
+    "layer_geometry",
     "layer_spacing",
     "layers_of_type",
     "notify_error",
@@ -56,6 +58,27 @@ def fill_combo(combo, names: list[str], default: str | None = None) -> None:
 def layer_spacing(layer: Layer) -> tuple[float, ...]:
     """Physical spacing of the spatial axes of ``layer`` (its ``scale``, RGB axis excluded)."""
     return tuple(float(s) for s in layer.scale)
+
+
+def layer_geometry(layer: Layer) -> dict[str, Any]:
+    """Keyword arguments that place a new layer where ``layer`` is in the world.
+
+    ``scale``, ``translate``, ``rotate``, ``shear`` and ``affine`` of ``layer``
+    (its data-to-world transform), for ``viewer.add_labels(data, **geometry)``
+    with data on the same grid as ``layer.data``.
+    """
+    return {
+        "scale": np.array(layer.scale),
+        "translate": np.array(layer.translate),
+        "rotate": np.array(layer.rotate),
+        "shear": np.array(layer.shear),
+        "affine": np.array(layer.affine.affine_matrix),
+    }
+
+
+def error_text(exc: BaseException) -> str:
+    """The message of ``exc`` for a status line; its type name when it has none."""
+    return str(exc).strip() or type(exc).__name__
 
 
 def spatial_image(layer: Image) -> tuple[np.ndarray, bool]:
