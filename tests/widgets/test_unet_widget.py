@@ -125,8 +125,15 @@ def test_train_plot_predict_then_cancel_second_training(make_napari_viewer, qtbo
         predict(model, sample.image, device="cpu"),
     )
 
-    # A second, long training cancelled right away: no layer changes.
+    # A prediction cancelled right away adds no layer, even if it had finished meanwhile.
     before = snapshot(viewer)
+    widget.predict_button.click()
+    widget.cancel_button.click()
+    wait_done(qtbot, widget)
+    assert_same_layers(viewer, before)
+    assert "no layer changed" in widget.status.text()
+
+    # A second, long training cancelled right away: no layer changes.
     widget.epochs.value = 10_000
     widget.train_button.click()
     widget.cancel_button.click()
@@ -164,6 +171,15 @@ def test_time_budget_only_progress_and_cancel_keeps_best_epoch(make_napari_viewe
     assert "best epoch so far is kept" in widget.status.text()
     assert widget.model is not None
     assert [h["epoch"] for h in widget.model.history] == widget.plot.epochs
+
+    # Closing the dock while training stops the job; nothing reaches the closed widget.
+    model = widget.model
+    widget.train_button.click()
+    worker = widget._worker
+    viewer.window.remove_dock_widget(widget)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
+    assert widget.jobs.closed
+    assert widget.model is model
 
 
 def test_sparse_3d_training_then_suggestions_jump_to_plane(make_napari_viewer, qtbot):
