@@ -312,6 +312,7 @@ def test_dock_fits_a_900_pixel_screen(make_napari_viewer, qtbot, tiny_sam):
     qtbot.wait(20)
     assert dock.height() <= 700
     assert widget.load_button.isVisibleTo(widget)
+    assert not widget.jobs.closed  # floating is not closing
 
 
 QUIT_SCRIPT = """
