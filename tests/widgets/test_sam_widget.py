@@ -128,6 +128,20 @@ def test_prompts_run_on_one_long_lived_thread(make_napari_viewer, qtbot, tiny_sa
     assert len(widget.session.prompts().points) == 4
 
 
+def test_deleting_the_last_point_removes_the_proposal(make_napari_viewer, qtbot, tiny_sam):
+    viewer = make_napari_viewer()
+    image = nuclei_2d((64, 64), n_objects=4, seed=2).image
+    widget = open_widget(viewer, qtbot, image, tiny_sam)
+    click(viewer, qtbot, (30, 30))
+    wait_for_prediction(qtbot, widget)
+    points = widget.prompt_layers.points
+    points.selected_data = {0}
+    points.remove_selected()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30000)
+    assert widget.session.prediction is None
+    assert not widget.prompt_layers.preview.data.any()
+
+
 def test_target_defaults_to_a_new_layer(make_napari_viewer, qtbot, tiny_sam):
     viewer = make_napari_viewer()
     sample = nuclei_2d((96, 96), n_objects=8, seed=1)

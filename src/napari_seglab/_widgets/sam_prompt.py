@@ -30,6 +30,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QLabel, QPushButton
 
+from ..sessions import PredictionResult
 from ._controls import device_choices, path_text
 from ._dock import DockShell
 from ._jobs import PromptServer, load_sam_job
@@ -257,8 +258,8 @@ class SamPromptWidget(StackPrompting, DockShell):
         self.session.set_prompts(plane, **self.prompt_layers.prompts(plane))
         if not self.session.prompts(plane).empty:
             self.request_prediction(plane)
-        elif self.session.prediction is not None:
-            self.session.clear_prompts()
+        elif self.session.prediction_plane == plane:  # its last prompt removed: no proposal
+            self.session.accept(PredictionResult(plane, None, self.session.generation))
 
     def request_prediction(self, plane: int | None) -> None:
         """Prompt ``plane`` on the prompt thread; it goes before neighbour embeddings."""
