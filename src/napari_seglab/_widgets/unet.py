@@ -13,6 +13,7 @@ in collapsed sections, so the dock fits a 900 px screen.
 from __future__ import annotations
 
 import numpy as np
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFileDialog, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ._controls import TrainingPlot, scroll_area
@@ -137,6 +138,8 @@ class UNetWidget(DockShell):
         layout.addWidget(self.sections["suggest"])
         layout.addStretch(1)
         self.scroll = scroll_area(content)
+        # Only vertical scrolling: the forms take the dock's width.
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         # The progress bar and the status line stay in view, below the scrolling part.
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)

@@ -41,8 +41,10 @@ def group(title: str, *parts) -> QWidget:
 
 def section(title: str, *parts) -> QCollapsible:
     """A collapsed section (superqt ``QCollapsible``) holding :func:`group` ``("", *parts)``."""
-    collapsible = QCollapsible(title)
-    collapsible.setDuration(0)  # no animation: sizes settle at once
+    collapsible = QCollapsible(title, expandedIcon="▼", collapsedIcon="▶")
+    collapsible.setDuration(120)
+    collapsible.layout().setContentsMargins(0, 0, 0, 0)  # collapsed: just the title row
+    collapsible.layout().setSpacing(0)
     collapsible.addWidget(group("", *parts))
     return collapsible
 
