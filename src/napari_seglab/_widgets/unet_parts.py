@@ -18,6 +18,8 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from ._layers import layer_geometry
+
 
 def group(title: str, *parts) -> QWidget:
     """A titled box (no frame when ``title`` is empty) of widgets and rows of widgets.
@@ -52,6 +54,9 @@ def section(title: str, *parts) -> QCollapsible:
 def source_geometry(layer, ndim: int, channel_axis: int | None = None) -> dict:
     """Layer keyword arguments that put ``ndim``-D data on ``layer``'s world grid.
 
+    :func:`~._layers.layer_geometry` when ``ndim`` is the layer's; else the
+    layer's transform restricted to its spatial axes.
+
     Parameters
     ----------
     layer : napari layer
@@ -71,13 +76,7 @@ def source_geometry(layer, ndim: int, channel_axis: int | None = None) -> dict:
     from napari.utils.transforms import Affine
 
     if ndim == layer.ndim:
-        return {
-            "scale": layer.scale,
-            "translate": layer.translate,
-            "rotate": layer.rotate,
-            "shear": layer.shear,
-            "affine": layer.affine.affine_matrix,
-        }
+        return layer_geometry(layer)
     drop = (0 if channel_axis is None else channel_axis) % layer.ndim
     axes = [axis for axis in range(layer.ndim) if axis != drop][-ndim:]
     physical = Affine(
