@@ -1,9 +1,16 @@
-"""The CRF refinement dock widget in a real viewer: refine, preview, undo, cancel, errors."""
+"""The CRF refinement dock widget in a real viewer: refine, preview, undo, cancel, errors.
+
+Also: the layers it adds lie on their source's geometry, every error reaches the
+status line, no stale status, and a dock that fits a 900 px screen.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from _canvas import show_viewer
+from napari.utils.notifications import notification_manager
+from qtpy.QtWidgets import QScrollArea
 
 from napari_seglab import crf, data, metrics
 from napari_seglab._widgets.crf import NEW_LAYER, PREVIEW_NAME, REPLACE_INPUT
@@ -15,7 +22,28 @@ def open_widget(viewer):
 
 
 def wait_done(qtbot, widget, timeout=60_000):
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=timeout)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
+
+
+def names(widget):
+    """Names of the chosen image and input layers."""
+    return tuple(
+        None if w.value is None else w.value.name for w in (widget.form.image, widget.form.given)
+    )
+
+
+@pytest.fixture
+def errors():
+    """Messages of the error notifications shown while the test runs."""
+    seen: list = []
+
+    def keep(notification) -> None:
+        if "error" in str(getattr(notification, "severity", "")).lower():
+            seen.append(str(notification.message))
+
+    notification_manager.notification_ready.connect(keep)
+    yield seen
+    notification_manager.notification_ready.disconnect(keep)
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +57,9 @@ def test_refines_sam_like_labels_in_place_and_undoes(make_napari_viewer, qtbot, 
     grown = data.blobby_labels(sample_2d.labels, grow=3.0)
     layer = viewer.add_labels(grown.copy(), name="sam masks")
     widget = open_widget(viewer)
-    assert widget.image_combo.currentText() == "nuclei"
-    assert widget.input_combo.currentText() == "sam masks"
-    widget.output_combo.setCurrentText(REPLACE_INPUT)
-    assert widget.output_combo.currentText() == REPLACE_INPUT
+    assert names(widget) == ("nuclei", "sam masks")
+    widget.form.output.value = REPLACE_INPUT
+    assert widget.form.output.value == REPLACE_INPUT
     n_layers = len(viewer.layers)
 
     widget.apply_button.click()
@@ -57,12 +84,10 @@ def test_probability_layer_to_new_labels_layer(make_napari_viewer, qtbot, sample
     probs = data.degrade_probabilities(sample_2d.labels)
     viewer.add_image(probs[1], name="foreground probability")
     widget = open_widget(viewer)
-    widget.input_combo.setCurrentText("foreground probability")
-    assert [widget.output_combo.itemText(i) for i in range(widget.output_combo.count())] == [
-        NEW_LAYER
-    ]
-    assert not widget.confidence.isEnabled()
-    widget.bilateral_weight.setValue(10.0)
+    widget.form.given.value = viewer.layers["foreground probability"]
+    assert list(widget.form.output.choices) == [NEW_LAYER]
+    assert not widget.form.confidence.enabled
+    widget.form.bilateral_weight.value = 10.0
 
     widget.apply_button.click()
     wait_done(qtbot, widget)
@@ -93,7 +118,8 @@ def test_preview_refines_only_the_current_plane(make_napari_viewer, qtbot):
     others = np.delete(np.arange(grown.shape[0]), plane)
     assert not preview.data[others].any()
     assert np.array_equal(layer.data, grown)  # the input is untouched by a preview
-    assert widget.input_combo.findText(PREVIEW_NAME) == -1
+    offered = [c.name for c in widget.form.given.choices if c is not None]
+    assert PREVIEW_NAME not in offered
 
 
 def test_cancel_changes_no_layer(make_napari_viewer, qtbot, sample_2d):
@@ -102,8 +128,8 @@ def test_cancel_changes_no_layer(make_napari_viewer, qtbot, sample_2d):
     grown = data.blobby_labels(sample_2d.labels)
     layer = viewer.add_labels(grown.copy(), name="masks")
     widget = open_widget(viewer)
-    widget.output_combo.setCurrentText(REPLACE_INPUT)
-    widget.iterations.setValue(50)  # 12 objects x 50 iterations: far longer than a click
+    widget.form.output.value = REPLACE_INPUT
+    widget.form.iterations.value = 50  # 12 objects x 50 iterations: far longer than a click
     n_layers = len(viewer.layers)
 
     widget.apply_button.click()
@@ -117,17 +143,109 @@ def test_cancel_changes_no_layer(make_napari_viewer, qtbot, sample_2d):
     assert widget.apply_button.isEnabled()
 
 
-def test_mismatched_layers_report_an_error(make_napari_viewer, qtbot, sample_2d):
+def test_mismatched_layers_report_an_error(make_napari_viewer, qtbot, sample_2d, errors):
     viewer = make_napari_viewer()
     viewer.add_image(sample_2d.image, name="nuclei")
     layer = viewer.add_labels(np.zeros((50, 50), dtype=np.int32), name="wrong size")
     widget = open_widget(viewer)
-    errors = []
-    from napari.utils.notifications import notification_manager
-
-    notification_manager.notification_ready.connect(lambda n: errors.append(str(n.message)))
     widget.apply_button.click()
-    assert widget._worker is None
+    assert not widget.busy
     assert any("(128, 128)" in message and "(50, 50)" in message for message in errors)
+    assert widget.status.text().startswith("Failed: Expected labels of shape (128, 128)")
+    assert widget.apply_button.isEnabled()
     assert not layer.data.any()
     assert len(viewer.layers) == 2
+
+
+def test_added_layers_take_the_geometry_of_their_source(make_napari_viewer, qtbot):
+    sample = data.nuclei_3d(shape=(6, 48, 48), n_objects=3, seed=5)
+    angle = np.deg2rad(15)
+    affine = np.eye(4)
+    affine[1:3, 1:3] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    geometry = {"scale": (3.0, 0.7, 0.4), "translate": (72.0, -98.0, 12.5), "affine": affine}
+    viewer = make_napari_viewer()
+    viewer.add_image(sample.image, name="stack", **geometry)
+    masks = viewer.add_labels(data.blobby_labels(sample.labels), name="masks", **geometry)
+    plane = int(np.argmax((sample.labels > 0).sum(axis=(1, 2))))
+    viewer.dims.set_point(0, masks.data_to_world([plane, 0, 0])[0])
+    widget = open_widget(viewer)
+    widget.form.iterations.value = 2
+
+    widget.preview_button.click()
+    wait_done(qtbot, widget)
+    widget.form.output.value = NEW_LAYER
+    widget.apply_button.click()
+    wait_done(qtbot, widget)
+
+    voxel = np.array([2, 10, 30])
+    for name in (PREVIEW_NAME, "masks CRF"):
+        layer = viewer.layers[name]
+        assert layer.data.shape == masks.data.shape
+        np.testing.assert_allclose(layer.scale, masks.scale)
+        np.testing.assert_allclose(layer.translate, masks.translate)
+        np.testing.assert_allclose(layer.affine.affine_matrix, masks.affine.affine_matrix)
+        np.testing.assert_allclose(layer.data_to_world(voxel), masks.data_to_world(voxel))
+    assert viewer.layers[PREVIEW_NAME].data[plane].any()
+
+
+def test_an_error_in_the_job_reaches_the_status_line(make_napari_viewer, qtbot, sample_2d, errors):
+    viewer = make_napari_viewer()
+    viewer.add_image(sample_2d.image, name="nuclei", translate=(5, 5))
+    # a "probability" map in 0..255: the core refuses it inside the worker thread
+    scores = data.degrade_probabilities(sample_2d.labels)[1] * 255
+    viewer.add_image(scores, name="scores")
+    widget = open_widget(viewer)
+    widget.form.given.value = viewer.layers["scores"]
+    n_layers = len(viewer.layers)
+
+    widget.apply_button.click()
+    wait_done(qtbot, widget)
+
+    assert widget.status.text().startswith("Failed: Expected probabilities")
+    assert any("Expected probabilities" in message for message in errors)
+    assert len(viewer.layers) == n_layers
+    assert widget.apply_button.isEnabled()
+    assert widget.preview_button.isEnabled()
+    assert not widget.cancel_button.isEnabled()
+    # the widget is ready again: a valid run works
+    widget.form.given.value = viewer.layers["nuclei"]
+    assert "Ready" in widget.status.text()
+
+
+def test_a_new_choice_of_layers_leaves_no_stale_status(make_napari_viewer, qtbot, sample_2d):
+    viewer = make_napari_viewer()
+    viewer.add_image(sample_2d.image, name="nuclei")
+    viewer.add_labels(data.blobby_labels(sample_2d.labels), name="first")
+    viewer.add_labels(data.blobby_labels(sample_2d.labels, grow=2.0), name="second")
+    widget = open_widget(viewer)
+    assert names(widget) == ("nuclei", "second")
+    widget.form.iterations.value = 2
+    widget.apply_button.click()
+    wait_done(qtbot, widget)
+    assert "second CRF" in widget.status.text()
+    # the result layer arrived; the user's input stays the input
+    assert names(widget) == ("nuclei", "second")
+    assert "second CRF" in widget.status.text()
+
+    widget.form.given.value = viewer.layers["first"]
+    assert "second CRF" not in widget.status.text()
+    assert "Ready: refine 'first'" in widget.status.text()
+
+
+def test_docks_fit_a_900_pixel_screen_and_run_is_reachable(make_napari_viewer, qtbot, sample_2d):
+    viewer = make_napari_viewer()
+    show_viewer(viewer, qtbot, 1280, 900)
+    viewer.add_image(sample_2d.image, name="nuclei")
+    viewer.add_labels(sample_2d.labels, name="masks")
+    widget = open_widget(viewer)
+    # another tall dock on the same side: both must share 900 px
+    viewer.window.add_plugin_dock_widget("napari-seglab", "Evaluation")
+    qtbot.wait(100)
+    assert viewer.window._qt_window.height() <= 900
+    assert widget.minimumSizeHint().height() < 400
+    area = widget.findChild(QScrollArea)
+    for button in (widget.apply_button, widget.preview_button):
+        area.ensureWidgetVisible(button)
+        qtbot.wait(20)
+        assert button.isVisible()
+        assert not button.visibleRegion().isEmpty()
