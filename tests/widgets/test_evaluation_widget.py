@@ -255,6 +255,15 @@ def test_defaults_most_recent_prediction_against_the_layer_named_like_ground_tru
     assert choice_names(widget) == ("first try", truth_name)
 
 
+def test_names_that_say_ground_truth():
+    from napari_seglab._widgets.evaluation import looks_like_ground_truth
+
+    for name in ("ground truth", "Ground_Truth", "gt", "cells gt", "GT-2", "nuclei_labels"):
+        assert looks_like_ground_truth(name), name
+    for name in ("prediction", "Labels", "gtx", "night", "prediction_labels", "sam masks"):
+        assert not looks_like_ground_truth(name), name
+
+
 def test_without_a_layer_named_like_ground_truth_the_user_is_asked(make_napari_viewer, qtbot):
     labels = np.zeros((12, 12), dtype=np.uint8)
     viewer = make_napari_viewer()

@@ -45,8 +45,11 @@ _GROUND_TRUTH = re.compile(
 
 
 def looks_like_ground_truth(name: str) -> bool:
-    """Whether a layer name says ground truth: "ground truth", "gt", "reference", "*_labels"…"""
-    return bool(_GROUND_TRUTH.search(name))
+    """Whether a layer name says ground truth: "ground truth", "gt", "reference", "*_labels"…
+
+    Names that say prediction ("pred…") never do.
+    """
+    return bool(_GROUND_TRUTH.search(name)) and "pred" not in name.lower()
 
 
 def _labels_data(layer: Labels):
@@ -199,8 +202,6 @@ class EvaluationWidget(DockShell):
         if self._auto["gt"] or gt.value is None:
             self._auto["gt"] = True
             named = [x for x in layers if looks_like_ground_truth(x.name) and x is not pred.value]
-            if not self._auto["pred"] and pred.value is not None:
-                named = [x for x in named if x is not pred.value]
             gt.value = named[-1] if named else None
         if self._auto["pred"] or pred.value is None:
             self._auto["pred"] = True
