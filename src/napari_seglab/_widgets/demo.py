@@ -126,6 +126,14 @@ def headless(out: Path, time_budget_s: float) -> int:
     shots = [_shot(viewer, out / "01_sample_and_widgets.png")]
 
     lines = ["# napari-seglab demo report", ""]
+    sam_note = _prompt_in_sam_widget(viewer, widgets["SAM prompting"][1], sample)
+    widgets["SAM prompting"][0].raise_()
+    shots.append(_shot(viewer, out / "01b_sam_positive_and_negative_point.png"))
+    lines += [sam_note, ""]
+    for layer in [layer for layer in viewer.layers if layer.name.startswith("SAM")]:
+        viewer.layers.remove(layer)
+    for layer in viewer.layers:
+        layer.visible = True
     try:
         result = run_pipeline(sample, time_budget_s=time_budget_s)
     except Exception as exc:  # the report says what failed; screenshots still come out
@@ -159,16 +167,70 @@ def headless(out: Path, time_budget_s: float) -> int:
     return status
 
 
+def _sam_model():
+    """ViT-B when its checkpoint is already in the cache, else a tiny random-weight SAM."""
+    from ..sam import build_tiny_sam, checkpoint_path, load_model
+
+    if checkpoint_path("vit_b").exists():
+        return load_model("vit_b", progress=False), "ViT-B (official weights, from the cache)"
+    note = "a tiny SAM with random weights (no checkpoint in the cache: masks are not meaningful)"
+    return build_tiny_sam(seed=3), note
+
+
+def _prompt_in_sam_widget(viewer, widget, sample, timeout_s: float = 120.0) -> str:
+    """Click a nucleus (positive) and Shift+click beside it (negative) on the real canvas."""
+    from qtpy.QtCore import QPoint, Qt
+    from qtpy.QtTest import QTest
+    from qtpy.QtWidgets import QApplication
+    from scipy import ndimage as ndi
+
+    app = QApplication.instance()
+    model, description = _sam_model()
+    widget.set_model(model, source=description)
+    widget.form.image.value = viewer.layers[0]
+    widget.start()
+    centres = ndi.center_of_mass(sample.labels > 0, sample.labels, [1, 2])
+    (r0, c0), (r1, c1) = centres
+    for layer in viewer.layers:
+        if layer.name.endswith("ground truth"):
+            layer.visible = False  # the clicks and the preview stay readable
+    viewer.reset_view()
+    widget.prompt_layers.activate()
+    app.processEvents()
+    native = viewer.window._qt_viewer.canvas.native
+    view = viewer.window._qt_viewer.canvas.view
+    transform = view.transform * view.scene.transform  # world (x, y) -> canvas pixels
+    for (row, col), modifier in (
+        ((r0, c0), Qt.KeyboardModifier.NoModifier),
+        ((r1, c1), Qt.KeyboardModifier.ShiftModifier),  # Shift+click: a negative point
+    ):
+        x, y = transform.map([col, row, 0, 1])[:2]
+        pos = QPoint(round(float(x)), round(float(y)))
+        QTest.mouseMove(native, pos)
+        QTest.mouseClick(native, Qt.MouseButton.LeftButton, modifier, pos)
+        app.processEvents()
+    deadline = time.perf_counter() + timeout_s
+    while (widget.busy or widget.session.prediction is None) and time.perf_counter() < deadline:
+        app.processEvents()
+        time.sleep(0.02)
+    positive = widget.session.prompts(None).positive.tolist()
+    pixels = int(widget.session.mask().sum())
+    return (
+        f"SAM prompting with {description}: real clicks on the canvas gave points "
+        f"{['positive' if p else 'negative' for p in positive]}; the preview has {pixels} pixels."
+    )
+
+
 def _evaluate_in_widget(widget, prediction: str, truth: str, timeout_s: float = 120.0) -> None:
     """Drive the Evaluation widget as a user would: pick layers, instance mode, Evaluate."""
     from qtpy.QtWidgets import QApplication
 
-    widget.pred_combo.setCurrentText(prediction)
-    widget.gt_combo.setCurrentText(truth)
-    widget.mode_combo.setCurrentText("instance")
+    widget.form.pred.value = widget.viewer.layers[prediction]
+    widget.form.gt.value = widget.viewer.layers[truth]
+    widget.form.mode.value = "instance"
     widget.evaluate_button.click()
     deadline = time.perf_counter() + timeout_s
-    while widget._worker is not None and time.perf_counter() < deadline:
+    while widget.busy and time.perf_counter() < deadline:
         QApplication.instance().processEvents()
         time.sleep(0.02)
 
