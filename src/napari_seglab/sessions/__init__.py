@@ -7,6 +7,7 @@ controls onto a session and back; two widgets that share work share the
 session object. Sessions never touch napari or Qt.
 """
 
-from .sam_prompting import PlanePrompts, PredictionResult, PropagationResult, SamPromptSession
+from .sam_prompting import SamPromptSession
+from .sam_records import PlanePrompts, PredictionResult, PropagationResult
 
 __all__ = ["PlanePrompts", "PredictionResult", "PropagationResult", "SamPromptSession"]
