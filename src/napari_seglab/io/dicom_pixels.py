@@ -1,0 +1,98 @@
+"""Pixel values of DICOM slices: decoding, stacking, rescale slope/intercept, display window.
+
+Every slice is a ``(path, dataset)`` pair, already sorted and checked for one
+size by :func:`.dicom_geometry.sorted_geometry`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pydicom
+
+
+def rescaled_stack(slices: list) -> tuple[np.ndarray, dict[str, Any]]:
+    """Pixel arrays stacked ``(slices, rows, cols)`` with rescale slope/intercept applied.
+
+    Parameters
+    ----------
+    slices : list of (Path, pydicom Dataset)
+        The slices in stacking order, all ``Rows × Columns``.
+
+    Returns
+    -------
+    data : numpy.ndarray
+        ``(slices, rows, cols)``: ``int16`` (or ``int32`` when the values do not
+        fit) when every slope is 1 and every intercept integral, else ``float32``.
+    rescale : dict
+        ``slope`` and ``intercept`` (one float, or a list per slice when they
+        differ), ``applied`` (True) and ``stored_dtype`` (the decoded dtype).
+
+    Raises
+    ------
+    ValueError
+        The pixels of a slice cannot be decoded (names the transfer syntax).
+    """
+    raws = []
+    for path, ds in slices:
+        try:
+            raws.append(np.asarray(ds.pixel_array))
+        except Exception as exc:  # pydicom raises many types for unsupported encodings
+            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+            syntax_name = getattr(syntax, "name", str(syntax))
+            raise ValueError(
+                f"Cannot decode the pixels of DICOM file '{path}' (transfer syntax "
+                f"{syntax_name}): {type(exc).__name__}: {exc}."
+            ) from None
+    slopes = np.array([float(ds.get("RescaleSlope", 1) or 1) for _, ds in slices])
+    inters = np.array([float(ds.get("RescaleIntercept", 0) or 0) for _, ds in slices])
+    raw = np.stack(raws)
+    integral = np.all(slopes == 1.0) and np.all(inters == np.round(inters))
+    if integral:
+        shifted = raw.astype(np.int32) + inters.astype(np.int32)[:, None, None]
+        small = shifted.size == 0 or (
+            shifted.min() >= np.iinfo(np.int16).min and shifted.max() <= np.iinfo(np.int16).max
+        )
+        data = shifted.astype(np.int16) if small else shifted
+    else:
+        data = raw.astype(np.float32) * slopes.astype(np.float32)[:, None, None]
+        data += inters.astype(np.float32)[:, None, None]
+    rescale = {
+        "slope": float(slopes[0]) if np.all(slopes == slopes[0]) else slopes.tolist(),
+        "intercept": float(inters[0]) if np.all(inters == inters[0]) else inters.tolist(),
+        "applied": True,
+        "stored_dtype": str(raw.dtype),
+    }
+    return data, rescale
+
+
+def window(ds: Any) -> tuple[float, float] | None:
+    """``(low, high)`` display range from WindowCenter/WindowWidth (first value).
+
+    Parameters
+    ----------
+    ds : pydicom Dataset
+        A slice.
+
+    Returns
+    -------
+    tuple of float or None
+        ``(center - width / 2, center + width / 2)``; None when either tag is
+        missing or unreadable, or the width is not positive.
+    """
+    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+        return None
+    center, width = (_first(ds.WindowCenter), _first(ds.WindowWidth))
+    if center is None or width is None or width <= 0:
+        return None
+    return center - width / 2.0, center + width / 2.0
+
+
+def _first(value: Any) -> float | None:
+    try:
+        if isinstance(value, pydicom.multival.MultiValue):
+            value = value[0]
+        return float(value)
+    except (TypeError, ValueError, IndexError):
+        return None
