@@ -41,24 +41,12 @@ MAX_LABEL_VALUES = 256
 MAX_UNNAMED_LABEL_VALUES = 64
 
 #: Words in a file name that mark a label map (matched between separators).
-LABEL_NAME_WORDS = (
-    "seg",
-    "dseg",
-    "aseg",
-    "aparc",
-    "parc",
-    "segmentation",
-    "segmentations",
-    "label",
-    "labels",
-    "labelmap",
-    "mask",
-    "masks",
-    "atlas",
-    "annotation",
-    "annotations",
-    "gt",
-)
+# fmt: off
+LABEL_NAME_WORDS = frozenset((
+    "seg", "dseg", "aseg", "aparc", "parc", "segmentation", "segmentations", "label",
+    "labels", "labelmap", "mask", "masks", "atlas", "annotation", "annotations", "gt",
+))
+# fmt: on
 
 #: Voxels per chunk when counting distinct values (bounded extra memory).
 _CHUNK = 1 << 22
@@ -231,8 +219,11 @@ def label_decision(
         return False, "integer voxels with negative values"
     named = name_says_labels(name)
     limit = MAX_LABEL_VALUES if named else MAX_UNNAMED_LABEL_VALUES
-    count = count_distinct(raw, limit=limit)
     why = f"a file name that says labels ({name!r})" if named else "a file name without a hint"
+    top = int(raw.max())
+    if top < limit:  # values in 0..top: at most top + 1 <= limit distinct, no need to count
+        return True, f"non-negative integer voxels up to {top} and {why}"
+    count = count_distinct(raw, limit=limit)
     if count > limit:
         return False, f"more than {limit} distinct integer values with {why}"
     return True, f"non-negative integer voxels with {count} distinct values and {why}"
