@@ -10,13 +10,13 @@ import pytest
 pytest.importorskip("segment_anything")
 
 from napari_seglab.jobs import JobCancelled, run_to_end
-from napari_seglab.sam import EmbeddingCache, build_tiny_sam
+from napari_seglab.sam import EmbeddingCache
 from napari_seglab.sessions import SamPromptSession
 
 
 @pytest.fixture(scope="module")
-def model(one_torch_thread):
-    return build_tiny_sam(seed=3)
+def model(one_torch_thread, make_tiny_sam):
+    return make_tiny_sam(seed=3)
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ import pytest
 pytest.importorskip("segment_anything")
 
 from napari_seglab.jobs import run_to_end
-from napari_seglab.sam import EmbeddingCache, build_tiny_sam
+from napari_seglab.sam import EmbeddingCache
 from napari_seglab.sessions import SamPromptSession
 
 
 @pytest.fixture(scope="module")
-def model(one_torch_thread):
-    return build_tiny_sam(seed=3)
+def model(one_torch_thread, make_tiny_sam):
+    return make_tiny_sam(seed=3)
 
 
 @pytest.fixture
@@ -54,14 +54,14 @@ def test_is_embedded_sees_the_disk_cache_of_another_session(model, stack, tmp_pa
 
 
 @pytest.mark.parametrize("change", ["model", "image"])
-def test_a_result_from_before_a_new_model_or_image_is_dropped(model, stack, change):
+def test_a_result_from_before_a_new_model_or_image_is_dropped(model, stack, change, make_tiny_sam):
     session = SamPromptSession(EmbeddingCache(max_items=4))
     session.set_model(model)
     session.set_image(stack)
     session.add_point((1, 12, 20))
     result = run_to_end(session.prediction_job(1))
     if change == "model":
-        session.set_model(build_tiny_sam(seed=4), decoder="tuned.pt")
+        session.set_model(make_tiny_sam(seed=4), decoder="tuned.pt")
         assert session.model_decoder == "tuned.pt"
     else:
         session.set_image(stack[::-1].copy())

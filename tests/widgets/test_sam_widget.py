@@ -16,14 +16,14 @@ from napari.utils.notifications import notification_manager
 from qtpy.QtCore import Qt
 
 from napari_seglab.data import nuclei_2d, nuclei_3d
-from napari_seglab.sam import EmbeddingCache, PromptSegmenter, build_tiny_sam
+from napari_seglab.sam import EmbeddingCache, PromptSegmenter
 
 WIDGET = "SAM prompting"
 
 
 @pytest.fixture(scope="module")
-def tiny_sam(one_torch_thread):
-    return build_tiny_sam(seed=3)
+def tiny_sam(one_torch_thread, make_tiny_sam):
+    return make_tiny_sam(seed=3)
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_target_defaults_to_a_new_layer(make_napari_viewer, qtbot, tiny_sam):
 
 @pytest.mark.parametrize("kind", ["other architecture", "corrupt", "decoder of another base"])
 def test_bad_checkpoint_notifies_and_widget_is_ready_again(
-    make_napari_viewer, qtbot, tmp_path, errors, kind
+    make_napari_viewer, qtbot, tmp_path, errors, kind, make_tiny_sam
 ):
     import torch
 
@@ -170,10 +170,10 @@ def test_bad_checkpoint_notifies_and_widget_is_ready_again(
     if kind == "corrupt":
         path.write_bytes(b"not a checkpoint" * 100)
     else:
-        torch.save(build_tiny_sam(seed=0).sam.state_dict(), path)
+        torch.save(make_tiny_sam(seed=0).sam.state_dict(), path)
     if kind == "decoder of another base":
         model_type = "tiny"  # the base loads; its decoder file was tuned on other weights
-        decoder = str(save_decoder(build_tiny_sam(seed=1), tmp_path / "decoder.pt"))
+        decoder = str(save_decoder(make_tiny_sam(seed=1), tmp_path / "decoder.pt"))
     viewer = make_napari_viewer()
     widget = open_widget(viewer, qtbot, np.zeros((32, 32), np.uint8), None, start=False)
     widget.form.model.choices = (*widget.form.model.choices, "tiny")
@@ -300,9 +300,9 @@ def test_quitting_the_viewer_during_embedding_is_clean(make_napari_viewer, qtbot
     assert not raised
 
 
-def test_large_encoder_on_cpu_shows_warning(make_napari_viewer, qtbot):
+def test_large_encoder_on_cpu_shows_warning(make_napari_viewer, qtbot, make_tiny_sam):
     viewer = make_napari_viewer()
-    model = build_tiny_sam(
+    model = make_tiny_sam(
         seed=0,
         encoder_embed_dim=1024,
         encoder_depth=1,
