@@ -47,3 +47,44 @@ def test_sample_data_opens_with_ground_truth(make_napari_viewer):
     assert np.array_equal(labels.data, expected.labels)
     assert tuple(image.scale) == expected.spacing
     assert type(labels).__name__ == "Labels"
+
+
+MAIN_BUTTONS = {
+    "SAM prompting": "load_button",
+    "U-Net train / predict": "train_button",
+    "CRF refinement": "apply_button",
+    "Evaluation": "evaluate_button",
+    "SAM decoder fine-tuning": "start_button",
+}
+
+
+def test_all_five_docks_fit_a_900_px_window_and_reach_their_main_button(make_napari_viewer, qtbot):
+    """Issue 17: with all five docked (not tabified) the window stays within 900 px."""
+    from _canvas import show_viewer
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer = make_napari_viewer()
+    sample = data.nuclei_2d(shape=(64, 64), n_objects=3, seed=1)
+    viewer.add_image(sample.image, name="nuclei")
+    viewer.add_labels(sample.labels, name="masks")
+    show_viewer(viewer, qtbot, 1280, 900)
+    widgets = {}
+    for name in WIDGETS:
+        _, widgets[name] = viewer.window.add_plugin_dock_widget(
+            "napari-seglab", name, tabify=False
+        )
+    qtbot.wait(200)
+    window = viewer.window._qt_window
+    assert window.height() <= 900
+    assert window.minimumSizeHint().height() <= 900
+    for name, widget in widgets.items():
+        button = getattr(widget, MAIN_BUTTONS[name])
+        area = widget.findChild(QScrollArea)
+        assert area.isVisible(), name
+        assert area.height() > 0, name
+        area.ensureWidgetVisible(button)
+        qtbot.wait(20)
+        assert button.isEnabled(), name
+        assert button.isVisible(), name
+        assert not button.visibleRegion().isEmpty(), name
+    assert window.height() <= 900
