@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_seglab.training_loop import EpochEvent
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 pytest.importorskip("napari")
@@ -148,12 +150,16 @@ def test_cancel_keeps_layers_and_best_decoder(make_napari_viewer, qtbot, one_tor
     widget.base.device.value = "cpu"
     qtbot.mouseClick(widget.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 1, timeout=60000)
+    # Only a time budget: the bar shows elapsed of the budget, not an epoch count.
+    assert widget.progress.maximum() == 1000
     qtbot.mouseClick(widget.cancel_button, Qt.MouseButton.LeftButton)
     finish(qtbot, widget)
     qtbot.waitUntil(lambda: widget.result is not None, timeout=10000)
     assert widget.result.cancelled
     assert "cancelled; best epoch kept" in widget.status.text()
     assert widget.result.after == widget.result.history[widget.result.best_epoch]["validation"]
+    widget._on_event(EpochEvent("epoch", 2, 0, 150.0, epoch=2, budget_s=600.0))
+    assert widget.progress.value() == 250  # 150 s of the 600 s budget
 
 
 def test_closing_the_dock_during_training_cancels_it(make_napari_viewer, qtbot, one_torch_thread):
@@ -183,3 +189,69 @@ def test_start_without_model_explains(make_napari_viewer, qtbot):
     widget.start()
     assert not widget.busy
     assert widget.result is None
+
+
+def run_and_quit(script: str, tmp_path) -> None:
+    """Run ``script`` in a fresh Python; it quits napari mid-job: assert a clean exit."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SEGLAB_CACHE_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "running at quit: True" in done.stdout
+    assert "quit cleanly" in done.stdout
+    for bad in ("has been deleted", "Abort", "Traceback"):
+        assert bad not in done.stderr
+
+
+FINETUNE_QUIT_SCRIPT = """
+import time
+
+import napari
+from qtpy.QtCore import QTimer
+
+from napari_seglab.data import nuclei_2d
+from napari_seglab.sam import build_tiny_sam
+
+sample = nuclei_2d((64, 64), n_objects=4, seed=0)
+viewer = napari.Viewer(show=True)
+viewer.add_image(sample.image, name="img0")
+viewer.add_labels(sample.labels, name="gt0")
+_, widget = viewer.window.add_plugin_dock_widget("napari-seglab", "SAM decoder fine-tuning")
+widget.set_model(build_tiny_sam(seed=0))
+widget.data.image.value = "img0"
+widget.data.annotations.value = "gt0"
+widget.recipe.epochs.value = 0
+widget.recipe.time_budget.value = 600
+widget.base.device.value = "cpu"
+widget.start_button.click()
+assert widget.jobs.running("train"), "training did not start"
+started = time.monotonic()
+
+
+def quit_when_training():
+    if widget.plot.epochs or time.monotonic() - started > 2.0:
+        print("running at quit:", widget.jobs.running("train"), "epochs:", len(widget.plot.epochs))
+        viewer.window._qt_window.close(quit_app=True)
+    else:
+        QTimer.singleShot(50, quit_when_training)
+
+
+QTimer.singleShot(50, quit_when_training)
+napari.run()
+print("quit cleanly")
+"""
+
+
+def test_quitting_napari_during_finetuning_exits_cleanly(tmp_path):
+    """The whole application quits while decoder fine-tuning runs (issue 17): exit status 0."""
+    run_and_quit(FINETUNE_QUIT_SCRIPT, tmp_path)

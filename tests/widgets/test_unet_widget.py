@@ -10,6 +10,7 @@ import re
 import monai.networks.nets  # noqa: F401
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
 
 from napari_seglab import data
 from napari_seglab.unet import SegmentationModel, predict, probabilities_to_labels
@@ -87,6 +88,18 @@ def test_train_plot_predict_then_cancel_second_training(make_napari_viewer, qtbo
     widget.suggest_button.click()
     wait_done(qtbot, widget)
     assert widget.suggestions.count() == 12
+    # Each tile is outlined on the image's grid: the outline's corners, taken to the world,
+    # are the world positions of the tile's corner pixels' outer edges.
+    outlines = viewer.layers["U-Net suggested tiles"]
+    assert len(outlines.data) == 12
+    first = widget.suggestions.item(0).data(Qt.ItemDataRole.UserRole)
+    r0, c0, r1, c1 = first.box
+    image = viewer.layers["nuclei"]
+    for corner_data in ([r0 - 0.5, c0 - 0.5], [r1 - 0.5, c1 - 0.5]):
+        world_outline = outlines.data_to_world(
+            outlines.data[0][np.argmin(np.abs(outlines.data[0] - corner_data).sum(axis=1))]
+        )
+        np.testing.assert_allclose(world_outline, image.data_to_world(corner_data), atol=1e-6)
     # MC dropout on a model without dropout: said at once, nothing started.
     widget.mc_passes.value = 2
     widget.suggest_button.click()
@@ -317,3 +330,69 @@ def test_layers_from_a_channel_image_keep_its_spatial_transform():
         np.testing.assert_allclose(
             labels.data_to_world(point), source.data_to_world((1, *point))[1:]
         )
+
+
+def run_and_quit(script: str, tmp_path) -> None:
+    """Run ``script`` in a fresh Python; it quits napari mid-job: assert a clean exit."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SEGLAB_CACHE_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "running at quit: True" in done.stdout
+    assert "quit cleanly" in done.stdout
+    for bad in ("has been deleted", "Abort", "Traceback"):
+        assert bad not in done.stderr
+
+
+UNET_QUIT_SCRIPT = """
+import time
+
+import monai.networks.nets  # noqa: F401  (before napari's OpenGL context, see the module)
+import napari
+from qtpy.QtCore import QTimer
+
+from napari_seglab.data import nuclei_2d
+
+sample = nuclei_2d(shape=(64, 64), n_objects=4, seed=1)
+viewer = napari.Viewer(show=True)
+viewer.add_image(sample.image, name="cells")
+viewer.add_labels(sample.labels, name="masks")
+_, widget = viewer.window.add_plugin_dock_widget("napari-seglab", "U-Net train / predict")
+widget.patch_size.value = "32 32"
+widget.batch_size.value = 2
+widget.augment.value = False
+widget.device.value = "cpu"
+widget.epochs.value = 0
+widget.time_budget.value = 600
+widget.train_button.click()
+assert widget.jobs.running("unet"), "training did not start"
+started = time.monotonic()
+
+
+def quit_when_training():
+    if widget.plot.epochs or time.monotonic() - started > 2.0:
+        print("running at quit:", widget.jobs.running("unet"), "epochs:", len(widget.plot.epochs))
+        viewer.window._qt_window.close(quit_app=True)
+    else:
+        QTimer.singleShot(50, quit_when_training)
+
+
+QTimer.singleShot(50, quit_when_training)
+napari.run()
+print("quit cleanly")
+"""
+
+
+def test_quitting_napari_during_training_exits_cleanly(tmp_path):
+    """The whole application quits while U-Net training runs (issue 17): exit status 0."""
+    run_and_quit(UNET_QUIT_SCRIPT, tmp_path)

@@ -304,9 +304,9 @@ class SamFinetuneWidget(DockShell):
         elif event.stage == "epoch":
             if event.epoch > 0:
                 self.plot.add(event.epoch, event.loss, event.validation.get("mean"))
-            if event.total:
-                self.progress.setMaximum(event.total)
-                self.progress.setValue(event.epoch)
+            if event.fraction is not None:  # epochs of the limit, or seconds of the budget
+                self.progress.setMaximum(1000)
+                self.progress.setValue(round(1000 * event.fraction))
             loss = "-" if event.loss is None else f"{event.loss:.4f}"
             self.status.setText(
                 f"Epoch {event.epoch}, step {event.step}: loss {loss}, validation Dice "

@@ -124,6 +124,10 @@ def add_prediction_layers(viewer, result, image_layer, model, probabilities: boo
     return name
 
 
+#: Name of the Shapes layer that outlines the suggested 2D tiles.
+OUTLINES = "U-Net suggested tiles"
+
+
 class SuggestionList(QListWidget):
     """Suggestions of :func:`~napari_seglab.unet.suggest_events`; a click moves the viewer there.
 
@@ -141,13 +145,39 @@ class SuggestionList(QListWidget):
         self.itemClicked.connect(self.jump)
 
     def show_suggestions(self, suggestions, layer) -> None:
-        """List ``suggestions`` (computed on ``layer``'s data), most uncertain first."""
+        """List ``suggestions`` (computed on ``layer``'s data), most uncertain first.
+
+        2D tiles are also outlined, numbered by rank, in a Shapes layer
+        :data:`OUTLINES` on ``layer``'s grid (replaced by the next suggestions).
+        """
         self.clear()
         self.layer = layer
         for suggestion in suggestions:
             item = QListWidgetItem(suggestion.describe())
             item.setData(Qt.ItemDataRole.UserRole, suggestion)
             self.addItem(item)
+        if OUTLINES in self.viewer.layers:
+            self.viewer.layers.remove(OUTLINES)
+        tiles = [s.box for s in suggestions if s.box is not None]
+        if tiles:
+            # Tile rows r0..r1-1 cover data coordinates r0 - 0.5 .. r1 - 0.5 (pixel centres).
+            rectangles = [
+                np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], float) - 0.5
+                for r0, c0, r1, c1 in tiles
+            ]
+            outlines = self.viewer.add_shapes(
+                rectangles,
+                shape_type="rectangle",
+                name=OUTLINES,
+                edge_color="yellow",
+                face_color="transparent",
+                edge_width=max(1.0, min(layer.data.shape[-2:]) / 200),
+                features={"rank": np.arange(1, len(tiles) + 1)},
+                text={"string": "{rank}", "color": "yellow", "anchor": "upper_left"},
+                **source_geometry(layer, 2),
+            )
+            outlines.editable = False
+            self.viewer.layers.selection.active = layer
 
     def jump(self, item: QListWidgetItem) -> None:
         """Show the suggestion's plane (3D) or centre the camera on its tile (2D)."""
