@@ -249,3 +249,59 @@ def test_docks_fit_a_900_pixel_screen_and_run_is_reachable(make_napari_viewer, q
         qtbot.wait(20)
         assert button.isVisible()
         assert not button.visibleRegion().isEmpty()
+
+
+def run_and_quit(script: str, tmp_path) -> None:
+    """Run ``script`` in a fresh Python; it quits napari mid-job: assert a clean exit."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SEGLAB_CACHE_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "running at quit: True" in done.stdout
+    assert "quit cleanly" in done.stdout
+    for bad in ("has been deleted", "Abort", "Traceback"):
+        assert bad not in done.stderr
+
+
+CRF_QUIT_SCRIPT = """
+import napari
+from qtpy.QtCore import QTimer
+
+from napari_seglab import data
+from napari_seglab._widgets.crf import REPLACE_INPUT
+
+sample = data.nuclei_3d(shape=(24, 128, 128), n_objects=24, seed=3)  # seconds of work
+viewer = napari.Viewer(show=True)
+viewer.add_image(sample.image, name="nuclei")
+viewer.add_labels(data.blobby_labels(sample.labels), name="masks")
+_, widget = viewer.window.add_plugin_dock_widget("napari-seglab", "CRF refinement")
+widget.form.output.value = REPLACE_INPUT
+widget.form.iterations.value = 50
+widget.apply_button.click()
+assert widget.busy, "refinement did not start"
+
+
+def quit_now():
+    print("running at quit:", widget.busy)
+    viewer.window._qt_window.close(quit_app=True)
+
+
+QTimer.singleShot(100, quit_now)
+napari.run()
+print("quit cleanly")
+"""
+
+
+def test_quitting_napari_during_refinement_exits_cleanly(tmp_path):
+    """The whole application quits while a CRF refinement runs (issue 17): exit status 0."""
+    run_and_quit(CRF_QUIT_SCRIPT, tmp_path)
