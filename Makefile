@@ -49,7 +49,7 @@ docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+	$(XRUN) $(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) site demo-output bench-output .pytest_cache .ruff_cache
