@@ -80,6 +80,73 @@ def spatial_ndim(image: np.ndarray, *, rgb: bool = False, channel_axis: int | No
     return ndim
 
 
+def non_finite(image: np.ndarray) -> tuple[int, tuple[int, ...] | None]:
+    """Count the NaN/±Inf values of ``image`` and find the first one.
+
+    Scans plane by plane along the first axis, so a large stack needs no
+    full-size boolean mask. Integer and boolean arrays are finite by type.
+
+    Parameters
+    ----------
+    image : array, any shape and real dtype
+        Layer data in napari's axis order.
+
+    Returns
+    -------
+    count : int
+        Number of non-finite values.
+    first : tuple of int or None
+        Index of the first one in C order (napari's axis order), None when
+        there is none.
+    """
+    arr = np.asarray(image)
+    if not np.issubdtype(arr.dtype, np.inexact) or arr.size == 0:
+        return 0, None
+    if arr.ndim == 0:
+        bad = not np.isfinite(arr)
+        return int(bad), (() if bad else None)
+    count, first = 0, None
+    for i in range(arr.shape[0]):
+        mask = ~np.isfinite(arr[i])
+        n = int(np.count_nonzero(mask))
+        if n and first is None:
+            rest = np.unravel_index(int(np.argmax(mask)), mask.shape)
+            first = (i, *(int(r) for r in rest))
+        count += n
+    return count, first
+
+
+def check_finite(image: np.ndarray, *, what: str = "image") -> None:
+    """Refuse an image that holds NaN or ±Inf values.
+
+    One non-finite pixel turns every network output it reaches into NaN (and
+    every predicted label into background), and a NaN loss ruins training, so
+    the models refuse such input rather than guess a replacement value.
+
+    Parameters
+    ----------
+    image : array
+        Layer data in napari's axis order.
+    what : str
+        How the error message names the array (``"image"``, ``"image 2 of 3"``).
+
+    Raises
+    ------
+    ValueError
+        Naming how many values are not finite, the index of the first one (napari
+        axis order) and the array's shape.
+    """
+    count, first = non_finite(image)
+    if count:
+        shape = tuple(np.shape(image))
+        size = int(np.prod(shape))
+        raise ValueError(
+            f"The {what} holds {count} non-finite value(s) (NaN or ±Inf) of {size}; "
+            f"the first at index {first} (napari axis order, shape {shape}). Replace or mask "
+            "them first, for example with numpy.nan_to_num."
+        )
+
+
 def _sample(values: np.ndarray, limit: int = PERCENTILE_SAMPLE) -> np.ndarray:
     flat = np.asarray(values).reshape(-1)
     if flat.size > limit:

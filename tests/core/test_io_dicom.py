@@ -266,6 +266,20 @@ def test_float_rescale_gives_float32(tmp_path):
     np.testing.assert_allclose(vol.data, series["pixels"] * 0.25 - 10.5)
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
+@pytest.mark.parametrize(("slope", "intercept"), [(float("nan"), 0.0), (1.0, float("inf"))])
+def test_non_finite_rescale_is_refused_naming_the_file(tmp_path, slope, intercept):
+    folder = tmp_path / "ct"
+    write_series(folder, n_slices=3)
+    victim = sorted(folder.iterdir())[1]
+    ds = pydicom.dcmread(victim)
+    ds.RescaleSlope = f"{slope:g}"
+    ds.RescaleIntercept = f"{intercept:g}"
+    ds.save_as(victim)
+    with pytest.raises(ValueError, match=rf"{victim.name}.*must be finite"):
+        read_dicom_series(folder)
+
+
 def test_npe2_reader_opens_each_series_as_a_layer_in_series_number_order(tmp_path):
     folder = tmp_path / "study"
     big = write_series(folder, n_slices=5, series_number=3, prefix="b", description="big")

@@ -32,7 +32,8 @@ def rescaled_stack(slices: list) -> tuple[np.ndarray, dict[str, Any]]:
     Raises
     ------
     ValueError
-        The pixels of a slice cannot be decoded (names the transfer syntax).
+        The pixels of a slice cannot be decoded (names the transfer syntax), or
+        a slice's RescaleSlope/RescaleIntercept is NaN or infinite (names the file).
     """
     raws = []
     for path, ds in slices:
@@ -47,6 +48,13 @@ def rescaled_stack(slices: list) -> tuple[np.ndarray, dict[str, Any]]:
             ) from None
     slopes = np.array([float(ds.get("RescaleSlope", 1) or 1) for _, ds in slices])
     inters = np.array([float(ds.get("RescaleIntercept", 0) or 0) for _, ds in slices])
+    for (path, _), slope, inter in zip(slices, slopes, inters):
+        if not (np.isfinite(slope) and np.isfinite(inter)):
+            raise ValueError(
+                f"DICOM file '{path}' has RescaleSlope {slope:g} and RescaleIntercept {inter:g}; "
+                "both must be finite numbers (a NaN or infinite rescale would turn every "
+                "pixel of the slice into NaN)."
+            )
     raw = np.stack(raws)
     integral = np.all(slopes == 1.0) and np.all(inters == np.round(inters))
     if integral:

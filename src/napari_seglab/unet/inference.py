@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..device import autocast, resolve_device
+from ..imaging import check_finite
 from ..jobs import CancelCheck, JobCancelled, ProgressEvent, Stopwatch
 from .model import SegmentationModel
 
@@ -227,7 +228,10 @@ def predict(
     Raises
     ------
     ValueError
-        If the image does not fit the model (dimensionality, channels).
+        If the image does not fit the model (dimensionality, channels), or holds
+        NaN/±Inf values (the message gives their count and the index of the
+        first one, napari axis order): one such pixel would make every window
+        it touches NaN and every label background.
     JobCancelled
         When ``cancel`` was set.
     """
@@ -236,6 +240,7 @@ def predict(
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"Expected 0 <= overlap < 1, got {overlap}.")
     plane_by_plane = model.check_input(image, channel_axis=channel_axis, slicewise=slicewise)
+    check_finite(image)
     device = resolve_device(device)
     batch = int(batch_size) if batch_size else default_batch_size(model, device)
     if batch < 1:

@@ -234,10 +234,23 @@ class SegmentationModel:
         Returns
         -------
         pathlib.Path
+
+        Raises
+        ------
+        ValueError
+            If any weight is NaN or ±Inf (nothing is written).
         """
         from ..checkpoints import atomic_torch_save
 
         state = {k: v.detach().to("cpu").clone() for k, v in self.network.state_dict().items()}
+        bad = [
+            k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())
+        ]
+        if bad:
+            raise ValueError(
+                f"Refusing to save {path}: {len(bad)} weight tensor(s) hold NaN or ±Inf values "
+                f"(first {bad[0]!r}); the model would predict nothing. Retrain it."
+            )
         payload = {"metadata_json": json.dumps(self.metadata()), "state_dict": state}
         return atomic_torch_save(payload, path)
 

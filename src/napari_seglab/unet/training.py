@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..device import resolve_device
-from ..imaging import IntensityRecipe, channels_first
+from ..imaging import IntensityRecipe, channels_first, check_finite
 from ..jobs import JobCancelled, run_to_end
 from ..metrics import mean_dice
 from ..training_loop import EpochEvent, LoopSettings, training_loop
@@ -82,6 +82,7 @@ class UNetTask:
         self.batch_size = int(batch_size)
         self.device = device
         self.loss_fn = IgnoreDiceCELoss(num_classes, ignore_index=num_classes).to(device)
+        self.steps = 0
 
     def parameters(self) -> Iterable[torch.nn.Parameter]:
         return self.network.parameters()
@@ -90,13 +91,29 @@ class UNetTask:
         return self.loader
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, int]:
+        """Loss of one batch; raises RuntimeError when it is NaN or ±Inf.
+
+        Training cannot recover from a non-finite loss (the next step writes
+        NaN into the weights), so it stops there with an error instead of
+        producing a NaN model.
+        """
         x = batch["image"].as_tensor().to(self.device, non_blocking=True)
         y = batch["label"].as_tensor().to(self.device, non_blocking=True)
         logits = self.network(x)  # under the loop's autocast (CUDA only)
         if self.device.type == "cuda":
             with torch.autocast("cuda", enabled=False):  # the loss in fp32
-                return self.loss_fn(logits.float(), y), int(x.shape[0])
-        return self.loss_fn(logits.float(), y), int(x.shape[0])
+                loss = self.loss_fn(logits.float(), y)
+        else:
+            loss = self.loss_fn(logits.float(), y)
+        self.steps += 1
+        value = loss.detach()
+        if not bool(torch.isfinite(value)):
+            raise RuntimeError(
+                f"Training stopped at step {self.steps}: the loss became {float(value):g}. "
+                "Try a lower learning rate; the images hold only finite values, so the "
+                "network diverged."
+            )
+        return loss, int(x.shape[0])
 
     def validate(self) -> dict[str, float]:
         """``{"mean": foreground Dice}`` over the held-out regions, ``{}`` without any."""
@@ -137,6 +154,8 @@ def _prepare(
 ):
     """Validate inputs and return normalised, encoded pairs plus the model layout."""
     pairs = udata.as_pairs(image, labels)
+    for i, (im, _) in enumerate(pairs):
+        check_finite(im, what="image" if len(pairs) == 1 else f"image {i + 1} of {len(pairs)}")
     layouts = {
         udata.infer_layout(i.shape, lab.shape, rgb=rgb, channel_axis=channel_axis)
         for i, lab in pairs
@@ -273,6 +292,11 @@ def train_events(
 
     Raises
     ------
+    ValueError
+        If an image holds NaN/±Inf values (their count and the index of the
+        first one, napari axis order, are named), or the labels do not fit.
+    RuntimeError
+        If the loss becomes NaN/±Inf during training (no model is returned).
     JobCancelled
         When ``cancel`` is set; ``partial`` is the best model so far, or None
         when no epoch had finished.
