@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _canvas import show_viewer
+from _quit import run_and_quit
 from napari.utils.notifications import notification_manager
 from qtpy.QtWidgets import QScrollArea
 
@@ -249,28 +250,6 @@ def test_docks_fit_a_900_pixel_screen_and_run_is_reachable(make_napari_viewer, q
         qtbot.wait(20)
         assert button.isVisible()
         assert not button.visibleRegion().isEmpty()
-
-
-def run_and_quit(script: str, tmp_path) -> None:
-    """Run ``script`` in a fresh Python; it quits napari mid-job: assert a clean exit."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "SEGLAB_CACHE_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "running at quit: True" in done.stdout
-    assert "quit cleanly" in done.stdout
-    for bad in ("has been deleted", "Abort", "Traceback"):
-        assert bad not in done.stderr
 
 
 CRF_QUIT_SCRIPT = """

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _quit import run_and_quit
 
 from napari_seglab.training_loop import EpochEvent
 
@@ -189,28 +190,6 @@ def test_start_without_model_explains(make_napari_viewer, qtbot):
     widget.start()
     assert not widget.busy
     assert widget.result is None
-
-
-def run_and_quit(script: str, tmp_path) -> None:
-    """Run ``script`` in a fresh Python; it quits napari mid-job: assert a clean exit."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "SEGLAB_CACHE_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "running at quit: True" in done.stdout
-    assert "quit cleanly" in done.stdout
-    for bad in ("has been deleted", "Abort", "Traceback"):
-        assert bad not in done.stderr
 
 
 FINETUNE_QUIT_SCRIPT = """

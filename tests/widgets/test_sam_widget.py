@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from _quit import run_and_quit
 
 pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
@@ -350,19 +351,4 @@ print("quit cleanly")
 
 def test_quitting_napari_during_embedding_exits_cleanly(tmp_path):
     """The whole application quits while a background embedding runs: exit status 0."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "SEGLAB_CACHE_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", QUIT_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "quit cleanly" in done.stdout
-    assert "Traceback" not in done.stderr
+    run_and_quit(QUIT_SCRIPT, tmp_path, expect_running=False)

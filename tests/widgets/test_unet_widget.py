@@ -10,6 +10,7 @@ import re
 import monai.networks.nets  # noqa: F401
 import numpy as np
 import pytest
+from _quit import run_and_quit
 from qtpy.QtCore import Qt
 
 from napari_seglab import data
@@ -330,28 +331,6 @@ def test_layers_from_a_channel_image_keep_its_spatial_transform():
         np.testing.assert_allclose(
             labels.data_to_world(point), source.data_to_world((1, *point))[1:]
         )
-
-
-def run_and_quit(script: str, tmp_path) -> None:
-    """Run ``script`` in a fresh Python; it quits napari mid-job: assert a clean exit."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "SEGLAB_CACHE_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "running at quit: True" in done.stdout
-    assert "quit cleanly" in done.stdout
-    for bad in ("has been deleted", "Abort", "Traceback"):
-        assert bad not in done.stderr
 
 
 UNET_QUIT_SCRIPT = """
