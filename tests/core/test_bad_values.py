@@ -125,3 +125,113 @@ def test_training_stops_with_an_error_when_the_loss_becomes_nan(tiny_model):
             augment=False,
             device="cpu",
         )
+
+
+# ------------------------------------------------------------ label ids that do not fit
+BIG = 3_000_000_000  # above 2**31: int32 would turn it (and BIG + 1) into -2147483648
+
+
+def save_float_labels(path, data):
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float64)
+    header["intent_code"] = 1002  # NIFTI_INTENT_LABEL
+    nib.save(nib.Nifti1Image(data, np.eye(4), header=header), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("ids", "dtype"),
+    [
+        ((7, 9), np.int32),
+        ((BIG, BIG + 1), np.uint32),
+        ((2**40, 2**40 + 1), np.int64),
+        ((-5, BIG), np.int64),
+        ((2**63 + 2**12, 2**63 + 2**13), np.uint64),
+    ],
+)
+def test_float_label_nifti_keeps_every_id_in_the_smallest_type_that_holds_it(tmp_path, ids, dtype):
+    from napari_seglab.io import read_nifti
+
+    data = np.zeros((6, 5, 4), dtype=np.float64)
+    data[1:3, 1:3, 1:3] = ids[0]
+    data[3:5, 1:3, 1:3] = ids[1]  # touching the first object
+    vol = read_nifti(save_float_labels(tmp_path / "ids.nii", data), layer_type="labels")
+    assert vol.data.dtype == dtype
+    values = sorted(int(v) for v in np.unique(vol.data))
+    assert values == sorted([0, *ids])  # two objects stay two, ids exact
+
+
+def test_float_label_nifti_with_fractions_or_nan_is_refused(tmp_path):
+    from napari_seglab.io import read_nifti
+
+    data = np.zeros((4, 4, 4), dtype=np.float64)
+    data[1, 1, 1] = 2.5
+    data[2, 2, 2] = np.nan
+    path = save_float_labels(tmp_path / "frac.nii", data)
+    with pytest.raises(ValueError, match=r"not integers \(1 NaN or infinite, 1 with a fractional"):
+        read_nifti(path, layer_type="labels")
+
+
+def sparse_scene(ids):
+    """Two touching squares and a third apart, carrying ``ids``, on a noisy image."""
+    labels = np.zeros((40, 40), dtype=np.asarray(ids).dtype)
+    labels[5:15, 5:15] = ids[0]
+    labels[5:15, 15:25] = ids[1]
+    labels[25:35, 25:35] = ids[2]
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=labels.shape).astype(np.float32) + (labels > 0) * 3.0
+    return image, labels
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        np.array([BIG, BIG + 1, 2**40], dtype=np.int64),
+        np.array([BIG, BIG + 1, 2**63 + 5], dtype=np.uint64),
+    ],
+)
+@pytest.mark.parametrize("mode", ["instance", "semantic"])
+def test_crf_refines_huge_sparse_ids_like_small_ones(ids, mode):
+    from napari_seglab import crf
+
+    image, labels = sparse_scene(ids)
+    small_image, small = sparse_scene(np.array([1, 2, 3], dtype=np.int64))
+    refined = crf.refine_labels(image, labels, mode=mode)
+    expected = crf.refine_labels(small_image, small, mode=mode)
+    lut = np.zeros(4, dtype=ids.dtype)
+    lut[1:] = ids
+    assert refined.dtype == labels.dtype
+    np.testing.assert_array_equal(refined, lut[expected])  # same result, ids kept
+
+
+def test_semantic_crf_without_background_keeps_uint64_ids_exact():
+    from napari_seglab import crf
+
+    image, labels = sparse_scene(np.array([2**63 + 5, 2**63 + 6, 2**63 + 7], dtype=np.uint64))
+    labels[labels == 0] = 2**63 + 7  # no background value anywhere
+    refined = crf.refine_labels(image, labels, mode="semantic")
+    assert set(np.unique(refined).tolist()) <= {0, 2**63 + 5, 2**63 + 6, 2**63 + 7}
+    assert (refined == 2**63 + 5).any()
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        np.array([BIG, BIG + 1, 2**40], dtype=np.int64),
+        np.array([BIG, BIG + 1, 2**63 + 5], dtype=np.uint64),
+    ],
+)
+def test_finetuning_objects_keep_huge_sparse_ids(ids):
+    from napari_seglab.sam.finetune.data import collect_objects
+
+    _, labels = sparse_scene(ids)
+    _, small = sparse_scene(np.array([1, 2, 3], dtype=np.int64))
+    objects = collect_objects(labels, 0, np.random.default_rng(0))
+    reference = collect_objects(small, 0, np.random.default_rng(0))
+    assert [o.label for o in objects] == [int(v) for v in ids]  # touching objects stay two
+    assert len(reference) == 3
+    for got, want in zip(objects, reference):
+        np.testing.assert_array_equal(got.bbox, want.bbox)
+        np.testing.assert_array_equal(got.mask, want.mask)

@@ -8,6 +8,7 @@ modified in place.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 
 #: Largest allowed deviation of per-pixel class probabilities from a sum of 1.
 SUM_TOLERANCE = 1e-2
@@ -132,3 +133,39 @@ def check_labels(labels: np.ndarray) -> np.ndarray:
     if arr.size and int(arr.min()) < 0:
         raise ValueError(f"Expected labels >= 0 (0 is background), got minimum {int(arr.min())}.")
     return arr
+
+
+#: Ids up to this (or up to 4x the number of objects) index ``find_objects`` directly.
+DIRECT_ID_LIMIT = 1 << 16
+
+
+def object_regions(labels: np.ndarray) -> list[tuple[int, tuple[slice, ...]]]:
+    """Every positive id of ``labels`` with its bounding box, in increasing id order.
+
+    ``scipy.ndimage.find_objects`` makes one list entry per value up to the
+    largest id; sparse ids (say ``3_000_000_000`` or ``2**40``) are first
+    numbered ``1..n`` (``numpy.searchsorted`` over the sorted distinct ids), so
+    memory follows the number of objects, never the largest id.
+
+    Parameters
+    ----------
+    labels : int array, any number of axes
+        0 (and negative values) is background.
+
+    Returns
+    -------
+    list of (int, tuple of slice)
+        The id as a Python int and its bounding box in the array's axis order.
+    """
+    values = np.unique(labels)
+    values = values[values > 0]
+    if values.size == 0:
+        return []
+    if int(values[-1]) <= max(4 * values.size, DIRECT_ID_LIMIT):
+        boxes = ndi.find_objects(labels)
+        return [(int(v), boxes[int(v) - 1]) for v in values]
+    dense = np.zeros(labels.shape, dtype=np.intp)
+    mask = labels > 0
+    dense[mask] = np.searchsorted(values, labels[mask]) + 1
+    boxes = ndi.find_objects(dense)
+    return [(int(v), box) for v, box in zip(values, boxes)]

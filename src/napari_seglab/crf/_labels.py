@@ -20,12 +20,11 @@ from __future__ import annotations
 from collections.abc import Generator
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from ..jobs import CancelCheck, CancelLike, Stopwatch, run_to_end
 from ._engine import CrfProgress, block_margin, tiled_crf
 from ._features import IntensityScaler
-from ._inputs import check_labels, check_spacing, image_channels
+from ._inputs import check_labels, check_spacing, image_channels, object_regions
 from ._params import (
     DEFAULT_BILATERAL_WEIGHT,
     DEFAULT_INTENSITY_SIGMA,
@@ -58,7 +57,7 @@ def _instance_steps(
 ):
     shape = labels.shape
     margin = block_margin(params, spacing)
-    objects = [(value, sl) for value, sl in enumerate(ndi.find_objects(labels), start=1) if sl]
+    objects = object_regions(labels)  # sparse ids (3e9, 2**40) need no list by the largest id
     out = labels.copy()
     claims: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     total = max(len(objects), 1) * params.iterations
@@ -99,7 +98,7 @@ def _instance_steps(
                 (
                     np.ravel_multi_index(coords, shape),
                     marginal[local],
-                    np.full(local[0].size, value, dtype=np.int64),
+                    np.full(local[0].size, value, dtype=labels.dtype),
                 )
             )
     if claims:
@@ -124,7 +123,7 @@ def _semantic_steps(
 ):
     values = np.unique(labels)
     if values[0] != 0:
-        values = np.concatenate([[0], values]).astype(labels.dtype)
+        values = np.concatenate([np.zeros(1, dtype=values.dtype), values])  # exact for uint64
     n_classes = values.size
     if n_classes == 1:
         return labels.copy()

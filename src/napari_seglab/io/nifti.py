@@ -452,11 +452,39 @@ def _integral(values: np.ndarray) -> bool:
 
 
 def _as_integer_labels(raw: np.ndarray, path: Path) -> np.ndarray:
+    """Label ids as an integer array that holds every id exactly.
+
+    Integer voxels are kept as they are. Float voxels (or scaled ones) become
+    ``int32`` when every id fits, else ``uint32``, ``int64`` or ``uint64``,
+    the first that holds the smallest and the largest id; two different ids
+    never end up as one value.
+
+    Raises
+    ------
+    ValueError
+        If a voxel is NaN, infinite or not a whole number, or an id lies
+        outside even ``int64``/``uint64`` (names the file and the values).
+    """
     if np.issubdtype(raw.dtype, np.integer):
         return raw
     if not _integral(raw):
-        raise ValueError(f"Cannot open '{path}' as labels: its voxels are not integers.")
-    return raw.astype(np.int32)
+        finite = np.isfinite(raw)
+        bad = int(raw.size - np.count_nonzero(finite))
+        fraction = int(np.count_nonzero(raw[finite] != np.round(raw[finite])))
+        raise ValueError(
+            f"Cannot open '{path}' as labels: its voxels are not integers ({bad} NaN or "
+            f"infinite, {fraction} with a fractional part)."
+        )
+    low, high = float(raw.min()), float(raw.max())
+    for dtype in (np.int32, np.uint32, np.int64, np.uint64):
+        info = np.iinfo(dtype)
+        # float(info.max) rounds up to a power of two for 64 bits: compare with <
+        if low >= info.min and (high < float(info.max) + 1):
+            return raw.astype(dtype)
+    raise ValueError(
+        f"Cannot open '{path}' as labels: its ids span {low:.17g} to {high:.17g}, "
+        "outside what a 64-bit integer holds."
+    )
 
 
 def _header_summary(header: Any, slope: float, inter: float, reason: str) -> dict[str, Any]:

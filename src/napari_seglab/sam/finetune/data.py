@@ -100,6 +100,26 @@ class AnnotatedObject:
         return out
 
 
+def _object_regions(labels: np.ndarray) -> list[tuple[int, tuple[slice, ...]]]:
+    """Every positive id with its bounding box, without a list as long as the largest id.
+
+    Sparse ids (``3_000_000_000``, ``2**40``) are numbered ``1..n`` first
+    (``numpy.searchsorted`` over the sorted distinct ids), so memory follows the
+    number of objects; the returned ids are the original ones, as Python ints.
+    """
+    values = np.unique(labels)
+    values = values[values > 0]
+    if values.size == 0:
+        return []
+    if int(values[-1]) <= max(4 * values.size, 1 << 16):
+        boxes = ndi.find_objects(labels.astype(np.int64, copy=False))
+        return [(int(v), boxes[int(v) - 1]) for v in values]
+    dense = np.zeros(labels.shape, dtype=np.intp)
+    mask = labels > 0
+    dense[mask] = np.searchsorted(values, labels[mask]) + 1
+    return [(int(v), box) for v, box in zip(values, ndi.find_objects(dense))]
+
+
 def collect_objects(
     labels: np.ndarray,
     plane: int,
@@ -131,9 +151,7 @@ def collect_objects(
     height, width = labels.shape
     objects: list[AnnotatedObject] = []
     structure = np.ones((3, 3), dtype=bool)
-    for value, region in enumerate(ndi.find_objects(labels.astype(np.int64, copy=False)), 1):
-        if region is None:
-            continue
+    for value, region in _object_regions(labels):
         components, _count = ndi.label(labels[region] == value, structure=structure)
         for index, sub in enumerate(ndi.find_objects(components), 1):
             if sub is None:
