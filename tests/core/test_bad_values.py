@@ -235,3 +235,56 @@ def test_finetuning_objects_keep_huge_sparse_ids(ids):
     for got, want in zip(objects, reference):
         np.testing.assert_array_equal(got.bbox, want.bbox)
         np.testing.assert_array_equal(got.mask, want.mask)
+
+
+# ------------------------------------------------------------ prompts that cannot be right
+@pytest.fixture(scope="module")
+def segmenter(make_tiny_sam):
+    pytest.importorskip("segment_anything")
+    from napari_seglab.data import nuclei_2d
+    from napari_seglab.sam import PromptSegmenter
+
+    seg = PromptSegmenter(make_tiny_sam(seed=1))
+    seg.set_image(nuclei_2d((60, 100), n_objects=4, seed=3).image)
+    return seg
+
+
+@pytest.mark.parametrize(
+    "points", [[[np.nan, 10.0]], [[10.0, 20.0], [5.0, np.inf]], [[-np.inf, -np.inf]]]
+)
+def test_non_finite_points_are_refused_by_name(segmenter, points):
+    with pytest.raises(ValueError, match=r"Points \[\[.*\]\] \(row, col\) are not finite"):
+        segmenter.predict(points=points)
+
+
+@pytest.mark.parametrize("box", [(np.nan, 0, 10, 10), (0, 0, np.inf, 10)])
+def test_non_finite_boxes_are_refused(segmenter, box):
+    with pytest.raises(ValueError, match=r"box .* not finite"):
+        segmenter.predict(box=box)
+
+
+@pytest.mark.parametrize("box", [(70, 10, 90, 30), (-40, -40, -5, -5), (10, 100.6, 20, 300)])
+def test_a_box_entirely_outside_the_image_is_refused(segmenter, box):
+    with pytest.raises(ValueError, match=r"lies entirely outside the image of shape \(60, 100\)"):
+        segmenter.predict(box=box)
+
+
+def test_a_box_partly_inside_still_gives_a_mask(segmenter):
+    prediction = segmenter.predict(box=(40, 80, 90, 140))
+    assert prediction.mask.shape == (60, 100)
+
+
+def test_points_outside_the_image_are_named(segmenter):
+    with pytest.raises(ValueError, match=r"Points \[\[60\.0, 5\.0\]\] \(row, col\) lie outside"):
+        segmenter.predict(points=[[10, 10], [60, 5]], labels=[1, 1])
+
+
+def test_nan_mask_logits_are_refused(segmenter):
+    low = segmenter.model.low_res_size
+    logits = np.zeros((low, low), dtype=np.float32)
+    logits[3, 4] = np.nan
+    with pytest.raises(ValueError, match=r"mask_input holds 1 non-finite value"):
+        segmenter.predict(points=[[10, 10]], mask_input=logits)
+    good = segmenter.predict(points=[[10, 10]], multimask=False)
+    again = segmenter.predict(points=[[10, 10]], mask_input=good.logits[0], multimask=False)
+    assert np.isfinite(again.scores).all()

@@ -266,6 +266,12 @@ class PromptSegmenter:
             raise ValueError(f"Expected points of shape (N, 2) as (row, col), got {pts.shape}.")
         if pts.shape[0] == 0:
             return None, None
+        finite = np.isfinite(pts).all(axis=1)
+        if not finite.all():
+            raise ValueError(
+                f"Points {pts[~finite].tolist()} (row, col) are not finite numbers (NaN or "
+                "±Inf); every point needs a position in the image."
+            )
         lab = np.ones(len(pts), dtype=np.int64) if labels is None else np.asarray(labels).ravel()
         if lab.shape != (len(pts),):
             raise ValueError(
@@ -292,8 +298,19 @@ class PromptSegmenter:
             raise ValueError(
                 f"Expected a box (row0, col0, row1, col1), got shape {np.shape(box)}."
             )
+        if not np.isfinite(b).all():
+            raise ValueError(
+                f"The box {tuple(b.tolist())} (row0, col0, row1, col1) holds values that are "
+                "not finite numbers (NaN or ±Inf)."
+            )
         r0, r1 = sorted((b[0], b[2]))
         c0, c1 = sorted((b[1], b[3]))
+        height, width = self.original_size
+        if r1 < -0.5 or r0 > height - 0.5 or c1 < -0.5 or c0 > width - 0.5:
+            raise ValueError(
+                f"The box {tuple(b.tolist())} (row0, col0, row1, col1) lies entirely outside "
+                f"the image of shape {(height, width)}; it must overlap the image."
+            )
         return np.array([[r0, c0], [r1, c1]])
 
     def mask_to_logits(self, mask: np.ndarray) -> np.ndarray:
@@ -325,6 +342,12 @@ class PromptSegmenter:
         arr = np.asarray(arr, dtype=np.float32)
         if arr.ndim == 3 and arr.shape[0] == 1:
             arr = arr[0]
+        bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise ValueError(
+                f"mask_input holds {bad} non-finite value(s) (NaN or ±Inf) of {arr.size}; pass "
+                "the logits of a previous prediction (Prediction.logits[k]) or a bool mask."
+            )
         if arr.shape != (low, low):
             raise ValueError(
                 f"Expected mask_input as low-res logits ({low}, {low}) "
@@ -362,6 +385,14 @@ class PromptSegmenter:
         Returns
         -------
         Prediction
+
+        Raises
+        ------
+        ValueError
+            For a prompt that cannot be right: points or box values that are
+            NaN/±Inf, points outside the image (named), a box with no overlap
+            with the image (the box and the image shape are named), mask logits
+            holding NaN/±Inf, or shapes that do not fit.
         """
         import torch
 
