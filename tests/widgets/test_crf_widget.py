@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from _canvas import show_viewer
 from _quit import run_and_quit
-from napari.utils.notifications import notification_manager
 from qtpy.QtWidgets import QScrollArea
 
 from napari_seglab import crf, data, metrics
@@ -31,20 +30,6 @@ def names(widget):
     return tuple(
         None if w.value is None else w.value.name for w in (widget.form.image, widget.form.given)
     )
-
-
-@pytest.fixture
-def errors():
-    """Messages of the error notifications shown while the test runs."""
-    seen: list = []
-
-    def keep(notification) -> None:
-        if "error" in str(getattr(notification, "severity", "")).lower():
-            seen.append(str(notification.message))
-
-    notification_manager.notification_ready.connect(keep)
-    yield seen
-    notification_manager.notification_ready.disconnect(keep)
 
 
 @pytest.fixture(scope="module")

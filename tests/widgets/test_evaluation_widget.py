@@ -12,7 +12,6 @@ import csv
 import numpy as np
 import pytest
 from _canvas import show_viewer
-from napari.utils.notifications import notification_manager
 from qtpy.QtWidgets import QApplication, QScrollArea, QTableWidgetSelectionRange
 
 from napari_seglab import data, metrics
@@ -43,20 +42,6 @@ def choice_names(widget):
     return tuple(
         None if w.value is None else w.value.name for w in (widget.form.pred, widget.form.gt)
     )
-
-
-@pytest.fixture
-def errors():
-    """Messages of the error notifications shown while the test runs."""
-    seen: list = []
-
-    def keep(notification) -> None:
-        if "error" in str(getattr(notification, "severity", "")).lower():
-            seen.append(str(notification.message))
-
-    notification_manager.notification_ready.connect(keep)
-    yield seen
-    notification_manager.notification_ready.disconnect(keep)
 
 
 @pytest.fixture(scope="module")

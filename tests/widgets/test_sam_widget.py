@@ -13,7 +13,6 @@ pytest.importorskip("segment_anything")
 pytest.importorskip("napari")
 
 from _canvas import SHIFT, click, key, near, show_viewer
-from napari.utils.notifications import notification_manager
 from qtpy.QtCore import Qt
 
 from napari_seglab.data import nuclei_2d, nuclei_3d
@@ -25,20 +24,6 @@ WIDGET = "SAM prompting"
 @pytest.fixture(scope="module")
 def tiny_sam(one_torch_thread, make_tiny_sam):
     return make_tiny_sam(seed=3)
-
-
-@pytest.fixture
-def errors():
-    """Error notifications shown while the test runs."""
-    seen: list = []
-
-    def keep(notification) -> None:
-        if "error" in str(getattr(notification, "severity", "")).lower():
-            seen.append(str(notification.message))
-
-    notification_manager.notification_ready.connect(keep)
-    yield seen
-    notification_manager.notification_ready.disconnect(keep)
 
 
 def open_widget(viewer, qtbot, image, model, *, start=True):
