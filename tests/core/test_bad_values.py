@@ -288,3 +288,24 @@ def test_nan_mask_logits_are_refused(segmenter):
     good = segmenter.predict(points=[[10, 10]], multimask=False)
     again = segmenter.predict(points=[[10, 10]], mask_input=good.logits[0], multimask=False)
     assert np.isfinite(again.scores).all()
+
+
+def test_seglab_predict_and_train_refuse_a_nan_image_with_exit_code_2(
+    tiny_model, tmp_path, capsys
+):
+    from napari_seglab.cli import main
+
+    image, labels = blobs()
+    image[2:4, 6:8] = np.nan
+    np.save(tmp_path / "image.npy", image)
+    np.save(tmp_path / "labels.npy", labels)
+    model = tiny_model.save(tmp_path / "model.pt")
+    out = tmp_path / "pred.npy"
+    assert main(["predict", str(model), str(tmp_path / "image.npy"), "-o", str(out)]) == 2
+    assert "4 non-finite value(s)" in capsys.readouterr().err
+    assert not out.exists()
+    trained = tmp_path / "trained.pt"
+    args = ["train", str(tmp_path / "image.npy"), str(tmp_path / "labels.npy")]
+    assert main([*args, "-o", str(trained), "--device", "cpu", "--epochs", "1"]) == 2
+    assert "first at index (2, 6)" in capsys.readouterr().err
+    assert not trained.exists()
