@@ -237,6 +237,18 @@ def test_finetuning_objects_keep_huge_sparse_ids(ids):
         np.testing.assert_array_equal(got.mask, want.mask)
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_finetuning_runs_on_labels_with_ids_above_2_to_the_40(make_tiny_sam, dtype):
+    pytest.importorskip("segment_anything")
+    from napari_seglab.data import nuclei_2d
+    from napari_seglab.sam.finetune import finetune_decoder
+
+    sample = nuclei_2d((64, 64), n_objects=4, seed=2)
+    huge = np.where(sample.labels > 0, sample.labels.astype(dtype) + dtype(2**40), dtype(0))
+    result = finetune_decoder(make_tiny_sam(seed=0), sample.image, huge, steps=2, device="cpu")
+    assert result.steps == 2
+
+
 # ------------------------------------------------------------ prompts that cannot be right
 @pytest.fixture(scope="module")
 def segmenter(make_tiny_sam):
