@@ -3,7 +3,9 @@
 Subcommands live in :mod:`napari_seglab._commands` (one module each) and call
 the same core functions as the widgets. Errors the core raises for bad input
 (``ValueError``, ``FileNotFoundError``, ``RuntimeError``) are printed as one
-line and give exit code 2, not a traceback; a cancelled job
+line and give exit code 2, not a traceback; other operating-system errors while
+reading or writing (a full disk, a permission denied) one line and exit code 1;
+a cancelled job
 (:class:`~napari_seglab.jobs.JobCancelled`, or Ctrl+C) gives exit code 130.
 """
 
@@ -52,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"seglab {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"seglab {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"seglab {args.command}: cancelled", file=sys.stderr)
         return 130

@@ -197,8 +197,10 @@ def test_predict_takes_the_spacing_of_the_nifti_header(files, capsys):
     )
     np.testing.assert_array_equal(np.asarray(written.data), expected.instances)
 
-    # --spacing wins over the header, and the output says so.
-    assert main(["predict", *common, "--spacing", "1", "1", "1"]) == 0
+    # --spacing wins over the header, and the output says so (same outputs: --overwrite).
+    assert main(["predict", *common, "--spacing", "1", "1", "1"]) == 2
+    assert "exists; add --overwrite" in capsys.readouterr().err
+    assert main(["predict", *common, "--spacing", "1", "1", "1", "--overwrite"]) == 0
     assert "spacing: 1 1 1 (--spacing)" in capsys.readouterr().out
     assert read_array(out).spacing == pytest.approx((1.0, 1.0, 1.0))
 

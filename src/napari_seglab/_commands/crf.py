@@ -17,7 +17,7 @@ def register(subparsers) -> None:
         DEFAULT_SMOOTHNESS_WEIGHT,
         DEFAULT_SPATIAL_SIGMA_VOXELS,
     )
-    from ._shared import INPUT_FORMATS, OUTPUT_FORMATS
+    from ._shared import INPUT_FORMATS, OUTPUT_FORMATS, add_overwrite
 
     parser = subparsers.add_parser(
         "crf",
@@ -94,6 +94,7 @@ def register(subparsers) -> None:
         help="largest block per CRF; bigger volumes are tiled (bounds memory)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_overwrite(parser)
     parser.set_defaults(func=run)
 
 
@@ -112,11 +113,15 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import crf
-    from ..io import check_output, read_array, write_array
+    from ..io import WRITE_SUFFIXES, read_array, write_array
     from ..jobs import run_to_end
-    from ._shared import progress_printer
+    from ._shared import check_outputs, progress_printer
 
-    check_output(args.out)
+    check_outputs(
+        [("-o", args.out, WRITE_SUFFIXES)],
+        [("image", args.image), ("labels" if args.labels else "input", args.input)],
+        overwrite=args.overwrite,
+    )
     image_file = read_array(args.image, what="image file")
     given_file = read_array(args.input, what="labels file" if args.labels else "input file")
     image, given = image_file.data, given_file.data
@@ -143,10 +148,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         job = crf.refine_steps(image, given, **common)
     result = run_to_end(job, progress_printer("crf", quiet=args.quiet))
-    write_array(args.out, result, spacing=common["spacing"])
+    written = write_array(args.out, result, spacing=common["spacing"])
     values = np.unique(result)
     print(
-        f"wrote {args.out}  shape {result.shape} {result.dtype}, "
+        f"wrote {written}  shape {result.shape} {result.dtype}, "
         f"{values.size} values ({'labels' if args.labels else 'class indices'})"
     )
     return 0

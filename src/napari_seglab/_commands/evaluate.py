@@ -10,7 +10,7 @@ from typing import Any
 
 def register(subparsers) -> None:
     """Add the ``evaluate`` subcommand."""
-    from ._shared import INPUT_FORMATS
+    from ._shared import INPUT_FORMATS, add_overwrite
 
     parser = subparsers.add_parser(
         "evaluate",
@@ -72,6 +72,7 @@ def register(subparsers) -> None:
         "--objects-csv", type=Path, default=None, help="instance: write per-object rows here"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_overwrite(parser)
     parser.set_defaults(func=run)
 
 
@@ -96,13 +97,18 @@ def run(args: argparse.Namespace) -> int:
     from napari_seglab import metrics
     from napari_seglab.jobs import run_to_end
 
-    from ._shared import progress_printer
+    from ._shared import check_outputs, progress_printer
 
     if args.mode == "semantic" and args.objects_csv is not None:
         raise ValueError("--objects-csv needs --mode instance, got --mode semantic")
     if args.mode == "instance" and (args.foreground or args.class_map):
         raise ValueError("--foreground and --map need --mode semantic, got --mode instance")
     class_map = metrics.parse_class_map(args.class_map) if args.class_map else None
+    check_outputs(
+        [("--csv", args.csv, (".csv",)), ("--objects-csv", args.objects_csv, (".csv",))],
+        [("prediction", args.pred), ("ground truth", args.gt)],
+        overwrite=args.overwrite,
+    )
     pred, _ = read_labels(args.pred)
     gt, gt_spacing = read_labels(args.gt)
     spacing = tuple(args.spacing) if args.spacing else gt_spacing
@@ -132,11 +138,9 @@ def run(args: argparse.Namespace) -> int:
             f"FN {result['fn']}"
         )
     if args.csv is not None:
-        metrics.write_csv(result, args.csv)
-        print(f"wrote {args.csv}")
+        print(f"wrote {metrics.write_csv(result, args.csv)}")
     if args.objects_csv is not None:
-        metrics.write_csv(result, args.objects_csv, table="objects")
-        print(f"wrote {args.objects_csv}")
+        print(f"wrote {metrics.write_csv(result, args.objects_csv, table='objects')}")
     return 0
 
 

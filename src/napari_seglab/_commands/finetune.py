@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._shared import INPUT_FORMATS
+from ._shared import INPUT_FORMATS, MODEL_SUFFIXES, add_overwrite, check_outputs
 
 
 def register(subparsers) -> None:
@@ -39,7 +39,9 @@ def register(subparsers) -> None:
         metavar="LABELS",
         help="one label image per image (0 = background; instance or semantic)",
     )
-    parser.add_argument("-o", "--out", type=Path, required=True, help="decoder file to write")
+    parser.add_argument(
+        "-o", "--out", type=Path, required=True, help="decoder file to write (.pt, .pth)"
+    )
     parser.add_argument(
         "--model",
         default="vit_b",
@@ -74,6 +76,7 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--offline", action="store_true", help="never download weights")
+    add_overwrite(parser)
     parser.set_defaults(func=run)
 
 
@@ -103,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
             f"expected one label file per image, got {len(args.images)} images and "
             f"{len(args.labels)} label files"
         )
-    if not args.out.parent.is_dir():
-        raise FileNotFoundError(f"output folder not found: '{args.out.parent}'")
+    inputs = [("image", p) for p in args.images] + [("labels", p) for p in args.labels]
+    inputs += [("base checkpoint", args.checkpoint), ("decoder", args.decoder)]
+    check_outputs([("-o", args.out, MODEL_SUFFIXES)], inputs, overwrite=args.overwrite)
     images = [read_array(p) for p in args.images]
     labels = [read_array(p) for p in args.labels]
     model = load_model(
@@ -145,10 +149,10 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         patience=args.patience,
     )
-    save_decoder(result.model, args.out, result=result)
+    written = save_decoder(result.model, args.out, result=result)
     before = ", ".join(f"{k} {v:.3f}" for k, v in result.before.items()) or "n/a"
     after = ", ".join(f"{k} {v:.3f}" for k, v in result.after.items()) or "n/a"
     print(f"validation Dice before: {before}")
     print(f"validation Dice after:  {after} (epoch {result.best_epoch} of {result.epochs})")
-    print(f"wrote {args.out}")
+    print(f"wrote {written}")
     return 0

@@ -15,6 +15,8 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``read`` and ``convert`` subcommands."""
+    from ._shared import add_overwrite
+
     read = subparsers.add_parser(
         "read",
         help="show how an image file or DICOM folder opens (shape, spacing, layer type)",
@@ -43,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     convert.add_argument(
         "--series", default=None, help="SeriesInstanceUID (default: the series with most slices)"
     )
+    add_overwrite(convert)
     convert.set_defaults(func=_convert)
 
 
@@ -87,7 +90,14 @@ def _read(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from napari_seglab.io import read_array, read_dicom_series, read_nifti, write_nifti
 
+    from ._shared import check_outputs
+
     source: Path = args.source
+    check_outputs(
+        [("TARGET", args.target, (".nii", ".nii.gz"))],
+        [("source", source)],
+        overwrite=args.overwrite,
+    )
     kind = _is_medical(source)
     if kind is None:
         read = read_array(source, what="input file")
@@ -129,7 +139,7 @@ def _summary(volume, *, metadata: bool) -> dict:
         "shape": f"{tuple(volume.data.shape)} axes {axes}",
         "dtype": str(volume.data.dtype),
         "spacing": f"{_numbers(volume.spacing)} mm (napari scale)",
-        "origin": f"{_numbers(volume.origin)} mm LPS (napari translate)",
+        "origin": f"{_numbers(volume.origin)} mm (I, P, L; napari translate)",
         "orientation": f"{codes} ({oblique})",
         "values": f"min {np.min(volume.data):g}, max {np.max(volume.data):g}",
     }

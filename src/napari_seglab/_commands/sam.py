@@ -28,6 +28,8 @@ def _box(text: str) -> tuple[float, float, float, float]:
 
 def register(subparsers) -> None:
     """Add the ``sam`` and ``sam-download`` subcommands."""
+    from ._shared import add_overwrite
+
     parser = subparsers.add_parser(
         "sam",
         help="segment one object with SAM from point / box prompts",
@@ -49,7 +51,9 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--propagate", action="store_true", help="extend the object through the stack"
     )
-    parser.add_argument("-o", "--out", type=Path, required=True, help="output mask .tif/.npy")
+    parser.add_argument(
+        "-o", "--out", type=Path, required=True, help="output mask (.tif, .tiff, .npy, .nii.gz)"
+    )
     parser.add_argument(
         "--model", default="vit_b", help="vit_b (default), vit_l, vit_h, medsam, or tiny"
     )
@@ -60,6 +64,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--proposal", type=int, help="write proposal K (0-2) instead of the best-scoring one"
     )
+    add_overwrite(parser)
     parser.set_defaults(func=run)
 
     download = subparsers.add_parser(
@@ -78,24 +83,22 @@ def _read_image(path: Path) -> np.ndarray:
     return np.asarray(read_array(path, what="image file").data)
 
 
-def _write_mask(path: Path, mask: np.ndarray) -> None:
-    data = mask.astype(np.uint8)
-    if path.suffix.lower() == ".npy":
-        np.save(path, data)
-    elif path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
+def _write_mask(path: Path, mask: np.ndarray) -> Path:
+    from ..io import write_array
 
-        tifffile.imwrite(path, data, compression="zlib")
-    else:
-        raise ValueError(f"Expected an output file ending in .tif, .tiff or .npy, got {path}.")
+    return write_array(path, mask.astype(np.uint8), what="mask file", compression="zlib")
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, prompt once, write the mask."""
+    from ..io import WRITE_SUFFIXES
     from ..sam import PromptSegmenter, SamInput, load_model, propagate
+    from ._shared import check_outputs
 
     if not (args.points or args.negative or args.box):
         raise ValueError("Give at least one prompt: --points R,C, --negative R,C or --box.")
+    inputs = [("image", args.image), ("checkpoint", args.checkpoint), ("decoder", args.decoder)]
+    check_outputs([("-o", args.out, WRITE_SUFFIXES)], inputs, overwrite=args.overwrite)
     image = _read_image(args.image)
     source = SamInput(image)
     if source.is_stack and args.plane is None:
@@ -134,8 +137,7 @@ def run(args: argparse.Namespace) -> int:
         full = np.zeros((source.n_planes, *source.plane_shape), dtype=bool)
         full[args.plane] = mask
         mask = full
-    _write_mask(args.out, mask)
-    print(f"wrote {args.out}")
+    print(f"wrote {_write_mask(args.out, mask)}")
     return 0
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 def register(subparsers) -> None:
     """Add the ``train``, ``predict`` and ``suggest`` subcommands."""
     from ..unet.architectures import ARCHITECTURE_NAMES
+    from ._shared import add_overwrite
 
     train = subparsers.add_parser(
         "train",
@@ -28,7 +29,9 @@ def register(subparsers) -> None:
     )
     train.add_argument("image", type=Path, help="image file (.tif, .npy, .nii.gz)")
     train.add_argument("labels", type=Path, help="labels file with the same spatial shape")
-    train.add_argument("-o", "--out", type=Path, required=True, help="model file to write (.pt)")
+    train.add_argument(
+        "-o", "--out", type=Path, required=True, help="model file to write (.pt, .pth)"
+    )
     train.add_argument("--architecture", choices=ARCHITECTURE_NAMES, default="unet")
     train.add_argument("--patch-size", type=int, nargs="+", default=None, help="e.g. 16 64 64")
     train.add_argument("--epochs", type=int, default=None, help="maximum epochs")
@@ -56,6 +59,7 @@ def register(subparsers) -> None:
     train.add_argument("--channel-axis", type=int, default=None)
     train.add_argument("--device", default="auto")
     train.add_argument("--seed", type=int, default=0)
+    add_overwrite(train)
     train.set_defaults(func=_train)
 
     predict = subparsers.add_parser(
@@ -88,6 +92,7 @@ def register(subparsers) -> None:
     )
     predict.add_argument("--slicewise", action="store_true", help="2D model on a 3D stack")
     predict.add_argument("--device", default="auto")
+    add_overwrite(predict)
     predict.set_defaults(func=_predict)
 
     suggest = subparsers.add_parser(
@@ -150,7 +155,13 @@ def _train(args: argparse.Namespace) -> int:
     from ..io import read_array
     from ..unet import train
     from ..unet.data import TooManyClasses
+    from ._shared import MODEL_SUFFIXES, check_outputs
 
+    check_outputs(
+        [("-o", args.out, MODEL_SUFFIXES)],
+        [("image", args.image), ("labels", args.labels)],
+        overwrite=args.overwrite,
+    )
     image_file = read_array(args.image, what="image file")
     labels_file = read_array(args.labels, what="labels file")
     image, labels = image_file.data, labels_file.data
@@ -200,18 +211,24 @@ def _train(args: argparse.Namespace) -> int:
         )
     except TooManyClasses as exc:
         raise ValueError(f"{exc} Add --binary to train on labels > 0.") from None
-    model.save(args.out)
-    print(f"wrote {args.out} (classes {list(model.classes)}, patch {list(model.patch_size)})")
+    written = model.save(args.out)
+    print(f"wrote {written} (classes {list(model.classes)}, patch {list(model.patch_size)})")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ..io import check_output, read_array, write_array
+    from ..io import WRITE_SUFFIXES, read_array, write_array
     from ..unet import SegmentationModel, predict_and_split
+    from ._shared import check_outputs
 
-    check_output(args.out)
-    if args.probabilities is not None:
-        check_output(args.probabilities, what="probabilities file")
+    check_outputs(
+        [
+            ("-o", args.out, WRITE_SUFFIXES),
+            ("--probabilities", args.probabilities, WRITE_SUFFIXES),
+        ],
+        [("model", args.model), ("image", args.image)],
+        overwrite=args.overwrite,
+    )
     model = SegmentationModel.load(args.model)
     image_file = read_array(args.image, what="image file")
     image = image_file.data
@@ -235,12 +252,12 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         print(f"spacing: {_spacing_text(spacing)} ({source})")
     labels = result.labels if result.instances is None else result.instances
-    write_array(args.out, labels, spacing=spacing)
-    print(f"wrote {args.out} shape {labels.shape} {labels.dtype}")
+    written = write_array(args.out, labels, spacing=spacing)
+    print(f"wrote {written} shape {labels.shape} {labels.dtype}")
     if args.probabilities is not None:
         channel_spacing = None if spacing is None else (1.0, *spacing)
-        write_array(args.probabilities, result.probabilities, spacing=channel_spacing)
-        print(f"wrote {args.probabilities} shape {result.probabilities.shape} float32")
+        written = write_array(args.probabilities, result.probabilities, spacing=channel_spacing)
+        print(f"wrote {written} shape {result.probabilities.shape} float32")
     return 0
 
 

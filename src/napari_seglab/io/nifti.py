@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -429,15 +428,11 @@ def _per_axis(values, ndim: int, default: float, name: str) -> tuple[float, ...]
 
 
 def _atomic_save(img: Any, path: Path) -> None:
-    suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    from ..checkpoints import atomic_path
+
+    # the temporary name ends with path's name, so nibabel picks the same format
+    with atomic_path(path) as tmp:
         nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _scaling(img: Any) -> tuple[float, float]:

@@ -37,8 +37,15 @@ def write_array(
     *,
     spacing: tuple[float, ...] | None = None,
     what: str = "output file",
+    compression: str | None = None,
 ) -> Path:
     """Write ``array`` to ``path`` (``.tif``/``.tiff``, ``.npy`` or ``.nii``/``.nii.gz``).
+
+    The file is written atomically (:func:`napari_seglab.checkpoints.atomic_path`):
+    to a temporary file in the same folder, renamed onto ``path`` only when
+    complete, so a failure (a full disk, a kill) leaves an existing ``path``
+    intact and no partial file. The name written is exactly ``path`` (a
+    ``.NPY`` name gets no extra ``.npy``).
 
     Parameters
     ----------
@@ -52,6 +59,8 @@ def write_array(
         :func:`.read_array`) and the NIfTI header; ``.npy`` keeps no geometry.
     what : str
         What the file is, for error messages.
+    compression : str, optional
+        TIFF compression (e.g. ``"zlib"``); ignored for other formats.
 
     Returns
     -------
@@ -63,19 +72,24 @@ def write_array(
     ValueError
         ``path`` ends in none of :data:`WRITE_SUFFIXES` (see :func:`check_output`).
     """
+    from ..checkpoints import atomic_path
+
     path = check_output(path, what=what)
     name = path.name.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
     data = np.asarray(array)
     if name.endswith(".npy"):
-        np.save(path, data)
+        # through a file handle: np.save would add ".npy" to a name like "x.NPY"
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, data)
     elif name.endswith((".tif", ".tiff")):
         import tifffile
 
         metadata = {} if spacing is None else {"spacing": [float(s) for s in spacing]}
-        tifffile.imwrite(path, data, metadata=metadata)
+        with atomic_path(path) as tmp:
+            tifffile.imwrite(tmp, data, metadata=metadata, compression=compression)
     else:
-        from .nifti import write_nifti
+        from .nifti import write_nifti  # atomic itself
 
         is_label = data.dtype == np.bool_ or np.issubdtype(data.dtype, np.integer)
         return Path(write_nifti(path, data, spacing=spacing, is_label=bool(is_label)))

@@ -83,12 +83,16 @@ def write_csv(result: dict, path: str | Path, table: str = "summary") -> Path:
     """Write :func:`results_table` of ``result`` to a CSV file (full float precision).
 
     Returns the path written. NaN and infinity are written as ``nan``/``inf``.
+    The file is written atomically (a temporary file in the same folder, then
+    renamed): a failure leaves an existing file at ``path`` as it was.
     """
+    from ..checkpoints import atomic_path
+
     header, rows = results_table(result, table)
     path = Path(path)
     if not path.parent.exists():
         raise FileNotFoundError(f"CSV folder does not exist: {path.parent}")
-    with path.open("w", newline="") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
         for row in rows:

@@ -1,0 +1,271 @@
+"""``seglab`` outputs never destroy inputs, and every file is written atomically (issue 12).
+
+Each test runs the installed ``seglab`` command in a subprocess, on tiny inputs,
+as a user would; nothing here trains a model (``train`` must refuse before it).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_seglab.checkpoints import TEMP_PREFIX
+
+SEGLAB = Path(sys.executable).with_name("seglab")
+
+
+def seglab(*argv, cwd=None, preexec_fn=None, prefix=()) -> subprocess.CompletedProcess:
+    """``seglab ARGV`` in a subprocess (the console script, else ``python -m``)."""
+    command = [str(SEGLAB)] if SEGLAB.exists() else [sys.executable, "-m", "napari_seglab.cli"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [*prefix, *command, *map(str, argv)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        preexec_fn=preexec_fn,
+        env=environment,
+        timeout=300,
+    )
+
+
+def one_line_error(done: subprocess.CompletedProcess, code: int = 2) -> str:
+    """The single stderr line of a failed command (no traceback)."""
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def temporaries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX))
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A tiny image, labels, a prediction, probabilities and a fake model/checkpoint."""
+    rng = np.random.default_rng(0)
+    labels = np.zeros((128, 128), np.int64)
+    labels[20:60, 20:60] = 1
+    labels[70:110, 60:120] = 2
+    image = (labels * 80 + rng.integers(0, 40, labels.shape)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "nuc.tif", image)
+    tifffile.imwrite(tmp_path / "lab.tif", labels.astype(np.uint8))
+    np.save(tmp_path / "pred.npy", labels)
+    probs = np.stack([labels == 0, labels > 0]).astype(np.float32) * 0.8 + 0.1
+    np.save(tmp_path / "probs.npy", probs)
+    (tmp_path / "base.pth").write_bytes(b"not really weights")
+    (tmp_path / "model.pt").write_bytes(b"not really a model")
+    return tmp_path
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+REFUSED = {
+    "evaluate --csv pred.npy": ["evaluate", "pred.npy", "lab.tif", "--csv", "pred.npy"],
+    "evaluate --objects-csv lab.tif": [
+        *("evaluate", "pred.npy", "lab.tif", "--mode", "instance", "--objects-csv", "lab.tif"),
+    ],
+    "predict -o nuc.tif": ["predict", "model.pt", "nuc.tif", "-o", "nuc.tif"],
+    "predict --probabilities model.pt": [
+        *("predict", "model.pt", "nuc.tif", "-o", "p.tif", "--probabilities", "model.pt"),
+    ],
+    "train -o lab.tif": ["train", "nuc.tif", "lab.tif", "-o", "lab.tif", "--epochs", "50"],
+    "finetune -o base.pth": [
+        *("finetune", "--images", "nuc.tif", "--labels", "lab.tif"),
+        *("--model", "vit_b", "--checkpoint", "base.pth", "-o", "base.pth", "--offline"),
+    ],
+    "crf -o probs.npy": ["crf", "nuc.tif", "probs.npy", "-o", "probs.npy"],
+    "crf -o sub/../nuc.tif": ["crf", "nuc.tif", "probs.npy", "-o", "sub/../nuc.tif"],
+    "sam -o nuc.tif": ["sam", "nuc.tif", "--points", "5,5", "-o", "nuc.tif", "--offline"],
+    "convert lab.nii lab.nii": ["convert", "lab.nii", "lab.nii"],
+}
+
+
+@pytest.mark.parametrize("argv", REFUSED.values(), ids=REFUSED.keys())
+def test_an_output_that_is_an_input_is_refused_even_with_overwrite(files, argv):
+    (files / "sub").mkdir()
+    (files / "lab.nii").write_bytes(b"stand-in: refused before it is read")
+    before = snapshot(files)
+    done = seglab(*argv, "--overwrite", cwd=files)
+    error = one_line_error(done)
+    assert "refusing to write" in error
+    output = argv[argv.index("-o") + 1] if "-o" in argv else argv[-1]
+    if argv[0] == "convert":
+        output = "lab.nii"
+    elif "--csv" in argv or "--objects-csv" in argv or "--probabilities" in argv:
+        output = argv[-1]
+    assert output in error  # names the output ...
+    assert "it is the " in error  # ... and which input it is
+    assert snapshot(files) == before  # nothing written, nothing changed
+    assert "epoch" not in done.stdout  # train refused before training
+
+
+def test_the_same_file_under_another_name_is_an_input(files):
+    os.link(files / "pred.npy", files / "pred_link.csv")  # a hard link: one file, two names
+    before = snapshot(files)
+    done = seglab("evaluate", "pred.npy", "lab.tif", "--csv", "pred_link.csv", cwd=files)
+    assert "it is the prediction 'pred.npy'" in one_line_error(done)
+    assert snapshot(files) == before
+    (files / "out.tif").symlink_to(files / "nuc.tif")
+    done = seglab("crf", "nuc.tif", "probs.npy", "-o", "out.tif", "--overwrite", cwd=files)
+    assert "it is the image 'nuc.tif'" in one_line_error(done)
+    assert snapshot(files) == before | {"out.tif": before["nuc.tif"]}
+
+
+def test_an_existing_output_needs_overwrite(files):
+    (files / "refined.npy").write_bytes(b"an earlier result")
+    argv = ["crf", "nuc.tif", "pred.npy", "--labels", "--quiet", "-o", "refined.npy"]
+    error = one_line_error(seglab(*argv, cwd=files))
+    assert error == ("seglab crf: error: -o 'refined.npy' exists; add --overwrite to replace it")
+    assert (files / "refined.npy").read_bytes() == b"an earlier result"
+    done = seglab(*argv, "--overwrite", cwd=files)
+    assert done.returncode == 0, done.stderr
+    assert np.load(files / "refined.npy").shape == (128, 128)
+    # seglab sample refuses to replace the files it wrote, unless told to
+    assert seglab("sample", "2d", "-o", "samples", cwd=files).returncode == 0
+    error = one_line_error(seglab("sample", "2d", "-o", "samples", cwd=files))
+    assert "nuclei_2d_image.tif" in error
+    assert "--overwrite" in error
+    assert seglab("sample", "2d", "-o", "samples", "--overwrite", cwd=files).returncode == 0
+
+
+def test_train_into_a_missing_folder_fails_before_training(files):
+    done = seglab(
+        "train", "nuc.tif", "lab.tif", "-o", "missing/m.pt", "--epochs", "500", cwd=files
+    )
+    error = one_line_error(done)
+    assert "output folder not found" in error
+    assert "missing" in error
+    assert done.stdout == ""  # not even the spacing: nothing was read or trained
+    assert not (files / "missing").exists()
+
+
+BAD_OUTPUTS = {
+    "a folder": (["crf", "nuc.tif", "probs.npy", "-o", "folder.npy"], "got the folder"),
+    "no such folder": (["predict", "model.pt", "nuc.tif", "-o", "x/p.tif"], "folder not found"),
+    "twice": (
+        ["predict", "model.pt", "nuc.tif", "-o", "p.tif", "--probabilities", "p.tif"],
+        "name the same file",
+    ),
+    "model suffix": (["train", "nuc.tif", "lab.tif", "-o", "model.tif"], "expected one of .pt"),
+    "csv suffix": (["evaluate", "pred.npy", "lab.tif", "--csv", "s.npy"], "expected one of .csv"),
+    "decoder in a folder": (
+        [
+            *("finetune", "--images", "nuc.tif", "--labels", "lab.tif"),
+            *("--checkpoint", "base.pth", "-o", "nowhere/d.pth", "--offline"),
+        ],
+        "folder not found",
+    ),
+}
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_OUTPUTS.values(), ids=BAD_OUTPUTS.keys())
+def test_bad_outputs_are_one_line_before_any_work(files, argv, message):
+    (files / "folder.npy").mkdir()
+    before = snapshot(files)
+    error = one_line_error(seglab(*argv, cwd=files))
+    assert error.startswith(f"seglab {argv[0]}: error: ")
+    assert message in error
+    assert snapshot(files) == before
+    assert sorted(p.name for p in (files / "folder.npy").iterdir()) == []
+
+
+def test_a_read_only_output_folder_is_one_line(files):
+    (files / "locked").mkdir()
+    os.chmod(files / "locked", 0o555)
+    prefix = []
+    if os.geteuid() == 0:  # root writes anywhere: drop the capability that lets it
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv to drop CAP_DAC_OVERRIDE")
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+    done = seglab("crf", "nuc.tif", "probs.npy", "-o", "locked/out.npy", cwd=files, prefix=prefix)
+    error = one_line_error(done)
+    assert "not writable" in error
+    assert "locked/out.npy" in error
+    assert list((files / "locked").iterdir()) == []
+
+
+def test_an_upper_case_suffix_is_written_under_exactly_that_name(files):
+    done = seglab("crf", "nuc.tif", "pred.npy", "--labels", "--quiet", "-o", "x.NPY", cwd=files)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("wrote x.NPY ")
+    assert not (files / "x.NPY.npy").exists()
+    assert np.load(files / "x.NPY").shape == (128, 128)
+
+
+def _file_size_limit(limit: int):
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.parametrize("name", ["out.npy", "out.tif", "out.nii"])
+def test_a_full_disk_leaves_the_old_output_intact(files, name):
+    """A write that fails part-way (file-size limit: EFBIG, as ENOSPC on a full disk)."""
+    old = files / name
+    old.write_bytes(b"the previous result, still needed")
+    argv = ["crf", "nuc.tif", "pred.npy", "--labels", "--quiet", "-o", name, "--overwrite"]
+    done = seglab(*argv, cwd=files, preexec_fn=_file_size_limit(32 * 1024))  # output: 128 KiB
+    error = one_line_error(done, code=1)
+    assert error.startswith("seglab crf: error:")
+    assert old.read_bytes() == b"the previous result, still needed"
+    assert temporaries(files) == []
+    assert "wrote" not in done.stdout
+
+
+def test_a_full_disk_leaves_the_old_csv_intact(files):
+    old = files / "scores.csv"
+    old.write_text("class,dice\n1,0.5\n")
+    argv = ["evaluate", "pred.npy", "lab.tif", "--no-surface", "--quiet", "--csv", "scores.csv"]
+    done = seglab(*argv, "--overwrite", cwd=files, preexec_fn=_file_size_limit(100))
+    one_line_error(done, code=1)
+    assert old.read_text() == "class,dice\n1,0.5\n"
+    assert temporaries(files) == []
+    done = seglab(*argv, "--overwrite", cwd=files)
+    assert done.returncode == 0, done.stderr
+    assert old.read_text().startswith("class,dice,iou")
+
+
+KILLED_WRITER = """
+import os, signal, sys
+import nibabel
+import numpy as np
+from napari_seglab.io import write_nifti
+
+def save_then_die(img, filename):
+    with open(filename, "wb") as fh:
+        fh.write(b"half a NIfTI file")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+nibabel.save = save_then_die
+write_nifti(sys.argv[1], np.ones((4, 5, 6), np.uint8))
+"""
+
+
+def test_a_killed_writer_leaves_no_temporary_after_the_next_run(files):
+    target = files / "labels.nii.gz"
+    target.write_bytes(b"an earlier result")
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(target)], timeout=120)
+    assert killed.returncode == -9
+    assert target.read_bytes() == b"an earlier result"
+    left = temporaries(files)
+    assert len(left) == 1  # what a kill leaves: the partial temporary ...
+    assert left[0].endswith("labels.nii.gz")
+    done = seglab("convert", "lab.tif", "lab.nii.gz", cwd=files)  # the next write to the folder
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("wrote lab.nii.gz ")
+    assert temporaries(files) == []  # ... is removed by the next run
+    assert target.read_bytes() == b"an earlier result"
