@@ -11,6 +11,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -269,3 +270,76 @@ def test_a_killed_writer_leaves_no_temporary_after_the_next_run(files):
     assert done.stdout.startswith("wrote lab.nii.gz ")
     assert temporaries(files) == []  # ... is removed by the next run
     assert target.read_bytes() == b"an earlier result"
+
+
+# --------------------------------------------------------------- the atomic writer itself
+def _temp_name(host: str, pid: int, name: str = "x.npy") -> str:
+    return f"{TEMP_PREFIX}{host}-{pid}-abcd1234-{name}"
+
+
+def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    from napari_seglab.checkpoints import atomic_path
+
+    target = tmp_path / "scores.csv"
+    target.write_text("old")
+
+    def write_half():
+        with atomic_path(target) as tmp:
+            tmp.write_text("half of the new ")
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        write_half()
+    assert target.read_text() == "old"
+    assert temporaries(tmp_path) == []
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path
+        assert tmp.name.endswith("scores.csv")  # writers that go by suffix see the same one
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.csv"]
+
+
+def test_stale_temporaries_are_cleaned_and_live_ones_kept(tmp_path):
+    from napari_seglab.checkpoints import _host_tag, clean_stale_temps
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+    dead = int(finished.stdout)
+    host = _host_tag()
+    names = {
+        "dead writer": _temp_name(host, dead),
+        "live writer": _temp_name(host, os.getppid()),
+        "live writer, untouched for 2 h": _temp_name(host, os.getppid(), "y.tif"),
+        "other machine": _temp_name("0ther0ne", dead),
+        "not ours": ".x.npy.abcdef.part",
+    }
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"partial")
+    old = time.time() - 2 * 3600
+    os.utime(tmp_path / names["live writer, untouched for 2 h"], (old, old))
+    removed = clean_stale_temps(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(
+        [names["dead writer"], names["live writer, untouched for 2 h"]]
+    )
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([names["live writer"], names["other machine"], names["not ours"]])
+
+
+def test_a_model_file_write_that_fails_keeps_the_old_model(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from napari_seglab.checkpoints import atomic_torch_save
+
+    target = tmp_path / "model.pt"
+    atomic_torch_save({"w": torch.zeros(3)}, target)
+    good = target.read_bytes()
+
+    def disk_full(payload, fh):
+        fh.write(b"\x80\x02 half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_torch_save({"w": torch.ones(3)}, target)
+    assert target.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
