@@ -343,3 +343,27 @@ def test_a_model_file_write_that_fails_keeps_the_old_model(tmp_path, monkeypatch
         atomic_torch_save({"w": torch.ones(3)}, target)
     assert target.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+@pytest.mark.parametrize("name", ["p.tif", "out.npy"])
+def test_predict_on_a_full_disk_leaves_the_old_output_intact(files, name):
+    """The reported case: ``predict -o p.tif`` left a file that read back as shape (0,)."""
+    pytest.importorskip("monai")
+    from napari_seglab.unet import train
+
+    labels = tifffile.imread(files / "lab.tif")
+    image = tifffile.imread(files / "nuc.tif")
+    model = train(image, (labels > 0).astype(np.uint8), network_kwargs={"channels": [4, 8]},
+                  patch_size=(32, 32), max_epochs=1, steps_per_epoch=1, batch_size=1,
+                  device="cpu")  # fmt: skip
+    model.save(files / "tiny.pt")
+    tifffile.imwrite(files / name, np.arange(6, dtype=np.uint8).reshape(2, 3))
+    old = (files / name).read_bytes()
+    argv = ["predict", "tiny.pt", "nuc.tif", "-o", name, "--device", "cpu", "--overwrite"]
+    done = seglab(*argv, cwd=files, preexec_fn=_file_size_limit(16 * 1024))  # output: 64 KiB
+    assert one_line_error(done, code=1).startswith("seglab predict: error:")
+    assert (files / name).read_bytes() == old
+    assert temporaries(files) == []
+    done = seglab(*argv, cwd=files)
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {name} shape (128, 128)" in done.stdout
