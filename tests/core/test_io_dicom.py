@@ -162,10 +162,11 @@ def test_axial_series_reads_in_order_with_spacing_origin_and_hounsfield_units(tm
 
     assert vol.data.shape == (5, 6, 5)  # (Z, Y, X) = (slices, rows, cols) for HFS axial
     assert vol.data.dtype == np.int16
-    np.testing.assert_array_equal(vol.data, series["pixels"].astype(np.int32) - 1024)
+    # plane 0 is the most superior slice (axis 0 runs toward Inferior: head up in napari)
+    np.testing.assert_array_equal(vol.data, series["pixels"][::-1].astype(np.int32) - 1024)
     np.testing.assert_allclose(vol.spacing, (2.5, 0.7, 0.9))
-    # LPS (-100, -80, 50) -> layer world (S, P, L) = (50, -80, -100)
-    np.testing.assert_allclose(vol.origin, (50.0, -80.0, -100.0))
+    # top slice LPS (-100, -80, 50 + 4 * 2.5) -> layer world (I, P, L) = (-60, -80, -100)
+    np.testing.assert_allclose(vol.origin, (-60.0, -80.0, -100.0))
     assert vol.contrast_limits == (-160.0, 240.0)
     assert not vol.is_label
     tags = vol.metadata["dicom"]
@@ -199,7 +200,7 @@ def test_every_voxel_lands_at_its_patient_position(tmp_path, orientation, step):
         # choose the hit whose position matches (random pixels may repeat)
         world = vol.origin + np.asarray(vol.spacing) * index
         lps = lps_of(series, k, r, c)
-        expected = np.array([lps[2], lps[1], lps[0]])  # (S, P, L)
+        expected = np.array([-lps[2], lps[1], lps[0]])  # (I, P, L), I = -S
         assert np.any(np.all(np.abs(world - expected) < 1e-3, axis=1)), (k, r, c)
 
 
@@ -234,7 +235,8 @@ def test_oblique_and_tilted_series_warn_and_keep_exact_positions(
         index = np.argwhere(vol.data == int(series["pixels"][k, r, c]) - 1024)
         world = (vol.affine[:3, :3] @ index.T).T + vol.affine[:3, 3]
         lps = lps_of(series, k, r, c)
-        assert np.any(np.all(np.abs(world - lps[::-1]) < 1e-3, axis=1)), (k, r, c)
+        ipl = np.array([-lps[2], lps[1], lps[0]])  # layer world (I, P, L), I = -S
+        assert np.any(np.all(np.abs(world - ipl) < 1e-3, axis=1)), (k, r, c)
     # labels drawn on it are saved with that exact geometry
     labels = (data > 0).astype(np.uint8)
     [path] = write_labels_nifti(str(tmp_path / "l.nii.gz"), labels, kwargs)
@@ -263,7 +265,7 @@ def test_float_rescale_gives_float32(tmp_path):
     series = write_series(tmp_path / "pet", n_slices=3, slope=0.25, intercept=-10.5)
     vol = read_dicom_series(tmp_path / "pet")
     assert vol.data.dtype == np.float32
-    np.testing.assert_allclose(vol.data, series["pixels"] * 0.25 - 10.5)
+    np.testing.assert_allclose(vol.data, series["pixels"][::-1] * 0.25 - 10.5)  # head first
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
@@ -303,7 +305,8 @@ def test_npe2_reader_opens_each_series_as_a_layer_in_series_number_order(tmp_pat
     # the core API picks the largest series, or the one asked for
     assert read_dicom_series(folder).name == "big"
     np.testing.assert_array_equal(
-        read_dicom_series(folder, small["uid"]).data, small["pixels"].astype(np.int32) - 1024
+        read_dicom_series(folder, small["uid"]).data,
+        small["pixels"][::-1].astype(np.int32) - 1024,  # axial: plane 0 is the top slice
     )
     assert big["uid"] != small["uid"]
     with pytest.raises(ValueError, match=r"Series 1\.2\.3 not found.*small.*big"):
@@ -425,7 +428,7 @@ def test_npe2_opens_a_dicom_folder_through_the_manifest(tmp_path):
         [str(tmp_path / "ct")], stack=False, plugin_name="napari-seglab"
     )
     assert layer_type == "image"
-    np.testing.assert_array_equal(data, series["pixels"].astype(np.int32) - 1024)
+    np.testing.assert_array_equal(data, series["pixels"][::-1].astype(np.int32) - 1024)
     np.testing.assert_allclose(kwargs["scale"], (2.5, 0.7, 0.9))
 
 

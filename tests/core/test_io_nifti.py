@@ -33,9 +33,9 @@ def layer_world(index, scale, translate) -> np.ndarray:
 
 
 def ras_to_layer_world(ras) -> np.ndarray:
-    """RAS (x, y, z) -> layer world (S, P, L)."""
+    """RAS (x, y, z) -> layer world (I, P, L): I = -z, P = -y, L = -x."""
     x, y, z = ras[:3]
-    return np.array([z, -y, -x])
+    return np.array([-z, -y, -x])
 
 
 def save(path: Path, data: np.ndarray, affine: np.ndarray = FLIPPED_AFFINE, **header) -> Path:
@@ -67,8 +67,9 @@ def test_affine_scan_opens_with_spacing_origin_and_reoriented_voxels(tmp_path):
     assert layer_type == "image"
     assert layer.shape == (6, 11, 14)  # (Z, Y, X) = (k, j, i)
     np.testing.assert_allclose(kwargs["scale"], (3.0, 0.8, 0.8), rtol=1e-6)
-    # voxel (0,0,0) after reorientation: i flipped (Left), j flipped (Posterior), k as is.
-    corner_ras = FLIPPED_AFFINE @ np.array([0, SHAPE[1] - 1, 0, 1])
+    # voxel (0,0,0) after reorientation: i as is (-x is Left), j flipped (Posterior),
+    # k flipped (Inferior: the top slice first).
+    corner_ras = FLIPPED_AFFINE @ np.array([0, SHAPE[1] - 1, SHAPE[2] - 1, 1])
     np.testing.assert_allclose(kwargs["translate"], ras_to_layer_world(corner_ras), atol=1e-5)
     # the marker lands where its world coordinate says
     index = only_marker(layer, 5000.0)
@@ -80,7 +81,7 @@ def test_affine_scan_opens_with_spacing_origin_and_reoriented_voxels(tmp_path):
     np.testing.assert_array_equal(np.sort(layer, axis=None), np.sort(data, axis=None))
     meta = kwargs["metadata"]
     assert meta["orientation"]["source_axcodes"] == ["L", "A", "S"]
-    assert meta["orientation"]["layer_axcodes"] == ["S", "P", "L"]
+    assert meta["orientation"]["layer_axcodes"] == ["I", "P", "L"]
     assert meta["orientation"]["oblique"] is False
     np.testing.assert_allclose(meta["geometry"]["source_affine"], FLIPPED_AFFINE, atol=1e-6)
     assert meta["nifti"]["sform_code"] == 2
@@ -397,7 +398,7 @@ def test_cli_read_prints_geometry(tmp_path, capsys):
     assert "labels" in out
     assert "(6, 11, 14)" in out
     assert "3, 0.8, 0.8" in out
-    assert "L A S -> S P L" in out
+    assert "L A S -> I P L" in out
     bad = tmp_path / "bad.nii"
     bad.write_text("nope")
     assert cli.main(["read", str(bad)]) == 2

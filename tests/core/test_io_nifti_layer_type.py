@@ -75,7 +75,7 @@ def test_layers_carry_millimetres_and_direction_labels(tmp_path):
     series = _save(tmp_path / "bold.nii.gz", _mri_like(np.int16)[..., None].repeat(3, axis=3))
     data, kwargs, _ = read_nifti(series).layer_data()
     assert data.ndim == 4
-    assert kwargs["axis_labels"] == ("t", "I→S", "A→P", "R→L")
+    assert kwargs["axis_labels"] == ("t", "S→I", "A→P", "R→L")
     assert kwargs["units"] == ("pixel", "mm", "mm", "mm")
     axial = _save(tmp_path / "slice.nii.gz", _mri_like()[:, :, :1])
     data, kwargs, _ = read_nifti(axial).layer_data()

@@ -6,10 +6,11 @@ the array plus spacing, origin and affine where the format stores them.
 :func:`write_array` writes a result in the format its suffix names.
 
 Every reader returns a :class:`Volume` whose array axes are ``(Z, Y, X)`` =
-(Superior, Posterior, patient Left), i.e. LPS+ with the slice axis first, with
-``spacing`` (napari ``scale``) in mm and ``origin`` (napari ``translate``) as
-the LPS position of voxel 0. :func:`write_nifti` saves a label layer back with
-the source file's geometry. See ``docs/readers.md``.
+(Inferior, Posterior, patient Left), i.e. DICOM's LPS frame with S pointing
+down and the slice axis first, with ``spacing`` (napari ``scale``) in mm and
+``origin`` (napari ``translate``) as the ``(I, P, L)`` position of voxel 0.
+:func:`write_nifti` saves a label layer back with the source file's geometry.
+See ``docs/readers.md``.
 
 Examples
 --------

@@ -9,7 +9,7 @@ Within a series, slices are sorted by their position along the slice normal
 (``row direction × column direction`` from ``ImageOrientationPatient``),
 ``RescaleSlope``/``RescaleIntercept`` are applied (so CT is in HU), the slice
 spacing is taken from the positions and must be uniform, and the volume is
-reoriented to the layer axes ``(Z, Y, X)`` = (Superior, Posterior, Left) of
+reoriented to the layer axes ``(Z, Y, X)`` = (Inferior, Posterior, Left) of
 :mod:`napari_seglab.io.orientation`, like NIfTI files.
 
 Only the folder itself is searched (not sub-folders). Files without the DICOM
@@ -198,7 +198,7 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
     Volume
         ``data`` ``(Z, Y, X)`` (``(Y, X)`` for a single slice) after rescale
         slope/intercept: ``int16``/``int32`` when the rescale is integral, else
-        ``float32``; ``spacing``/``origin`` in mm, LPS, napari axis order.
+        ``float32``; ``spacing``/``origin`` in mm, ``(I, P, L)``, napari axis order.
     """
     series = _scan(folder)
     if series_uid is None:

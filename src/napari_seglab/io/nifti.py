@@ -1,7 +1,7 @@
 """Read NIfTI volumes onto napari's layer axes; write label volumes back to NIfTI.
 
 :func:`read_nifti` returns a :class:`~napari_seglab.io.volume.Volume` whose
-array axes are ``(Z, Y, X)`` = (Superior, Posterior, patient Left), see
+array axes are ``(Z, Y, X)`` = (Inferior, Posterior, patient Left), see
 :mod:`napari_seglab.io.orientation`. :func:`write_nifti` writes a layer array
 back with the source file's voxel grid and header geometry when the layer came
 from a reader of this package (its ``metadata["geometry"]``), else with the
@@ -109,7 +109,7 @@ def read_nifti(path: str | os.PathLike, *, layer_type: str = "auto") -> Volume:
     -------
     Volume
         ``data`` ``(Z, Y, X)`` (``(Y, X)`` for one slice, ``(T, Z, Y, X)`` for 4D
-        files), ``spacing``/``origin`` in mm and LPS, header fields and the
+        files), ``spacing``/``origin`` in mm and ``(I, P, L)``, header fields and the
         source geometry in ``metadata``.
 
     Raises
@@ -289,7 +289,7 @@ def write_nifti(
         Target ending in ``.nii`` or ``.nii.gz``; written atomically (a
         temporary file in the same folder, then renamed).
     data : array, shape ``(Z, Y, X)``, ``(Y, X)`` or ``(T, Z, Y, X)``
-        Layer data on napari's layer axes (Superior, Posterior, Left).
+        Layer data on napari's layer axes (Inferior, Posterior, Left).
     spacing, origin : tuple of float, optional
         napari ``scale`` and ``translate`` (one entry per axis of ``data``).
     metadata : dict, optional
@@ -407,7 +407,7 @@ def _grid_from_scale(
     arr: np.ndarray, spacing: tuple[float, ...], origin: tuple[float, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Axis-aligned geometry from napari scale/translate; returns RAS-ordered data and affine."""
-    if arr.ndim == 2:  # one axial slice: add the Superior axis
+    if arr.ndim == 2:  # one axial slice: add the slice axis
         arr, spacing, origin = arr[np.newaxis], (1.0, *spacing), (0.0, *origin)
     if arr.ndim == 4:  # time/channel axis goes last in NIfTI
         arr, spacing, origin = np.moveaxis(arr, 0, 3), spacing[1:], origin[1:]

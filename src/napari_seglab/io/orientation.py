@@ -6,17 +6,24 @@ only (no resampling), so that its array axes are
 ======  ============  ======================  ===================================
 axis    name          index increases toward  napari shows it as
 ======  ============  ======================  ===================================
-0       ``Z`` plane   Superior (S)            the slider (axial slices)
-1       ``Y`` row     Posterior (P)           top → bottom: anterior at the top
+0       ``Z`` plane   Inferior (I)            the slider (axial slices); rows of
+                                              coronal and sagittal views: head up
+1       ``Y`` row     Posterior (P)           top → bottom: anterior at the top;
+                                              sagittal columns: anterior left
 2       ``X`` column  patient Left (L)        left → right: patient left on the
                                               right (radiological convention)
 ======  ============  ======================  ===================================
 
-i.e. LPS+ (DICOM patient coordinates) with the slice axis first, nibabel axis
-codes ``("S", "P", "L")``. The *layer affine* used below maps a voxel index
-``(z, y, x, 1)`` of the reoriented array to world coordinates in the same axis
-order, ``(S, P, L, 1)`` in millimetres; for a scan whose grid is aligned with
-the patient axes it is ``diag(spacing)`` plus the origin, which is exactly
+i.e. the slice axis first, nibabel axis codes ``("I", "P", "L")``: DICOM's LPS
+patient frame with its S axis pointing down. napari draws increasing rows
+downwards, so this is what makes all three views radiological when the axes
+are rolled (axial: anterior up, patient left on the right; coronal and
+sagittal: head up). The world coordinate along axis 0 is therefore
+``I = -S`` (an axial slice at DICOM ``S = -85.5`` mm sits at ``I = 85.5``);
+the other two are DICOM's ``P`` and ``L`` unchanged. The *layer affine* used
+below maps a voxel index ``(z, y, x, 1)`` of the reoriented array to world
+``(I, P, L, 1)`` in millimetres; for a scan whose grid is aligned with the
+patient axes it is ``diag(spacing)`` plus the origin, which is exactly
 napari's ``scale`` and ``translate``.
 
 NIfTI affines map ``(i, j, k, 1)`` to RAS+ ``(x, y, z, 1)`` (x to patient Right
@@ -38,15 +45,15 @@ from nibabel.orientations import (
     ornt_transform,
 )
 
-#: nibabel axis codes of the layer arrays: slice axis first, LPS+.
-LAYER_AXCODES: tuple[str, str, str] = ("S", "P", "L")
+#: nibabel axis codes of the layer arrays: slice axis first (toward Inferior), then P, L.
+LAYER_AXCODES: tuple[str, str, str] = ("I", "P", "L")
 
 #: nibabel axis codes of the arrays the NIfTI writer builds from scale/translate.
 RAS_AXCODES: tuple[str, str, str] = ("R", "A", "S")
 
-#: Maps RAS+ world ``(x, y, z)`` to layer world ``(S, P, L)``: ``S = z``,
+#: Maps RAS+ world ``(x, y, z)`` to layer world ``(I, P, L)``: ``I = -z``,
 #: ``P = -y``, ``L = -x``.
-RAS_TO_LAYER_WORLD = np.array([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0], [-1.0, 0.0, 0.0]])
+RAS_TO_LAYER_WORLD = np.array([[0.0, 0.0, -1.0], [0.0, -1.0, 0.0], [-1.0, 0.0, 0.0]])
 
 #: Residual rotations whose largest element deviates from the identity by less
 #: than this count as axis aligned (about 0.006 degrees).
@@ -60,9 +67,9 @@ class Reoriented:
     Attributes
     ----------
     data : ndarray, shape ``(Z, Y, X, *extra)``
-        The reoriented array: axes ``(S, P, L)`` then any extra (time) axes.
+        The reoriented array: axes ``(I, P, L)`` then any extra (time) axes.
     layer_affine : ndarray, shape ``(4, 4)``
-        Maps ``(z, y, x, 1)`` of ``data`` to world ``(S, P, L, 1)`` in mm.
+        Maps ``(z, y, x, 1)`` of ``data`` to world ``(I, P, L, 1)`` in mm.
     transform : ndarray, shape ``(3, 2)``
         nibabel orientation transform from the source axes to the layer axes;
         :func:`from_layer_axes` applies its inverse.
@@ -77,7 +84,7 @@ class Reoriented:
 
 
 def layer_affine_from_ras(ras_affine: np.ndarray) -> np.ndarray:
-    """Express a voxel→RAS affine as a voxel→``(S, P, L)`` affine (same voxel axes)."""
+    """Express a voxel→RAS affine as a voxel→``(I, P, L)`` affine (same voxel axes)."""
     ras_affine = np.asarray(ras_affine, dtype=np.float64)
     out = np.eye(4)
     out[:3, :3] = RAS_TO_LAYER_WORLD @ ras_affine[:3, :3]
@@ -96,7 +103,7 @@ def ras_affine_from_layer(layer_affine: np.ndarray) -> np.ndarray:
 
 
 def to_layer_axes(data: np.ndarray, ras_affine: np.ndarray) -> Reoriented:
-    """Flip and permute the first three axes of ``data`` to ``(S, P, L)``.
+    """Flip and permute the first three axes of ``data`` to ``(I, P, L)``.
 
     Parameters
     ----------
@@ -132,7 +139,7 @@ def to_layer_axes(data: np.ndarray, ras_affine: np.ndarray) -> Reoriented:
 
 
 def from_layer_axes(data: np.ndarray, transform: np.ndarray) -> np.ndarray:
-    """Undo :func:`to_layer_axes`: bring ``(S, P, L, *extra)`` data back to the source axes."""
+    """Undo :func:`to_layer_axes`: bring ``(I, P, L, *extra)`` data back to the source axes."""
     transform = np.asarray(transform, dtype=np.float64)
     inverse = ornt_transform(axcodes2ornt(LAYER_AXCODES), _source_ornt(transform))
     return apply_orientation(data, inverse)
@@ -149,7 +156,7 @@ def _source_ornt(transform: np.ndarray) -> np.ndarray:
 
 
 def reorient_to_ras(data: np.ndarray, layer_affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Permute/flip ``(S, P, L, *extra)`` data to the closest RAS+ axes for writing.
+    """Permute/flip ``(I, P, L, *extra)`` data to the closest RAS+ axes for writing.
 
     Returns
     -------
@@ -173,7 +180,7 @@ def split_layer_affine(
     spacing : ndarray, shape ``(3,)``
         Voxel size along ``(z, y, x)`` in mm (column norms).
     origin : ndarray, shape ``(3,)``
-        World ``(S, P, L)`` position of voxel ``(0, 0, 0)`` in mm.
+        World ``(I, P, L)`` position of voxel ``(0, 0, 0)`` in mm.
     rotation : ndarray, shape ``(3, 3)``
         ``layer_affine[:3, :3] == rotation @ diag(spacing)``; the identity for
         axis-aligned scans (up to shear, which NIfTI allows but scanners do not

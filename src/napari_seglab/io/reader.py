@@ -6,7 +6,7 @@ an image, a probability map or a label image, whatever the format:
 ========================  =====================================================
 Path                      Read as
 ========================  =====================================================
-``.nii``, ``.nii.gz``     NIfTI (:func:`~.nifti.read_nifti`), ``(Z, Y, X)`` LPS
+``.nii``, ``.nii.gz``     NIfTI (:func:`~.nifti.read_nifti`), ``(Z, Y, X)`` IPL
 folder of DICOM files     the series with most slices (:func:`~.dicom.read_dicom_series`);
                           series of slices, enhanced multi-frame files, SEG
 ``.dcm``, ``.dicom``,     the series that file belongs to, read from its folder

@@ -1,9 +1,10 @@
 """The :class:`Volume` every reader returns, and its conversion to napari layer data.
 
 A volume's array is already reoriented to the layer axes of
-:mod:`napari_seglab.io.orientation` (``(Z, Y, X)`` = Superior, Posterior,
+:mod:`napari_seglab.io.orientation` (``(Z, Y, X)`` = Inferior, Posterior,
 Left), so ``spacing`` and ``origin`` go straight into napari's ``scale`` and
-``translate`` and napari world coordinates are LPS millimetres.
+``translate`` and napari world coordinates are ``(I, P, L)`` millimetres
+(DICOM's LPS with ``I = -S``: every view radiological, see the orientation module).
 """
 
 from __future__ import annotations
@@ -36,15 +37,15 @@ class Volume:
     data : ndarray
         ``(Z, Y, X)`` for a volume, ``(Y, X)`` for a single slice, ``(T, Z, Y, X)``
         (or ``(T, Y, X)``) when the file has a fourth (time / channel) axis.
-        Spatial axes increase toward Superior, Posterior, patient Left.
+        Spatial axes increase toward Inferior, Posterior, patient Left.
     spacing : tuple of float
         One entry per axis of ``data`` (napari ``scale``): voxel size in mm for
         spatial axes, 1.0 for a leading time/channel axis.
     origin : tuple of float
-        One entry per axis of ``data`` (napari ``translate``): LPS world position
-        in mm of voxel 0 along each spatial axis, 0.0 for a time/channel axis.
+        One entry per axis of ``data`` (napari ``translate``): ``(I, P, L)`` world
+        position in mm of voxel 0 along each spatial axis, 0.0 for a time/channel axis.
     affine : ndarray, shape ``(4, 4)``
-        Maps a 3D voxel index ``(z, y, x, 1)`` to world ``(S, P, L, 1)`` in mm,
+        Maps a 3D voxel index ``(z, y, x, 1)`` to world ``(I, P, L, 1)`` in mm,
         rotation included (for a single slice the dropped axis has index 0).
     is_label : bool
         Open as a napari Labels layer (integer data) rather than an Image.
@@ -78,12 +79,12 @@ class Volume:
     def axis_names(self) -> dict[str, tuple[str, ...]]:
         """napari ``axis_labels`` and ``units`` for :attr:`data`'s axes.
 
-        Spatial axes are labelled by the direction they increase in (``"I→S"``,
+        Spatial axes are labelled by the direction they increase in (``"S→I"``,
         ``"A→P"``, ``"R→L"``) and measured in ``"mm"``; a leading time/channel
         axis is ``"t"`` in ``"pixel"`` units. A single slice keeps the labels of
         its two in-plane axes.
         """
-        spatial = ["I→S", "A→P", "R→L"]  # toward LAYER_AXCODES (S, P, L)
+        spatial = ["S→I", "A→P", "R→L"]  # toward LAYER_AXCODES (I, P, L)
         dropped = self.metadata.get(GEOMETRY_KEY, {}).get("dropped_axis")
         if dropped is not None:
             del spatial[dropped]
@@ -192,7 +193,7 @@ def volume_from_source(
     orientation: dict[str, Any] = {
         "source_axcodes": list(reoriented.source_axcodes),
         "layer_axcodes": list(LAYER_AXCODES),
-        "convention": "LPS+, slice axis first: (Z, Y, X) = (Superior, Posterior, Left)",
+        "convention": "slice axis first: (Z, Y, X) = (Inferior, Posterior, Left), world I = -S",
         "oblique": oblique,
         "obliquity_degrees": obliquity_degrees(rotation),
         "residual_rotation": rotation.tolist(),
