@@ -13,7 +13,7 @@ import napari_seglab
 from napari_seglab import cli
 from napari_seglab._io_plugin import get_dicom_reader, get_nifti_reader, write_labels_nifti
 from napari_seglab.io import read_nifti, write_nifti
-from napari_seglab.io.nifti import count_distinct
+from napari_seglab.io.label_rule import count_distinct
 
 #: Spacing 0.8 x 0.8 x 3 mm, x axis flipped (voxel i runs toward patient Left), an origin.
 FLIPPED_AFFINE = np.array(

@@ -6,7 +6,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_seglab.io.nifti import name_says_labels, read_nifti
+from napari_seglab.io.label_rule import name_says_labels
+from napari_seglab.io.nifti import read_nifti
 
 
 def _save(path, data, *, intent=None):

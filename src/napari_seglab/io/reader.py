@@ -120,7 +120,7 @@ class ArrayFile:
 
 def looks_like_labels(array: Any) -> bool:
     """Guess whether ``array`` is a label image (see :attr:`ArrayFile.is_label`)."""
-    from .nifti import count_distinct
+    from .label_rule import count_distinct
 
     dtype = np.dtype(array.dtype)
     if dtype == np.bool_:
