@@ -7,6 +7,30 @@ import subprocess
 import sys
 
 
+def quit_when_running(job: str) -> str:
+    """Script lines that quit napari once ``widget``'s job ``job`` ran an epoch (or for 2 s).
+
+    Appended to a script that defined ``napari``, ``QTimer``, ``time``, ``viewer`` and
+    ``widget`` and started the job; it prints what :func:`run_and_quit` checks.
+    """
+    return f"""
+started = time.monotonic()
+
+
+def quit_when_training():
+    if widget.plot.epochs or time.monotonic() - started > 2.0:
+        print("running at quit:", widget.jobs.running("{job}"), "epochs:", len(widget.plot.epochs))
+        viewer.window._qt_window.close(quit_app=True)
+    else:
+        QTimer.singleShot(50, quit_when_training)
+
+
+QTimer.singleShot(50, quit_when_training)
+napari.run()
+print("quit cleanly")
+"""
+
+
 def run_and_quit(script: str, tmp_path, *, expect_running: bool = True) -> None:
     """Run ``script`` (it starts a job, then quits napari) and assert a clean exit.
 

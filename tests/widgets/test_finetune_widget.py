@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _quit import run_and_quit
+from _quit import quit_when_running, run_and_quit
 
 from napari_seglab.training_loop import EpochEvent
 
@@ -214,21 +214,7 @@ widget.recipe.time_budget.value = 600
 widget.base.device.value = "cpu"
 widget.start_button.click()
 assert widget.jobs.running("train"), "training did not start"
-started = time.monotonic()
-
-
-def quit_when_training():
-    if widget.plot.epochs or time.monotonic() - started > 2.0:
-        print("running at quit:", widget.jobs.running("train"), "epochs:", len(widget.plot.epochs))
-        viewer.window._qt_window.close(quit_app=True)
-    else:
-        QTimer.singleShot(50, quit_when_training)
-
-
-QTimer.singleShot(50, quit_when_training)
-napari.run()
-print("quit cleanly")
-"""
+""" + quit_when_running("train")
 
 
 def test_quitting_napari_during_finetuning_exits_cleanly(tmp_path):

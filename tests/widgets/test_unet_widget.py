@@ -10,7 +10,7 @@ import re
 import monai.networks.nets  # noqa: F401
 import numpy as np
 import pytest
-from _quit import run_and_quit
+from _quit import quit_when_running, run_and_quit
 from qtpy.QtCore import Qt
 
 from napari_seglab import data
@@ -355,21 +355,7 @@ widget.epochs.value = 0
 widget.time_budget.value = 600
 widget.train_button.click()
 assert widget.jobs.running("unet"), "training did not start"
-started = time.monotonic()
-
-
-def quit_when_training():
-    if widget.plot.epochs or time.monotonic() - started > 2.0:
-        print("running at quit:", widget.jobs.running("unet"), "epochs:", len(widget.plot.epochs))
-        viewer.window._qt_window.close(quit_app=True)
-    else:
-        QTimer.singleShot(50, quit_when_training)
-
-
-QTimer.singleShot(50, quit_when_training)
-napari.run()
-print("quit cleanly")
-"""
+""" + quit_when_running("unet")
 
 
 def test_quitting_napari_during_training_exits_cleanly(tmp_path):
