@@ -200,3 +200,102 @@ def test_concurrent_requests_for_one_plane_embed_it_once(model, stack):
     assert counter.planes == 1
     assert len(results) == 2
     torch.testing.assert_close(results[0].features, results[1].features)
+
+
+# -- a damaged disk store is never served (issue 12) ---------------------------------------
+
+
+def _entry_folder(store):
+    (folder,) = [p for p in store.iterdir() if p.is_dir()]
+    (entry,) = [p for p in folder.iterdir() if p.is_dir()]
+    return entry
+
+
+def _chunk(store):
+    (chunk,) = [
+        p for p in _entry_folder(store).rglob("*") if p.is_file() and p.name != "zarr.json"
+    ]
+    return chunk
+
+
+def _damaged_store_is_recomputed(model, stack, tmp_path, damage):
+    store = tmp_path / "emb.zarr"
+    expected = PromptSegmenter(model, EmbeddingCache(disk=store)).set_image(stack, 0)
+    damage(store)
+    counter = EncoderCalls(model)
+    fresh = EmbeddingCache(disk=store)
+    with pytest.warns(RuntimeWarning, match="Discarded the cached SAM embedding"):
+        got = PromptSegmenter(model, fresh).set_image(stack, 0)
+    assert counter.calls == 1
+    torch.testing.assert_close(got.features, expected.features)
+    assert got.original_size == expected.original_size
+    # The recomputed entry replaced the damaged one and is reused without a warning.
+    again = EmbeddingCache(disk=store)
+    PromptSegmenter(model, again).set_image(stack, 0)
+    assert again.disk_hits == 1
+    assert counter.calls == 1
+
+
+def test_deleted_chunk_is_not_served_as_zeros(model, stack, tmp_path):
+    _damaged_store_is_recomputed(model, stack, tmp_path, lambda store: _chunk(store).unlink())
+
+
+def test_altered_bytes_are_not_served(model, stack, tmp_path):
+    def alter(store):
+        chunk = _chunk(store)
+        data = bytearray(chunk.read_bytes())
+        data[100:108] = b"\xff" * 8  # a NaN in float32, same size
+        chunk.write_bytes(bytes(data))
+
+    _damaged_store_is_recomputed(model, stack, tmp_path, alter)
+
+
+def test_truncated_chunk_is_discarded(model, stack, tmp_path):
+    def truncate(store):
+        chunk = _chunk(store)
+        chunk.write_bytes(chunk.read_bytes()[:1000])
+
+    _damaged_store_is_recomputed(model, stack, tmp_path, truncate)
+
+
+def test_edited_signature_field_is_not_served(model, stack, tmp_path):
+    def edit(store):
+        group = zarr.open_group(str(store), mode="a")
+        (folder,) = list(group.group_keys())
+        (name,) = list(group[folder].array_keys())
+        signature = dict(group[folder][name].attrs["signature"])
+        signature["original_size"] = [10, 20]
+        group[folder][name].attrs["signature"] = signature
+
+    _damaged_store_is_recomputed(model, stack, tmp_path, edit)
+
+
+def test_garbage_entry_metadata_is_discarded(model, stack, tmp_path):
+    def garbage(store):
+        (_entry_folder(store) / "zarr.json").write_text("{not json")
+
+    _damaged_store_is_recomputed(model, stack, tmp_path, garbage)
+
+
+def test_garbage_store_metadata_starts_a_new_store(model, stack, tmp_path):
+    store = tmp_path / "emb.zarr"
+    expected = PromptSegmenter(model, EmbeddingCache(disk=store)).set_image(stack, 0)
+    (store / "zarr.json").write_text("{not json")
+    fresh = EmbeddingCache(disk=store)
+    with pytest.warns(RuntimeWarning, match="store is unreadable"):
+        got = PromptSegmenter(model, fresh).set_image(stack, 0)
+    torch.testing.assert_close(got.features, expected.features)
+    again = EmbeddingCache(disk=store)
+    PromptSegmenter(model, again).set_image(stack, 0)
+    assert again.disk_hits == 1
+
+
+def test_entry_of_the_wrong_shape_is_not_served(model, stack, tmp_path, make_tiny_sam):
+    store = tmp_path / "emb.zarr"
+    PromptSegmenter(model, EmbeddingCache(disk=store)).set_image(stack, 0)
+    # A model with the same encoder identity but other embedding sizes must not get it.
+    other = make_tiny_sam(seed=2, prompt_embed_dim=48)
+    other.encoder_hash = model.encoder_hash
+    with pytest.warns(RuntimeWarning, match="shape"):
+        got = PromptSegmenter(other, EmbeddingCache(disk=store)).set_image(stack, 0)
+    assert got.features.shape[1] == 48

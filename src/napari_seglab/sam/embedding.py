@@ -10,7 +10,11 @@
   the image (or its normalisation) changes the key, so a stale embedding can
   never be returned; identical planes (any index, any stack) share one entry.
   Each disk entry stores a signature (content hash, encoder hash, package
-  version, sizes) that is compared before reuse; a mismatch discards it.
+  version, sizes) that is compared before reuse; a mismatch discards it. The
+  signature also holds the entry's shape, dtype and a SHA-256 checksum of the
+  signature and the stored bytes; an entry that fails any check (deleted,
+  altered or truncated data, edited fields, unreadable metadata) is discarded
+  with a warning and computed again, never served.
 
 Filling the cache for the planes of a stack in the background is the job
 :func:`~.precompute.precompute_embeddings`.
@@ -144,7 +148,7 @@ class EmbeddingCache:
     ----------
     hits, misses, disk_hits, disk_rejected : int
         Counters: memory hits, computations, entries read from disk, and disk
-        entries discarded because their signature did not match.
+        entries discarded because their signature or checksum did not match.
     """
 
     def __init__(
@@ -209,7 +213,14 @@ class EmbeddingCache:
             import zarr
 
             self.disk_path.parent.mkdir(parents=True, exist_ok=True)
-            self._group = zarr.open_group(str(self.disk_path), mode="a")
+            try:
+                self._group = zarr.open_group(str(self.disk_path), mode="a")
+            except Exception as error:  # an unreadable store is a cache: start it again
+                _warn_discarded(str(self.disk_path), f"the store is unreadable ({error})")
+                import shutil
+
+                shutil.rmtree(self.disk_path, ignore_errors=True)
+                self._group = zarr.open_group(str(self.disk_path), mode="a")
         return self._group
 
     @staticmethod
@@ -222,10 +233,21 @@ class EmbeddingCache:
         if group is None:
             return None
         try:
-            array = group[self._disk_name(key)]
-        except KeyError:
+            return dict(group[self._disk_name(key)].attrs).get("signature")
+        except Exception:  # missing or unreadable: not a usable entry
             return None
-        return dict(array.attrs).get("signature")
+
+    def _discard(self, name: str, reason: str | None) -> None:
+        """Delete the disk entry ``name`` (warning with ``reason`` unless None)."""
+        self.disk_rejected += 1
+        if reason is not None:
+            _warn_discarded(name, reason)
+        try:
+            del self._group[name]
+        except Exception:  # unreadable metadata: remove its folder
+            import shutil
+
+            shutil.rmtree(self.disk_path / name, ignore_errors=True)
 
     def _read_disk(self, key: str, model: SamModel) -> Embedding | None:
         import torch
@@ -238,13 +260,26 @@ class EmbeddingCache:
             array = group[name]
         except KeyError:
             return None
-        stored = dict(array.attrs).get("signature")
+        except Exception as error:
+            self._discard(name, f"its metadata is unreadable ({error})")
+            return None
+        try:
+            stored = dict(array.attrs).get("signature")
+        except Exception:
+            stored = None
         expected = self.signature(model, key)
         if not stored or any(stored.get(k) != v for k, v in expected.items()):
-            self.disk_rejected += 1
-            del group[name]
+            self._discard(name, None)  # another model, version or an interrupted write
             return None
-        features = torch.as_tensor(np.asarray(array[...], dtype=np.float32), device=model.device)
+        try:
+            data = np.asarray(array[...])
+            reason = _entry_problem(stored, data, model)
+        except Exception as error:
+            reason = f"it cannot be read ({error})"
+        if reason is not None:
+            self._discard(name, reason)
+            return None
+        features = torch.as_tensor(data.astype(np.float32), device=model.device)
         return Embedding(
             features[None],
             tuple(stored["original_size"]),
@@ -267,8 +302,12 @@ class EmbeddingCache:
                 self._disk_name(key), compressor=None, overwrite=True, **options
             )
         array[...] = data
+        signature = self.signature(model, key, embedding)
+        signature["shape"] = list(data.shape)
+        signature["dtype"] = self.disk_dtype
+        signature["checksum"] = _checksum(signature, data)
         # The signature is written last: an interrupted write has none and is ignored.
-        array.attrs["signature"] = self.signature(model, key, embedding)
+        array.attrs["signature"] = signature
 
     # -- public -------------------------------------------------------------------------
     def get(self, key: str, model: SamModel) -> Embedding | None:
@@ -358,3 +397,52 @@ class EmbeddingCache:
 
                 self._group = None
                 shutil.rmtree(self.disk_path)
+
+
+def _warn_discarded(name: str, reason: str) -> None:
+    import warnings
+
+    warnings.warn(
+        f"Discarded the cached SAM embedding {name}: {reason}; it is computed again.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def _checksum(signature: dict, data: np.ndarray) -> str:
+    """SHA-256 of the signature (without its checksum) and the stored bytes."""
+    import hashlib
+    import json
+
+    fields = {k: v for k, v in signature.items() if k != "checksum"}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
+    digest.update(np.ascontiguousarray(data).data)
+    return digest.hexdigest()
+
+
+def _expected_shape(model: SamModel) -> tuple[int, ...] | None:
+    """``(C, h, w)`` of the model's image embedding, or None if it cannot be told."""
+    try:
+        prompt_encoder = model.sam.prompt_encoder
+        return (int(prompt_encoder.embed_dim), *map(int, prompt_encoder.image_embedding_size))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _entry_problem(signature: dict, data: np.ndarray, model: SamModel) -> str | None:
+    """Why a disk entry must not be served (None: it is sound)."""
+    if "checksum" not in signature:
+        return "it has no checksum"
+    if list(data.shape) != signature.get("shape") or str(data.dtype) != signature.get("dtype"):
+        return (
+            f"its data ({data.shape}, {data.dtype}) does not match its signature "
+            f"({signature.get('shape')}, {signature.get('dtype')})"
+        )
+    expected = _expected_shape(model)
+    if expected is not None and tuple(data.shape) != expected:
+        return f"its shape {data.shape} is not the model's embedding shape {expected}"
+    if _checksum(signature, data) != signature["checksum"]:
+        return "its checksum does not match (altered, truncated or missing data)"
+    if not np.isfinite(data).all():
+        return "it holds non-finite values"
+    return None
