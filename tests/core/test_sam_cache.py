@@ -75,6 +75,29 @@ def test_changed_image_invalidates(model, stack):
     assert not np.array_equal(before, after)
 
 
+def test_in_place_edit_follows_the_new_intensity_range(model, stack):
+    # Issue 12: the second set_image used the first content's intensity range.
+    seg = PromptSegmenter(model)
+    image = stack[0].copy()
+    seg.set_image(image)
+    image *= 3  # same array object, new content and new range
+    got = seg.set_image(image)
+    fresh = PromptSegmenter(model).set_image(image.copy())
+    assert got.key == fresh.key
+    torch.testing.assert_close(got.features, fresh.features)
+    assert seg.source_for(image).value_range == SamInput(image.copy()).value_range
+
+
+def test_in_place_edit_of_a_stack_plane_follows_the_new_range(model, stack):
+    seg = PromptSegmenter(model)
+    data = stack.copy()
+    seg.set_image(data, 1)
+    data[1] += 5000  # the range of the whole stack changes
+    got = seg.set_image(data, 1)
+    fresh = PromptSegmenter(model).set_image(data.copy(), 1)
+    assert got.key == fresh.key
+
+
 def test_other_model_does_not_reuse_embeddings(stack, make_tiny_sam):
     cache = EmbeddingCache()
     a, b = make_tiny_sam(seed=2), make_tiny_sam(seed=3)

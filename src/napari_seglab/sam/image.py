@@ -16,7 +16,7 @@ import numpy as np
 
 from ..imaging import percentile_range
 
-__all__ = ["SamInput", "plane_hash"]
+__all__ = ["SamInput", "content_hash", "plane_hash"]
 
 
 def plane_hash(rgb: np.ndarray) -> str:
@@ -24,6 +24,15 @@ def plane_hash(rgb: np.ndarray) -> str:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(str(rgb.shape).encode())
     digest.update(np.ascontiguousarray(rgb).data)
+    return digest.hexdigest()
+
+
+def content_hash(raw: np.ndarray) -> str:
+    """Content hash of any array (BLAKE2b, 128 bit, includes shape and dtype)."""
+    raw = np.ascontiguousarray(raw)
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{raw.shape}{raw.dtype.str}".encode())
+    digest.update(raw.view(np.uint8).reshape(-1).data if raw.size else b"")
     return digest.hexdigest()
 
 

@@ -27,6 +27,7 @@ from .decoder import LowResMasks, PreparedImage, decode, prepare_image
 from .embedding import Embedding, EmbeddingCache
 from .frames import MASK_PROMPT_LOGIT, mask_to_logits, to_model_xy, upsample_logits
 from .image import SamInput
+from .image import content_hash as _raw_hash
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -150,22 +151,46 @@ class PromptSegmenter:
         self.fast_decoder = fast_decoder
         self.cache = cache if cache is not None else EmbeddingCache(max_items=8)
         self._source: SamInput | None = None
+        self._seen: dict[int | None, str] = {}
         self._embedding: Embedding | None = None
         self._prepared_key: tuple[Any, ...] | None = None
         self._prepared: PreparedImage | None = None
 
     # -- image ------------------------------------------------------------------------
-    def source_for(self, image: SamInput | np.ndarray, *, rgb: bool | None = None) -> SamInput:
-        """A :class:`SamInput` for ``image``, reused while the same array is passed."""
+    def source_for(
+        self,
+        image: SamInput | np.ndarray,
+        *,
+        rgb: bool | None = None,
+        plane: int | None = None,
+    ) -> SamInput:
+        """A :class:`SamInput` for ``image``, reused while the same unchanged array is passed.
+
+        For non-uint8 data the intensity range is derived from the content, so
+        the raw content of each requested plane (``plane``, or the image) is
+        hashed; when it changed since it was last seen (an in-place edit), a
+        new :class:`SamInput` is made and the range computed again.
+        """
         if isinstance(image, SamInput):
             self._source = image
-        elif (
+            self._seen = {}
+            return image
+        if (
             self._source is None
             or self._source.data is not image
             or (rgb is not None and self._source.rgb != rgb)
         ):
             self._source = SamInput(image, rgb=rgb)
-        return self._source
+            self._seen = {}
+        source = self._source
+        if source.dtype != np.uint8:
+            index = plane if source.is_stack else None
+            digest = _raw_hash(source.raw_plane(index))
+            if self._seen.get(index, digest) != digest:
+                source = self._source = SamInput(image, rgb=source.rgb)
+                self._seen = {}
+            self._seen[index] = digest
+        return source
 
     def set_image(
         self,
@@ -194,7 +219,7 @@ class PromptSegmenter:
             From the cache when this content was embedded before by the same
             encoder; otherwise computed (the slow step) and cached.
         """
-        source = self.source_for(image, rgb=rgb)
+        source = self.source_for(image, rgb=rgb, plane=plane)
         rgb_plane = source.plane(plane if source.is_stack else None)
         self._embedding = self.cache.get_or_compute(self.model, rgb_plane)
         return self._embedding
