@@ -21,7 +21,13 @@ Examples
 ...             metadata=vol.metadata)                 # doctest: +SKIP
 """
 
-from .dicom import DicomSeriesInfo, list_dicom_series, read_dicom_folder, read_dicom_series
+from .dicom import (
+    DamagedDicomError,
+    DicomSeriesInfo,
+    list_dicom_series,
+    read_dicom_folder,
+    read_dicom_series,
+)
 from .nifti import read_nifti, write_nifti
 from .orientation import LAYER_AXCODES
 from .reader import SUFFIXES, ArrayFile, read_array, supported_formats
@@ -33,6 +39,7 @@ __all__ = [
     "SUFFIXES",
     "WRITE_SUFFIXES",
     "ArrayFile",
+    "DamagedDicomError",
     "DicomSeriesInfo",
     "Volume",
     "check_output",

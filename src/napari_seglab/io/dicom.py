@@ -12,9 +12,12 @@ spacing is taken from the positions and must be uniform, and the volume is
 reoriented to the layer axes ``(Z, Y, X)`` = (Inferior, Posterior, Left) of
 :mod:`napari_seglab.io.orientation`, like NIfTI files.
 
-Only the folder itself is searched (not sub-folders). Files without the DICOM
-preamble (``DICM`` at byte 128), DICOMDIR indexes and DICOM objects without
-pixel data are skipped. Enhanced multi-frame files (one file per stack, e.g.
+Only the folder itself is searched (not sub-folders). Files that are not
+DICOM, DICOMDIR indexes and DICOM objects without pixel data are skipped; a
+file without the preamble but with a valid DICOM header is read. A file that
+looks like part of a series but cannot be read (empty, cut short) is refused
+by default, or skipped with a warning (``damaged="warn"``); see
+:mod:`.dicom_damage`. Enhanced multi-frame files (one file per stack, e.g.
 Enhanced CT/MR) are split into their frames (:mod:`.dicom_frames`); other
 multi-frame files (cine, secondary capture) and colour DICOM are refused with a
 clear error. DICOM Segmentation objects (SEG) become label volumes on the
@@ -37,10 +40,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
-from pydicom.errors import InvalidDicomError
 from pydicom.misc import is_dicom
 
+from .dicom_damage import (
+    DamagedDicomError,
+    check_damaged,
+    described,
+    looks_like_dicom_name,
+    owner_uid,
+    read_header,
+)
 from .dicom_frames import is_multi_frame, split_frames
 from .dicom_geometry import (
     ORIENTATION_TOLERANCE,
@@ -66,15 +75,13 @@ __all__ = [
     "KEPT_TAGS",
     "ORIENTATION_TOLERANCE",
     "SPACING_TOLERANCE",
+    "DamagedDicomError",
     "DicomSeriesInfo",
     "folder_has_dicom",
     "list_dicom_series",
     "read_dicom_folder",
     "read_dicom_series",
 ]
-
-#: Errors pydicom raises for damaged files.
-_DICOM_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError)
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,9 @@ class DicomSeriesInfo:
         ``Modality`` (``CT``, ``MR``, ...).
     files : tuple of Path
         Its image files, in folder listing order (not yet sorted by position).
+    damaged : tuple of (str, str)
+        ``(file name, reason)`` of the folder's files that look like part of this
+        series (its UID in their bytes, or a DICOM-like name) but cannot be read.
     """
 
     uid: str
@@ -100,6 +110,7 @@ class DicomSeriesInfo:
     description: str
     modality: str
     files: tuple[Path, ...]
+    damaged: tuple[tuple[str, str], ...] = ()
 
     @property
     def label(self) -> str:
@@ -144,26 +155,34 @@ def _scan(folder: str | os.PathLike) -> list[tuple[DicomSeriesInfo, list[tuple[P
     groups: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
     not_dicom: list[Path] = []
     problems: list[str] = []
+    unreadable: list[tuple[Path, str, Any]] = []
     for path in files:
-        if not _is_dicom(path):
-            not_dicom.append(path)
-            continue
-        try:
-            # Large values (the pixels) are deferred: read later, only for the series used.
-            ds = pydicom.dcmread(path, defer_size=1024)
-        except _DICOM_ERRORS as exc:
-            problems.append(f"'{path.name}': {type(exc).__name__}: {exc}")
-            continue
-        if "PixelData" not in ds:
+        # Large values (the pixels) are deferred: read later, only for the series used.
+        preamble = _is_dicom(path)
+        ds, reason = read_header(path, preamble)
+        if reason == "DICOM without an image":
             problems.append(f"'{path.name}': DICOM without an image ({_sop_class(ds)})")
-            continue
-        groups[str(ds.get("SeriesInstanceUID", ""))].append((path, ds))
+        elif reason is not None:
+            unreadable.append((path, reason, ds))
+            if preamble:
+                problems.append(f"'{path.name}': {reason}")
+            else:
+                not_dicom.append(path)
+        else:
+            groups[str(ds.get("SeriesInstanceUID", ""))].append((path, ds))
     if not groups:
         detail = "; ".join(problems[:3]) or f"e.g. '{not_dicom[0].name}' has no DICOM preamble"
         raise ValueError(
             f"No DICOM image files in '{folder}': checked {len(files)} file(s), "
             f"{len(not_dicom)} not DICOM ({detail})."
         )
+    damaged: dict[str | None, list[tuple[str, str]]] = defaultdict(list)
+    for path, reason, ds in unreadable:
+        uid = None if ds is None else ds.get("SeriesInstanceUID")
+        owner = str(uid) if uid else owner_uid(path, list(groups))
+        if owner is not None or looks_like_dicom_name(path):
+            why = "no DICOM header could be read" if reason == "not DICOM" else reason
+            damaged[owner].append((path.name, why))
     series = []
     for uid, members in groups.items():
         first = members[0][1]
@@ -174,6 +193,7 @@ def _scan(folder: str | os.PathLike) -> list[tuple[DicomSeriesInfo, list[tuple[P
             description=str(first.get("SeriesDescription", "")),
             modality=str(first.get("Modality", "")),
             files=tuple(path for path, _ in members),
+            damaged=tuple(damaged[uid] + damaged[None]),
         )
         series.append((info, members))
     return sorted(
@@ -181,7 +201,9 @@ def _scan(folder: str | os.PathLike) -> list[tuple[DicomSeriesInfo, list[tuple[P
     )
 
 
-def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) -> Volume:
+def read_dicom_series(
+    folder: str | os.PathLike, series_uid: str | None = None, *, damaged: str = "error"
+) -> Volume:
     """Read one series of a DICOM folder as a reoriented :class:`Volume`.
 
     Parameters
@@ -192,6 +214,11 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
         ``SeriesInstanceUID`` to read. Default: the only series, or the one with
         the most slices (frames, for enhanced multi-frame files) when the folder
         holds several.
+    damaged : {"error", "warn"}
+        What to do when files that look like part of the series cannot be read
+        (empty, cut short): ``"error"`` raises :class:`DamagedDicomError` naming
+        each file and why; ``"warn"`` reads the other slices with a
+        ``UserWarning`` and lists them in ``metadata["dicom"]["skipped_files"]``.
 
     Returns
     -------
@@ -211,21 +238,25 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
                 f"Series {series_uid} not found in '{folder}'; available: {available}."
             )
         chosen = matches[0]
-    return _read_series(*chosen, Path(folder), series)
+    return _read_series(*chosen, Path(folder), series, damaged=damaged)
 
 
-def read_dicom_folder(folder: str | os.PathLike) -> list[Volume]:
+def read_dicom_folder(folder: str | os.PathLike, *, damaged: str = "error") -> list[Volume]:
     """Read every image series of ``folder``, in ``SeriesNumber`` order.
 
     A series that cannot be made into a volume (e.g. a localizer with slices in
     three orientations) is skipped with a ``UserWarning`` naming the reason;
     when no series can be read the first reason is raised as ``ValueError``.
+    Damaged files are handled as ``damaged`` says (see :func:`read_dicom_series`);
+    with ``"error"`` they stop the whole read.
     """
     volumes, failures = [], []
     series = _scan(folder)
     for info, members in series:
         try:
-            volumes.append(_read_series(info, members, Path(folder), series))
+            volumes.append(_read_series(info, members, Path(folder), series, damaged=damaged))
+        except DamagedDicomError:
+            raise
         except ValueError as exc:
             failures.append(str(exc))
     if not volumes:
@@ -240,12 +271,26 @@ def _read_series(
     members: list[tuple[Path, Any]],
     folder: Path,
     others: list[tuple[DicomSeriesInfo, list[tuple[Path, Any]]]] = (),
+    damaged: str = "error",
 ) -> Volume:
     """Sort, rescale and reorient one series (``members``: its files and datasets).
 
     ``others`` are the folder's other series; a DICOM segmentation (SEG) is put
     on the grid of the series it references when that series is among them.
     """
+    where = f"series '{info.label}' in '{folder}'"
+    skipped = check_damaged(info.damaged, damaged, where)
+    try:
+        return _read_checked(info, members, folder, others, skipped)
+    except DamagedDicomError:
+        raise
+    except ValueError as exc:
+        if not skipped:
+            raise
+        raise ValueError(described(str(exc), skipped)) from None
+
+
+def _read_checked(info, members, folder, others, skipped) -> Volume:
     for path, ds in members:
         _check_supported(path, ds)
     if is_segmentation(members[0][1]):
@@ -270,7 +315,11 @@ def _read_series(
         folder,
         data,
         Grid(row_dir, col_dir, positions, slice_spacing, first),
-        tags={"rescale": rescale, "files": [path.name for path, _ in slices]},
+        tags={
+            "rescale": rescale,
+            "files": [path.name for path, _ in slices],
+            **({"skipped_files": [list(item) for item in skipped]} if skipped else {}),
+        },
         notes=notes,
         is_label=False,
         contrast_limits=window(first),

@@ -1,0 +1,105 @@
+"""Damaged, inconsistent or misleading inputs: the readers refuse or warn, never guess."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from test_io_dicom import write_series, write_slice
+
+from napari_seglab._io_plugin import read_dicom_layers
+from napari_seglab.io import list_dicom_series, read_dicom_folder, read_dicom_series
+
+
+def _files_by_position(folder: Path) -> list[Path]:
+    """The series' files sorted along the slice normal (axial: z)."""
+    return sorted(
+        folder.iterdir(),
+        key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]),
+    )
+
+
+@pytest.mark.parametrize("damage", ["cut_header", "zero_bytes"])
+@pytest.mark.parametrize("end", [0, -1])
+def test_damaged_first_or_last_file_is_refused_naming_it_or_skipped_with_a_warning(
+    tmp_path, damage, end
+):
+    folder = tmp_path / "ct"
+    write_series(folder, n_slices=5)
+    intact = read_dicom_series(folder)
+    victim = _files_by_position(folder)[end]
+    raw = victim.read_bytes()
+    victim.write_bytes(raw[:300] if damage == "cut_header" else b"")
+
+    with pytest.raises(ValueError, match=rf"'{victim.name}': .*(cut short|0 bytes)"):
+        read_dicom_series(folder)
+    with pytest.raises(ValueError, match=victim.name):
+        read_dicom_folder(folder)
+    with pytest.raises(ValueError, match=victim.name):
+        read_dicom_layers(str(folder))
+    assert list_dicom_series(folder)[0].damaged[0][0] == victim.name
+
+    with pytest.warns(UserWarning, match=rf"without 1 unreadable file.*'{victim.name}'"):
+        vol = read_dicom_series(folder, damaged="warn")
+    assert vol.data.shape[0] == 4
+    assert vol.metadata["dicom"]["skipped_files"][0][0] == victim.name
+    # the remaining slices keep their true place: one slice less at one end
+    kept = slice(1, None) if end == -1 else slice(None, -1)  # axis 0 runs toward Inferior
+    np.testing.assert_array_equal(vol.data, intact.data[kept])
+
+
+def test_damaged_middle_file_is_named_also_when_the_gap_is_reported(tmp_path):
+    folder = tmp_path / "ct"
+    write_series(folder, n_slices=5)
+    victim = _files_by_position(folder)[2]
+    victim.write_bytes(victim.read_bytes()[:300])
+    with pytest.raises(ValueError, match=victim.name):
+        read_dicom_series(folder)
+    gap = rf"not uniform.*skipped: '{victim.name}'"
+    with pytest.warns(UserWarning, match=victim.name), pytest.raises(ValueError, match=gap):
+        read_dicom_series(folder, damaged="warn")
+
+
+def test_file_without_preamble_is_read_not_dropped(tmp_path):
+    folder = tmp_path / "ct"
+    write_series(folder, n_slices=4)
+    intact = read_dicom_series(folder)
+    victim = _files_by_position(folder)[0]
+    victim.write_bytes(victim.read_bytes()[132:])  # no 128-byte preamble, no 'DICM'
+    vol = read_dicom_series(folder)
+    np.testing.assert_array_equal(vol.data, intact.data)
+    np.testing.assert_allclose(vol.origin, intact.origin)
+
+
+def test_unrelated_files_beside_a_series_are_still_ignored(tmp_path):
+    folder = tmp_path / "ct"
+    write_series(folder, n_slices=3)
+    (folder / "notes.txt").write_text("scan notes")
+    (folder / "README").write_text("hello")
+    (folder / "empty.json").write_bytes(b"")
+    assert read_dicom_series(folder).data.shape[0] == 3
+
+
+def test_damaged_file_of_another_series_does_not_stop_this_one(tmp_path):
+    folder = tmp_path / "two"
+    write_series(folder, n_slices=3, prefix="a")
+    other = write_series(folder, n_slices=3, prefix="b", series_number=2)
+    victim = folder / "b000.dcm"
+    victim.write_bytes(victim.read_bytes()[:-80])  # the header without the pixels
+    first = list_dicom_series(folder)[0]
+    assert first.damaged == ()
+    assert read_dicom_series(folder, first.uid).data.shape[0] == 3
+    with pytest.raises(ValueError, match=r"b000\.dcm"):
+        read_dicom_series(folder, other["uid"])
+
+
+def test_bad_damaged_option_is_refused(tmp_path):
+    write_series(tmp_path / "ct", n_slices=2)
+    with pytest.raises(ValueError, match="damaged must be"):
+        read_dicom_series(tmp_path / "ct", damaged="ignore")
+
+
+def _unused(write=write_slice):  # keep the builder import for later tests
+    return write
