@@ -187,7 +187,8 @@ def test_decoder_checkpoint_is_applied_and_keeps_embeddings(tmp_path, checkpoint
     tuned = build_tiny_sam(seed=8)  # stands in for a fine-tuned decoder
     decoder = save_decoder_checkpoint(tmp_path / "decoder.pth", tuned)
     base = load_model("tiny", checkpoint=full, device="cpu")
-    model = load_model("tiny", checkpoint=full, device="cpu", decoder_checkpoint=decoder)
+    with pytest.warns(UserWarning, match="no provenance"):  # a plain decoder file
+        model = load_model("tiny", checkpoint=full, device="cpu", decoder_checkpoint=decoder)
     for key, value in tuned.sam.mask_decoder.state_dict().items():
         torch.testing.assert_close(model.sam.mask_decoder.state_dict()[key], value)
     assert model.encoder_hash == base.encoder_hash  # embeddings stay valid

@@ -222,6 +222,41 @@ def test_saved_decoder_reloads_and_reproduces_predictions(tuned, tmp_path, make_
             assert np.array_equal(want.scores, got.scores)
 
 
+def test_decoder_file_with_an_image_encoder_part_is_refused(tmp_path, make_tiny_sam):
+    # Issue 12: a nested image_encoder part was silently ignored.
+    donor = make_tiny_sam(seed=3)
+    path = save_decoder(donor, tmp_path / "decoder.pt")
+    state = torch.load(path, weights_only=True)
+    state["image_encoder"] = donor.sam.image_encoder.state_dict()
+    torch.save(state, path)
+    model = make_tiny_sam(seed=3)
+    before = {k: v.clone() for k, v in model.sam.image_encoder.state_dict().items()}
+    with pytest.raises(RuntimeError, match="also holds 'image_encoder'"):
+        load_decoder(model, path)
+    for key, value in model.sam.image_encoder.state_dict().items():
+        assert torch.equal(value, before[key])
+
+
+def test_plain_decoder_file_warns_and_says_how_to_record_provenance(tmp_path, make_tiny_sam):
+    from napari_seglab.sam import save_decoder_checkpoint
+
+    tuned = make_tiny_sam(seed=4)
+    plain = save_decoder_checkpoint(tmp_path / "plain.pt", tuned)
+    model = make_tiny_sam(seed=0)
+    with pytest.warns(UserWarning, match=r"no provenance.*save_decoder") as record:
+        assert load_decoder(model, plain) == {}
+    assert str(plain) in str(record[0].message)
+    for key, value in tuned.sam.mask_decoder.state_dict().items():
+        assert torch.equal(model.sam.mask_decoder.state_dict()[key], value)
+    # A file saved with provenance loads without that warning.
+    recorded = save_decoder(make_tiny_sam(seed=0), tmp_path / "recorded.pt")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_decoder(make_tiny_sam(seed=0), recorded)
+
+
 def test_decoder_for_another_base_model_is_refused(tuned, tmp_path, make_tiny_sam):
     path = save_decoder(tuned["result"].model, tmp_path / "decoder.pt", result=tuned["result"])
     # Same architecture, other encoder weights: shapes fit, the embeddings do not.

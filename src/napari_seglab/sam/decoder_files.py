@@ -6,6 +6,11 @@ hash of the encoder weights) and is refused on any other. The file is a plain
 ``torch.save`` dict readable with ``weights_only=True``: ``mask_decoder`` (and
 ``prompt_encoder`` when it was trained) state dicts, ``architecture``, and the
 metadata under :data:`METADATA_KEY`.
+
+:func:`load_decoder` refuses a file that also holds other weights (e.g. a
+nested ``image_encoder`` part, which would otherwise be ignored) and warns
+when a file has no provenance (a plain decoder state dict): such a file is
+applied without any check of the base model.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .. import __version__
-from .model import SamModel, apply_decoder_weights, save_decoder_checkpoint
+from .model import DECODER_PARTS, SamModel, apply_decoder_weights, save_decoder_checkpoint
 from .weights import load_checkpoint_file, state_dict_hash
 
 __all__ = [
@@ -151,8 +156,44 @@ def check_decoder_compatible(
         )
 
 
+def _refuse_other_parts(state: Mapping, path: Path) -> None:
+    """Refuse weights other than the decoder parts in a nested decoder file."""
+    import torch
+
+    if not any(isinstance(state.get(part), Mapping) for part in DECODER_PARTS):
+        return  # flat layouts: model.apply_decoder_weights checks each key
+    allowed = {*DECODER_PARTS, "architecture", METADATA_KEY}
+    others = sorted(
+        str(key)
+        for key, value in state.items()
+        if key not in allowed and isinstance(value, (Mapping, torch.Tensor))
+    )
+    if others:
+        raise RuntimeError(
+            f"Decoder checkpoint {path} also holds {', '.join(map(repr, others))}: a decoder "
+            "file holds only 'mask_decoder' and 'prompt_encoder' weights. Load full models "
+            "(image encoder included) with load_model(checkpoint=...)."
+        )
+
+
+def _warn_no_provenance(model: SamModel, path: Path) -> None:
+    import warnings
+
+    warnings.warn(
+        f"Decoder checkpoint {path} has no provenance (no {METADATA_KEY!r} metadata), so "
+        f"nothing checks that it was tuned on the loaded base model {model.name}; on another "
+        "image encoder its masks are meaningless. To record provenance, save decoders with "
+        "napari_seglab.sam.save_decoder(model, path) or 'seglab finetune -o decoder.pt'.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def load_decoder(model: SamModel, path: str | Path) -> dict:
     """Apply a decoder checkpoint to ``model`` in place after checking its base model.
+
+    A file without provenance metadata (a plain decoder state dict) is applied
+    with a ``UserWarning``: its base model cannot be checked.
 
     Returns
     -------
@@ -162,14 +203,18 @@ def load_decoder(model: SamModel, path: str | Path) -> dict:
     Raises
     ------
     FileNotFoundError, RuntimeError
-        Missing or unreadable file, weights that do not fit, or a decoder
-        trained for another base model (:class:`DecoderMismatchError`).
+        Missing or unreadable file, weights that do not fit, weights other than
+        the decoder's (e.g. an ``image_encoder`` part), or a decoder trained for
+        another base model (:class:`DecoderMismatchError`).
     """
     path = Path(path).expanduser()
     state = load_checkpoint_file(path)
+    _refuse_other_parts(state, path)
     metadata = state.get(METADATA_KEY, {})
     metadata = dict(metadata) if isinstance(metadata, dict) else {}
     check_decoder_compatible(model, metadata, source=path)
     apply_decoder_weights(model, state, source=path)
+    if not metadata:
+        _warn_no_provenance(model, path)
     model.decoder_checkpoint = path
     return metadata
