@@ -103,3 +103,50 @@ def test_bad_damaged_option_is_refused(tmp_path):
 
 def _unused(write=write_slice):  # keep the builder import for later tests
     return write
+
+
+def _edit(path: Path, **values) -> None:
+    """Set DICOM attributes of ``path`` in place."""
+    ds = pydicom.dcmread(path)
+    for key, value in values.items():
+        setattr(ds, key, value)
+    ds.save_as(path)
+
+
+def test_slice_with_another_pixel_spacing_is_refused_naming_it_and_both_spacings(tmp_path):
+    folder = tmp_path / "ct"
+    write_series(folder, n_slices=4)
+    victim = _files_by_position(folder)[-1]
+    _edit(victim, PixelSpacing=["0.5", "0.5"])
+    with pytest.raises(
+        ValueError, match=rf"'{victim.name}' has PixelSpacing \(0\.5, 0\.5\).*0\.7"
+    ):
+        read_dicom_series(folder)
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("ImagePositionPatient", ["nan", "0", "0"]),
+        ("PixelSpacing", ["nan", "0.9"]),
+        ("ImageOrientationPatient", ["1", "0", "0", "0", "nan", "0"]),
+    ],
+)
+def test_nan_geometry_is_one_clear_error_naming_the_file(tmp_path, key, value):
+    folder = tmp_path / "ct"
+    write_series(folder, n_slices=3)
+    victim = _files_by_position(folder)[1]
+    _edit(victim, **{key: value})
+    with pytest.raises(ValueError, match=rf"'.*{victim.name}'.*{key}.*NaN"):
+        read_dicom_series(folder)
+
+
+@pytest.mark.filterwarnings("ignore:The number of bytes of pixel data")
+def test_bits_allocated_8_on_16_bit_pixels_is_one_clear_error(tmp_path):
+    folder = tmp_path / "ct"
+    write_series(folder, n_slices=3)
+    victim = _files_by_position(folder)[0]
+    _edit(victim, BitsAllocated=8, BitsStored=8, HighBit=7)
+    with pytest.raises(ValueError, match=rf"{victim.name}.*BitsAllocated 8"):
+        read_dicom_series(folder)

@@ -78,11 +78,22 @@ def sorted_geometry(
     Raises
     ------
     ValueError
-        Slices differ in orientation or in size, or lack orientation/position.
+        Slices differ in orientation, size or ``PixelSpacing``, or lack
+        orientation/position, or one of them is not a finite number (names the file).
     """
     first_path, first = slices[0]
     row_dir, col_dir = _orientation(first_path, first)
+    spacing = pixel_spacing(first_path, first)
     for path, ds in slices[1:]:
+        other = pixel_spacing(path, ds)
+        if other != spacing and (
+            other is None or spacing is None or not np.allclose(other, spacing, rtol=1e-4)
+        ):
+            raise ValueError(
+                f"Cannot stack {where}: '{path.name}' has PixelSpacing {other} mm but "
+                f"'{first_path.name}' has {spacing} mm (slices of one volume must share "
+                "an in-plane spacing)."
+            )
         other_row, other_col = _orientation(path, ds)
         if not same_orientation(other_row, other_col, row_dir, col_dir):
             raise ValueError(
@@ -158,23 +169,53 @@ def _orientation(path: Path, ds: Any) -> tuple[np.ndarray, np.ndarray]:
             f"DICOM file '{path}' has no ImageOrientationPatient/ImagePositionPatient, so "
             "its place in a volume is unknown (only CT/MR/PET-like series are supported)."
         )
-    cosines = np.array([float(v) for v in ds.ImageOrientationPatient])
-    if cosines.shape != (6,):
+    cosines = _numbers(path, ds, "ImageOrientationPatient", 6)
+    if np.linalg.norm(cosines[:3]) < 0.5 or np.linalg.norm(cosines[3:]) < 0.5:
         raise ValueError(
-            f"DICOM file '{path}': expected 6 ImageOrientationPatient values, "
-            f"got {cosines.tolist()}."
+            f"DICOM file '{path}': ImageOrientationPatient {cosines.tolist()} are not two "
+            "direction cosines (unit vectors)."
         )
     return cosines[:3], cosines[3:]
 
 
 def _position(path: Path, ds: Any) -> np.ndarray:
-    position = np.array([float(v) for v in ds.ImagePositionPatient])
-    if position.shape != (3,):
+    return _numbers(path, ds, "ImagePositionPatient", 3)
+
+
+def pixel_spacing(path: Path, ds: Any) -> tuple[float, float] | None:
+    """``PixelSpacing`` ``(between rows, between columns)`` in mm, None when missing.
+
+    Raises
+    ------
+    ValueError
+        It is not two finite positive numbers (names the file).
+    """
+    if ds.get("PixelSpacing") in (None, ""):
+        return None
+    values = _numbers(path, ds, "PixelSpacing", 2)
+    if np.any(values <= 0):
         raise ValueError(
-            f"DICOM file '{path}': expected 3 ImagePositionPatient values, "
-            f"got {position.tolist()}."
+            f"DICOM file '{path}': PixelSpacing {values.tolist()} must be positive (mm)."
         )
-    return position
+    return float(values[0]), float(values[1])
+
+
+def _numbers(path: Path, ds: Any, key: str, count: int) -> np.ndarray:
+    """The ``count`` values of ``key`` as floats; raises naming the file unless finite."""
+    try:
+        values = np.array([float(v) for v in np.ravel(ds.get(key))], dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"DICOM file '{path}': {key} is not numeric ({exc}).") from None
+    if values.shape != (count,):
+        raise ValueError(
+            f"DICOM file '{path}': expected {count} {key} values, got {values.tolist()}."
+        )
+    if not np.all(np.isfinite(values)):
+        raise ValueError(
+            f"DICOM file '{path}': {key} {values.tolist()} holds NaN or infinite values, so "
+            "the slice's place or size is unknown."
+        )
+    return values
 
 
 def same_orientation(

@@ -46,6 +46,7 @@ def rescaled_stack(slices: list) -> tuple[np.ndarray, dict[str, Any]]:
                 f"Cannot decode the pixels of DICOM file '{path}' (transfer syntax "
                 f"{syntax_name}): {type(exc).__name__}: {exc}."
             ) from None
+        _check_shape(path, ds, raws[-1])
     slopes = np.array([float(ds.get("RescaleSlope", 1) or 1) for _, ds in slices])
     inters = np.array([float(ds.get("RescaleIntercept", 0) or 0) for _, ds in slices])
     for (path, _), slope, inter in zip(slices, slopes, inters):
@@ -73,6 +74,20 @@ def rescaled_stack(slices: list) -> tuple[np.ndarray, dict[str, Any]]:
         "stored_dtype": str(raw.dtype),
     }
     return data, rescale
+
+
+def _check_shape(path: Any, ds: Any, pixels: np.ndarray) -> None:
+    """Refuse pixels whose decoded shape is not ``(Rows, Columns)`` (wrong bit depth tags)."""
+    expected = (int(ds.Rows), int(ds.Columns))
+    if pixels.shape == expected:
+        return
+    stored = ds.get("PixelData")
+    size = f"{len(stored)} bytes of pixel data" if isinstance(stored, bytes) else "pixel data"
+    raise ValueError(
+        f"DICOM file '{path}' decodes to shape {pixels.shape}, not Rows×Columns {expected}: "
+        f"its {size} do not match BitsAllocated {ds.get('BitsAllocated')} (header and pixel "
+        "data disagree; the file is damaged or was written with wrong bit-depth tags)."
+    )
 
 
 def window(ds: Any) -> tuple[float, float] | None:
