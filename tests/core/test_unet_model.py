@@ -191,3 +191,67 @@ def test_best_dice_reads_the_loop_history_and_old_files(model_2d):
     old = [{"epoch": 1, "val_dice": 0.3}, {"epoch": 2, "val_dice": None}]
     assert dataclasses.replace(model_2d, history=old).best_dice == pytest.approx(0.3)
     assert dataclasses.replace(model_2d, history=[]).best_dice is None
+
+
+# -- model files are checked before anything is built (issue 12) -----------------------------
+
+
+def _rewrite(model, path, **meta_changes):
+    model.save(path)
+    payload = torch.load(path, weights_only=True)
+    meta = json.loads(payload["metadata_json"])
+    meta.update(meta_changes)
+    payload["metadata_json"] = json.dumps(meta)
+    torch.save(payload, path)
+    return payload
+
+
+def test_metadata_asking_for_huge_layers_allocates_nothing(model_2d, tmp_path):
+    import resource
+
+    path = tmp_path / "wide.pt"
+    # Built for real, these channels would take about 1.5 GiB of weights.
+    wide = {**model_2d.network_kwargs, "channels": [2048, 4096, 8192]}
+    _rewrite(model_2d, path, network_kwargs=wide)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ValueError, match="metadata describes another network") as info:
+        SegmentationModel.load(path)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 300 * 1024
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_metadata_that_does_not_match_the_weights_is_one_clear_line(model_2d, tmp_path):
+    path = tmp_path / "other_classes.pt"
+    _rewrite(model_2d, path, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match=r"metadata describes another network") as info:
+        SegmentationModel.load(path)
+    assert "\n" not in str(info.value)
+    missing = tmp_path / "missing_key.pt"
+    payload = _rewrite(model_2d, missing)
+    payload["state_dict"].pop(next(iter(payload["state_dict"])))
+    torch.save(payload, missing)
+    with pytest.raises(ValueError, match=r"missing_key\.pt.*1 parameter\(s\) missing"):
+        SegmentationModel.load(missing)
+    bad_meta = tmp_path / "bad_meta.pt"
+    _rewrite(model_2d, bad_meta, spatial_dims=7)
+    with pytest.raises(ValueError, match=r"bad_meta\.pt.*spatial_dims=7"):
+        SegmentationModel.load(bad_meta)
+
+
+def test_unreadable_files_are_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"metadata_json": "{}", "state_dict": {}, "obj": _Unsafe()}, path)
+    with pytest.raises(ValueError, match=r"evil\.pt") as info:
+        SegmentationModel.load(path)
+    assert "\n" not in str(info.value)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"truncated\.pt") as info:
+        SegmentationModel.load(truncated)
+    assert "\n" not in str(info.value)
+    garbage_json = tmp_path / "garbage_json.pt"
+    torch.save({"metadata_json": "{not json", "state_dict": {}}, garbage_json)
+    with pytest.raises(ValueError, match=r"garbage_json\.pt.*unreadable metadata"):
+        SegmentationModel.load(garbage_json)

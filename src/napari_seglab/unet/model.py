@@ -258,13 +258,19 @@ class SegmentationModel:
     def load(cls, path: str | os.PathLike, *, device: str = "cpu") -> SegmentationModel:
         """Read a model written by :meth:`save` (``torch.load(weights_only=True)``).
 
+        The metadata is checked against the stored weights before the network
+        is allocated: the network it describes is first built without memory
+        (on PyTorch's ``meta`` device) and its parameter names and shapes must
+        match the file's state dict.
+
         Raises
         ------
         FileNotFoundError
             If ``path`` does not exist.
         ValueError
-            If the file is not a napari-seglab U-Net model or was written by a
-            newer format version.
+            One line naming the file: it is not a napari-seglab U-Net model, is
+            damaged, was written by a newer format version, or its metadata does
+            not match its weights.
         """
         path = Path(path)
         if not path.is_file():
@@ -273,7 +279,7 @@ class SegmentationModel:
             payload = torch.load(path, map_location=device, weights_only=True)
         except Exception as exc:
             raise ValueError(
-                f"{str(path)!r} is not a readable napari-seglab U-Net model: {exc}"
+                f"{str(path)!r} is not a readable napari-seglab U-Net model: {_first_line(exc)}"
             ) from exc
         if not isinstance(payload, dict) or not {"metadata_json", "state_dict"} <= set(payload):
             found = sorted(payload)[:5] if isinstance(payload, dict) else type(payload).__name__
@@ -281,18 +287,80 @@ class SegmentationModel:
                 f"{str(path)!r} is not a napari-seglab U-Net model: expected keys "
                 f"'metadata_json' and 'state_dict', got {found}."
             )
-        meta = json.loads(payload["metadata_json"])
-        if meta.get("format") != _FORMAT_NAME:
+        try:
+            meta = json.loads(payload["metadata_json"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{str(path)!r} has unreadable metadata: {_first_line(exc)}") from exc
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT_NAME:
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
             raise ValueError(
-                f"{str(path)!r} is not a napari-seglab U-Net model "
-                f"(format {meta.get('format')!r})."
+                f"{str(path)!r} is not a napari-seglab U-Net model (format {found!r})."
             )
         if int(meta.get("format_version", 0)) > FORMAT_VERSION:
             raise ValueError(
                 f"{str(path)!r} uses model format {meta['format_version']}; this version of "
                 f"napari-seglab reads format {FORMAT_VERSION} and older. Please upgrade."
             )
-        model = cls.from_metadata(meta)
-        model.network.load_state_dict(payload["state_dict"])
+        state = payload["state_dict"]
+        try:
+            _check_weights_fit(meta, state)
+            model = cls.from_metadata(meta)
+            model.network.load_state_dict(state)
+        except Exception as exc:
+            raise ValueError(
+                f"{str(path)!r} is a damaged napari-seglab U-Net model: {_first_line(exc)}"
+            ) from exc
         model.network.eval()
         return model
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (torch's are multi-line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _check_weights_fit(meta: dict, state: object) -> None:
+    """Check that ``meta`` describes a network whose parameters are ``state``'s.
+
+    The network is built on the ``meta`` device (no memory), so metadata asking
+    for huge layers cannot allocate anything.
+
+    Raises
+    ------
+    ValueError
+        Invalid metadata fields, or parameter names or shapes that differ.
+    """
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError("its 'state_dict' is not a dict of tensors")
+    for key in ("architecture", "network_kwargs", "spatial_dims", "in_channels", "classes"):
+        if key not in meta:
+            raise ValueError(f"its metadata lacks {key!r}")
+    dims, channels, classes = meta["spatial_dims"], meta["in_channels"], meta["classes"]
+    if dims not in (2, 3):
+        raise ValueError(f"its metadata has spatial_dims={dims!r} (expected 2 or 3)")
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+        raise ValueError(f"its metadata has in_channels={channels!r}")
+    if not isinstance(classes, list) or len(classes) < 2:
+        raise ValueError(f"its metadata has classes={classes!r} (expected 2 or more)")
+    if not isinstance(meta["network_kwargs"], dict):
+        raise ValueError("its metadata has no network_kwargs dict")
+    with torch.device("meta"):
+        network = build_network(
+            meta["architecture"], dims, channels, len(classes), meta["network_kwargs"]
+        )
+    expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    stored = {k: tuple(v.shape) for k, v in state.items()}
+    missing = sorted(set(expected) - set(stored))
+    extra = sorted(set(stored) - set(expected))
+    if missing or extra:
+        raise ValueError(
+            f"its metadata describes another network than its weights ({len(missing)} "
+            f"parameter(s) missing, e.g. {missing[:1]}; {len(extra)} unexpected, e.g. {extra[:1]})"
+        )
+    for key, shape in expected.items():
+        if stored[key] != shape:
+            raise ValueError(
+                f"its metadata describes another network than its weights: {key!r} is "
+                f"{list(stored[key])} in the file but {list(shape)} by the metadata"
+            )
