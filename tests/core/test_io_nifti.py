@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 from pathlib import Path
 
 import nibabel as nib
@@ -403,3 +404,77 @@ def test_cli_read_prints_geometry(tmp_path, capsys):
     bad.write_text("nope")
     assert cli.main(["read", str(bad)]) == 2
     assert "bad.nii" in capsys.readouterr().err
+
+
+def _nifti_bytes(data: np.ndarray, affine: np.ndarray = FLIPPED_AFFINE) -> bytes:
+    """An uncompressed single-file NIfTI-1 image as bytes."""
+    return nib.Nifti1Image(data, affine).to_bytes()
+
+
+def test_nan_sform_falls_back_to_the_qform_with_a_warning_or_is_refused(tmp_path):
+    data = np.random.default_rng(5).random(SHAPE).astype(np.float32)
+    img = nib.Nifti1Image(data, FLIPPED_AFFINE)
+    img.header.set_qform(FLIPPED_AFFINE, code=1)
+    img.header.set_sform(FLIPPED_AFFINE, code=2)
+    raw = img.to_bytes()
+    header = nib.Nifti1Header.from_fileobj(io.BytesIO(raw[:348]))
+    header["srow_x"] = [-0.8, 0.0, 0.0, np.nan]
+    (tmp_path / "nan_sform.nii.gz").write_bytes(gzip.compress(header.binaryblock + raw[348:]))
+    good = read_nifti(save(tmp_path / "good.nii.gz", data))
+    with pytest.warns(UserWarning, match=r"sform holds NaN.*qform"):
+        vol = read_nifti(tmp_path / "nan_sform.nii.gz")
+    assert np.all(np.isfinite(vol.origin))
+    np.testing.assert_allclose(vol.origin, good.origin)
+    np.testing.assert_allclose(vol.spacing, good.spacing)
+    assert vol.metadata["geometry"]["nifti_fields"]["sform_code"] == 0
+
+    header["qform_code"] = 0
+    (tmp_path / "nan_only.nii.gz").write_bytes(gzip.compress(header.binaryblock + raw[348:]))
+    with pytest.raises(ValueError, match=r"nan_only\.nii\.gz.*sform affine holds NaN"):
+        read_nifti(tmp_path / "nan_only.nii.gz")
+    assert cli.main(["read", str(tmp_path / "nan_only.nii.gz")]) == 2
+
+
+def test_gzip_stream_damaged_mid_way_is_refused_not_opened_with_wrong_voxels(tmp_path):
+    data = np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE)
+    # stored (level 0) deflate blocks: a flipped byte still decodes, only the CRC tells
+    blob = bytearray(gzip.compress(_nifti_bytes(data), compresslevel=0))
+    blob[len(blob) // 2] ^= 0xFF
+    damaged = tmp_path / "damaged.nii.gz"
+    damaged.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match=r"damaged\.nii\.gz.*damaged gzip stream"):
+        read_nifti(damaged)
+
+
+def test_misleading_suffix_is_read_by_its_content(tmp_path):
+    data = np.random.default_rng(6).random(SHAPE).astype(np.float32)
+    plain = _nifti_bytes(data)
+    not_gzipped = tmp_path / "plain.nii.gz"
+    not_gzipped.write_bytes(plain)
+    gzipped = tmp_path / "packed.nii"
+    gzipped.write_bytes(gzip.compress(plain))
+    reference = read_nifti(save(tmp_path / "ref.nii", data))
+    for path in (not_gzipped, gzipped):
+        vol = read_nifti(path)
+        np.testing.assert_array_equal(vol.data, reference.data)
+        np.testing.assert_allclose(vol.origin, reference.origin)
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_header_asking_for_more_than_memory_or_the_file_is_one_clear_error(tmp_path, suffix):
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(np.int16)
+    hdr.set_data_shape((30000, 30000, 30000))
+    hdr["vox_offset"] = 352
+    blob = hdr.binaryblock + b"\0" * 4 + b"\0" * 1000
+    huge = tmp_path / f"huge{suffix}"
+    huge.write_bytes(gzip.compress(blob) if suffix.endswith("gz") else blob)
+    with pytest.raises(ValueError, match=r"huge\.nii.*\(30000, 30000, 30000\).*memory"):
+        read_nifti(huge)
+
+    hdr.set_data_shape((40, 40, 40))
+    short = tmp_path / f"short{suffix}"
+    blob = hdr.binaryblock + b"\0" * 4 + b"\0" * 1000
+    short.write_bytes(gzip.compress(blob) if suffix.endswith("gz") else blob)
+    with pytest.raises(ValueError, match=r"short\.nii.*\(40, 40, 40\).*holds 1352 bytes"):
+        read_nifti(short)

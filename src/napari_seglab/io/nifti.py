@@ -24,6 +24,7 @@ import nibabel as nib
 import numpy as np
 
 from .label_rule import is_integral, label_decision
+from .nifti_load import NiftiRefused, finite_affine, load_image
 from .orientation import from_layer_axes, reorient_to_ras
 from .volume import GEOMETRY_KEY, Volume, volume_from_source
 
@@ -101,13 +102,15 @@ def read_nifti(path: str | os.PathLike, *, layer_type: str = "auto") -> Volume:
     if path.is_dir():
         raise ValueError(f"Expected a NIfTI file (.nii or .nii.gz), got a folder: '{path}'.")
     try:
-        img = nib.load(str(path))
+        img = load_image(path)
+    except NiftiRefused:
+        raise
     except nib.filebasedimages.ImageFileError:
         raise ValueError(
             f"'{path}' is not a readable NIfTI file: no valid NIfTI-1/NIfTI-2 header found "
             "(not an image, or the header is damaged)."
         ) from None
-    except _READ_ERRORS as exc:
+    except (*_READ_ERRORS, nib.spatialimages.HeaderDataError) as exc:
         raise ValueError(
             f"'{path}' is not a readable NIfTI file ({type(exc).__name__}: {exc})."
         ) from None
@@ -144,14 +147,17 @@ def read_nifti(path: str | os.PathLike, *, layer_type: str = "auto") -> Volume:
         data = raw
 
     spatial_unit = header.get_xyzt_units()[0]
-    affine = np.array(img.affine, dtype=np.float64)
+    affine, from_qform = finite_affine(img, path)
     affine[:3, :] *= _UNIT_TO_MM.get(spatial_unit, 1.0)
+    fields = {key: np.asarray(header[key]).tolist() for key in GEOMETRY_FIELDS}
+    if from_qform:  # written back with the qform only, never the bad sform
+        fields["sform_code"] = 0
     metadata: dict[str, Any] = {
         "source": {"path": str(path), "format": "nifti"},
         "nifti": _header_summary(header, slope, inter, reason),
         GEOMETRY_KEY: {
             "source_format": "nifti",
-            "nifti_fields": {key: np.asarray(header[key]).tolist() for key in GEOMETRY_FIELDS},
+            "nifti_fields": fields,
         },
     }
     cal_min, cal_max = float(header["cal_min"]), float(header["cal_max"])
