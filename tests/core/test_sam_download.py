@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import io
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import ClassVar
@@ -46,6 +47,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if body is None:
             self.send_error(404)
             return
+        if self.path.endswith("?drip"):  # one byte every 0.2 s, at most 15 s
+            self._drip(body)
+            return
         truncate = self.path.endswith("?truncate")
         unsized = self.path.endswith("?unsized")  # no Content-Length: ends at close
         self.send_response(200)
@@ -56,6 +60,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body[: len(body) // 2] if truncate else body)
         if truncate or unsized:
             self.close_connection = True
+
+    def _drip(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            for i in range(75):
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:  # the client gave up
+            pass
+        self.close_connection = True
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
@@ -265,3 +282,44 @@ def test_download_without_content_length(server, checkpoint_bytes, cache_folder)
     )
     assert path.read_bytes() == checkpoint_bytes
     assert seen[-1] == (len(checkpoint_bytes), None)
+
+
+# -- a server that drips bytes cannot hold a download (issue 12) ----------------------------
+
+
+def _drip(server, cache_folder, **options):
+    target = cache_folder / "sam" / "tiny.pth"
+    start = time.monotonic()
+    with pytest.raises((RuntimeError, JobCancelled)) as info:
+        download_file(f"{server}/tiny.pth?drip", target, None, progress=False, **options)
+    return info.value, time.monotonic() - start
+
+
+def test_dripping_server_meets_the_overall_deadline(server, cache_folder):
+    error, elapsed = _drip(server, cache_folder, timeout=10, deadline=3, min_rate=0)
+    assert isinstance(error, RuntimeError)
+    assert "did not finish within its 3 s deadline" in str(error)
+    assert "tiny.pth" in str(error)
+    assert 3 <= elapsed < 5
+    assert leftovers(cache_folder) == []
+
+
+def test_cancel_is_checked_between_reads(server, cache_folder):
+    flag = threading.Event()
+    timer = threading.Timer(1.0, flag.set)
+    timer.start()
+    error, elapsed = _drip(
+        server, cache_folder, timeout=10, deadline=None, min_rate=0, cancel=flag
+    )
+    timer.cancel()
+    assert isinstance(error, JobCancelled)
+    assert 1 <= elapsed < 2.5
+    assert leftovers(cache_folder) == []
+
+
+def test_too_slow_transfer_is_given_up(server, cache_folder):
+    error, elapsed = _drip(server, cache_folder, timeout=1, deadline=None, min_rate=1024)
+    assert isinstance(error, RuntimeError)
+    assert "too slow" in str(error)
+    assert elapsed < 3
+    assert leftovers(cache_folder) == []

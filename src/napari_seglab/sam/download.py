@@ -1,13 +1,15 @@
 """Checkpoint files: cache paths, verified downloads through pooch, offline guidance.
 
-Fetching, hashing and the progress bar are :func:`pooch.retrieve`'s: it
-streams into a temporary file in the target's folder, checks the pinned hash
+Hashing and the atomic move are :func:`pooch.retrieve`'s: it has the file
+written to a temporary file in the target's folder, checks the pinned hash
 (``sha256:`` or ``md5:``) and only then moves the file into place (a rename on
 one file system, so atomic); on any failure the temporary file is deleted, so
-the cache never holds a partial checkpoint. What pooch lacks is added here: a
-progress callback and cancel, errors that name the URL, the expected and the
-received hash, and, when the network is unreachable, the exact path where to
-place the file by hand. A cached file is checked once; the result is
+the cache never holds a partial checkpoint. The transfer itself is done here
+(requests, read as data arrives) with a progress callback, cancel checked
+between any two reads, an overall deadline and a slowest accepted rate; errors
+name the URL, the expected and the received hash, and, when the network is
+unreachable, the exact path where to place the file by hand. A cached file is
+checked once; the result is
 remembered in ``<file>.verified.json``.
 
 The cache folder is :func:`napari_seglab.cache.cache_dir` (``$SEGLAB_CACHE_DIR``,
@@ -21,6 +23,7 @@ import contextlib
 import json
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,7 +42,12 @@ __all__ = [
     "verify_file",
 ]
 
-_CHUNK = 1 << 20
+_CHUNK = 1 << 20  # progress is reported after each block of this size
+_READ = 1 << 16  # the most one read returns
+#: Default overall time limit of one download, in seconds.
+DEFAULT_DEADLINE = 4 * 3600.0
+#: Default slowest accepted transfer, in bytes per second (averaged over ``timeout``).
+DEFAULT_MIN_RATE = 1024.0
 
 ProgressCallback = Callable[[int, "int | None"], None]
 
@@ -92,30 +100,51 @@ def verify_file(path: str | Path, expected_hash: str) -> None:
 
 
 class _Downloader:
-    """pooch's HTTPDownloader with progress, cancel, and errors that name the URL.
+    """Fetches for pooch, with progress, cancel, a deadline and errors that name the URL.
 
-    It is also the progress-bar object HTTPDownloader drives (``total``,
-    ``update``, ``reset``, ``close``): it reads the bytes written, polls cancel, and passes
-    ``(done, total)`` to the callback or a tqdm bar. It raises RuntimeError,
-    which pooch does not retry; pooch then deletes its temporary file.
+    pooch calls it with a temporary file name; it streams the response with
+    ``read1`` (each call returns as soon as the socket has data), so between
+    any two reads it polls cancel, the overall ``deadline`` and the transfer
+    rate: a server that sends a byte now and then cannot keep it alive. Each
+    single read waits at most ``timeout`` seconds. ``(done, total)`` goes to
+    the callback or a tqdm bar after each 1 MiB block and at the end. It
+    raises RuntimeError, which pooch does not retry; pooch then deletes its
+    temporary file.
     """
 
-    def __init__(self, progress: bool | ProgressCallback, cancel: CancelLike, timeout: float):
+    def __init__(
+        self,
+        progress: bool | ProgressCallback,
+        cancel: CancelLike,
+        timeout: float,
+        deadline: float | None = None,
+        min_rate: float = 0.0,
+    ):
         self.progress, self.cancel, self.timeout = progress, CancelCheck(cancel), timeout
-        self.url, self.out, self.total, self.done, self._bar = "", "", 0, 0, None
+        self.deadline, self.min_rate = deadline, min_rate
+        self.url, self.total, self.done, self._bar = "", 0, 0, None
+        self._start = self._window_start = 0.0
+        self._window_done = 0
 
     def __call__(self, url: str, output_file: str, pooch_obj, check_only: bool = False):
-        import pooch
         import requests
+        import urllib3
 
-        self.url, self.out, self.total, self.done = url, output_file, 0, 0
+        self.url, self.total, self.done = url, 0, 0
         self.cancel.raise_if_set(f"Download of {url}")
-        http = pooch.HTTPDownloader(progressbar=self, chunk_size=_CHUNK, timeout=self.timeout)
+        self._start = self._window_start = time.monotonic()
+        self._window_done = 0
         try:
-            http(url, output_file, pooch_obj)
-        except requests.exceptions.RequestException as exc:
-            received = os.path.getsize(output_file)
-            if received or isinstance(exc, requests.exceptions.ChunkedEncodingError):
+            with requests.get(url, stream=True, timeout=self.timeout) as response:
+                response.raise_for_status()
+                self.total = int(response.headers.get("content-length") or 0)
+                with open(output_file, "wb") as out:
+                    self._stream(response.raw, out)
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
+            received = self.done
+            if received or isinstance(
+                exc, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)
+            ):
                 raise RuntimeError(
                     f"Download of {url} was interrupted after {received} bytes of "
                     f"{self.total or 'unknown'} ({exc.__class__.__name__}); try again."
@@ -130,9 +159,46 @@ class _Downloader:
                 "bytes; try again."
             )
 
-    def update(self, n: int) -> None:
+    def _stream(self, raw, out) -> None:
+        reported = -1
+        while True:
+            self._check()
+            data = raw.read1(min(_READ, _CHUNK - self.done % _CHUNK), decode_content=True)
+            if not data:
+                break
+            out.write(data)
+            self.done += len(data)
+            if self.done % _CHUNK == 0:
+                out.flush()
+                self.update(self.done)
+                reported = self.done
+        if reported != self.done:
+            self.update(self.done)
+
+    def _check(self) -> None:
+        """Raise on cancel, past the deadline, or when the last window was too slow."""
         self.cancel.raise_if_set(f"Download of {self.url}")
-        self.done = os.path.getsize(self.out)  # pooch counts whole chunks, and flushes each
+        now = time.monotonic()
+        got = f"{self.done} of {self.total or 'unknown'} bytes received"
+        if self.deadline is not None and now - self._start > self.deadline:
+            raise RuntimeError(
+                f"Download of {self.url} did not finish within its {self.deadline:g} s "
+                f"deadline ({got}); try again later or download the file by hand."
+            )
+        window = now - self._window_start
+        if window >= self.timeout > 0:
+            rate = (self.done - self._window_done) / window
+            if rate < self.min_rate:
+                raise RuntimeError(
+                    f"Download of {self.url} is too slow: {rate:.0f} bytes/s over the last "
+                    f"{window:.0f} s, below {self.min_rate:g} bytes/s ({got}); try again later "
+                    "or download the file by hand."
+                )
+            self._window_start, self._window_done = now, self.done
+
+    def update(self, done: int) -> None:
+        """Report ``done`` bytes to the callback or the progress bar."""
+        self.done = done
         if callable(self.progress):
             self.progress(self.done, self.total or None)
         elif self.progress:
@@ -142,9 +208,6 @@ class _Downloader:
                 name = self.url.rsplit("/", 1)[-1].split("?")[0]
                 self._bar = tqdm(total=self.total or None, unit="B", unit_scale=True, desc=name)
             self._bar.update(self.done - self._bar.n)
-
-    def reset(self) -> None:  # pooch ends with reset() + update(total) to fill the bar
-        pass
 
     def close(self) -> None:
         if self._bar is not None:
@@ -160,6 +223,8 @@ def download_file(
     progress: bool | ProgressCallback = True,
     timeout: float = 60.0,
     cancel: CancelLike = None,
+    deadline: float | None = DEFAULT_DEADLINE,
+    min_rate: float = DEFAULT_MIN_RATE,
 ) -> Path:
     """Download ``url`` to ``destination`` atomically, verifying its hash (pooch).
 
@@ -175,9 +240,16 @@ def download_file(
         True shows a tqdm progress bar; a callable receives
         ``(bytes_done, bytes_total_or_None)`` after each 1 MiB block.
     timeout : float
-        Seconds to wait for the server on connect and on each read.
+        Seconds to wait for the server on connect and on each read; also the
+        window over which ``min_rate`` is averaged.
     cancel : threading.Event or callable, optional
         Set (or returning True) to stop; see :class:`napari_seglab.jobs.CancelCheck`.
+        Checked before the request and between any two reads.
+    deadline : float or None
+        Overall limit in seconds for the whole transfer (None: none).
+    min_rate : float
+        Bytes per second below which (over each ``timeout`` window) the
+        transfer is given up, so a server that drips bytes cannot hold it.
 
     Returns
     -------
@@ -187,8 +259,9 @@ def download_file(
     Raises
     ------
     RuntimeError
-        Network failure, truncated transfer or hash mismatch; the message names
-        the URL and what did not match. No file is left behind.
+        Network failure, truncated, too slow or past the deadline, or hash
+        mismatch; the message names the URL and what did not match. No file is
+        left behind.
     napari_seglab.jobs.JobCancelled
         ``cancel`` was set; no file is left behind.
     """
@@ -201,7 +274,7 @@ def download_file(
             known_hash=expected_hash,
             fname=destination.name,
             path=destination.parent,
-            downloader=_Downloader(progress, cancel, timeout),
+            downloader=_Downloader(progress, cancel, timeout, deadline, min_rate),
         )
     except ValueError as exc:  # pooch's hash mismatch, which names the received hash
         algorithm, expected = (expected_hash or "sha256:").split(":", 1)
