@@ -150,3 +150,59 @@ def test_bits_allocated_8_on_16_bit_pixels_is_one_clear_error(tmp_path):
     _edit(victim, BitsAllocated=8, BitsStored=8, HighBit=7)
     with pytest.raises(ValueError, match=rf"{victim.name}.*BitsAllocated 8"):
         read_dicom_series(folder)
+
+
+def _write_dose(path: Path, counts: np.ndarray, *, offsets=None, scaling="0.0025") -> Path:
+    """An RT Dose file: ``counts`` ``(frames, rows, cols)`` on an axial grid."""
+    from pydicom.uid import RTDoseStorage
+    from test_io_dicom import new_file
+
+    ds = new_file(path, RTDoseStorage)
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    ds.SeriesNumber = 9
+    ds.Modality = "RTDOSE"
+    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+    ds.ImagePositionPatient = ["-10", "-20", "30"]
+    ds.PixelSpacing = ["2", "3"]
+    ds.Rows, ds.Columns = counts.shape[1:]
+    if len(counts) > 1:
+        ds.NumberOfFrames = len(counts)
+        ds.GridFrameOffsetVector = [f"{v:g}" for v in offsets]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 32
+    ds.HighBit = 31
+    ds.PixelRepresentation = 0
+    ds.DoseUnits, ds.DoseType, ds.DoseSummationType = "GY", "PHYSICAL", "PLAN"
+    ds.DoseGridScaling = scaling
+    ds.PixelData = counts.astype(np.uint32).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("offsets", [(0.0, 4.0, 8.0), (30.0, 34.0, 38.0)])
+def test_rt_dose_opens_in_gray_with_dose_grid_scaling_applied(tmp_path, offsets):
+    counts = np.random.default_rng(3).integers(0, 40000, (3, 4, 5))
+    folder = tmp_path / "dose"
+    folder.mkdir()
+    _write_dose(folder / "RD.dcm", counts, offsets=offsets)
+    vol = read_dicom_series(folder)
+    assert vol.data.dtype == np.float32
+    # axis 0 runs toward Inferior: the frame at the largest z comes first
+    np.testing.assert_allclose(vol.data, counts[::-1] * np.float32(0.0025), rtol=1e-6)
+    np.testing.assert_allclose(vol.spacing, (4.0, 2.0, 3.0))
+    np.testing.assert_allclose(vol.origin, (-38.0, -20.0, -10.0))
+    tags = vol.metadata["dicom"]
+    assert tags["rescale"]["units"] == "GY"
+    assert tags["rescale"]["slope"] == pytest.approx(0.0025)
+    assert tags["DoseUnits"] == "GY"
+
+
+def test_single_frame_rt_dose_is_scaled_too(tmp_path):
+    counts = np.full((1, 4, 5), 1000)
+    folder = tmp_path / "dose"
+    folder.mkdir()
+    _write_dose(folder / "RD.dcm", counts, scaling="0.01")
+    vol = read_dicom_series(folder)
+    np.testing.assert_allclose(vol.data, 10.0)

@@ -50,7 +50,7 @@ from .dicom_damage import (
     owner_uid,
     read_header,
 )
-from .dicom_frames import is_multi_frame, split_frames
+from .dicom_frames import has_frame_positions, is_multi_frame, split_frames
 from .dicom_geometry import (
     ORIENTATION_TOLERANCE,
     SPACING_TOLERANCE,
@@ -439,7 +439,7 @@ def _check_supported(path: Path, ds: Any) -> None:
     if "PixelData" not in ds:
         raise ValueError(f"DICOM file '{path}' has no pixel data ({_sop_class(ds)}).")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1 and "PerFrameFunctionalGroupsSequence" not in ds:
+    if frames > 1 and not has_frame_positions(ds):
         raise ValueError(
             f"DICOM file '{path}' is multi-frame ({frames} frames, {_sop_class(ds)}) without "
             "per-frame functional groups, so the frames' positions are unknown; only "

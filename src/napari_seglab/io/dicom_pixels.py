@@ -26,8 +26,9 @@ def rescaled_stack(slices: list) -> tuple[np.ndarray, dict[str, Any]]:
         ``(slices, rows, cols)``: ``int16`` (or ``int32`` when the values do not
         fit) when every slope is 1 and every intercept integral, else ``float32``.
     rescale : dict
-        ``slope`` and ``intercept`` (one float, or a list per slice when they
-        differ), ``applied`` (True) and ``stored_dtype`` (the decoded dtype).
+        ``slope`` (``DoseGridScaling`` for RT Dose) and ``intercept`` (one float,
+        or a list per slice when they differ), ``applied`` (True), ``stored_dtype``
+        (the decoded dtype) and, for RT Dose, ``units`` (``DoseUnits``, e.g. ``"GY"``).
 
     Raises
     ------
@@ -47,7 +48,7 @@ def rescaled_stack(slices: list) -> tuple[np.ndarray, dict[str, Any]]:
                 f"{syntax_name}): {type(exc).__name__}: {exc}."
             ) from None
         _check_shape(path, ds, raws[-1])
-    slopes = np.array([float(ds.get("RescaleSlope", 1) or 1) for _, ds in slices])
+    slopes = np.array([_slope(ds) for _, ds in slices])
     inters = np.array([float(ds.get("RescaleIntercept", 0) or 0) for _, ds in slices])
     for (path, _), slope, inter in zip(slices, slopes, inters):
         if not (np.isfinite(slope) and np.isfinite(inter)):
@@ -73,7 +74,18 @@ def rescaled_stack(slices: list) -> tuple[np.ndarray, dict[str, Any]]:
         "applied": True,
         "stored_dtype": str(raw.dtype),
     }
+    units = slices[0][1].get("DoseUnits")
+    if units:  # RT Dose: DoseGridScaling applied, values in these units
+        rescale["units"] = str(units)
     return data, rescale
+
+
+def _slope(ds: Any) -> float:
+    """``RescaleSlope``, else an RT Dose's ``DoseGridScaling``, else 1."""
+    value = ds.get("RescaleSlope")
+    if value in (None, ""):
+        value = ds.get("DoseGridScaling")
+    return float(value or 1)
 
 
 def _check_shape(path: Any, ds: Any, pixels: np.ndarray) -> None:

@@ -41,6 +41,10 @@ KEPT_TAGS = (
     "RepetitionTime",
     "EchoTime",
     "MagneticFieldStrength",
+    "DoseUnits",
+    "DoseType",
+    "DoseSummationType",
+    "DoseGridScaling",
 )
 
 
