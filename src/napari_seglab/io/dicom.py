@@ -12,18 +12,15 @@ spacing is taken from the positions and must be uniform, and the volume is
 reoriented to the layer axes ``(Z, Y, X)`` = (Inferior, Posterior, Left) of
 :mod:`napari_seglab.io.orientation`, like NIfTI files.
 
-Only the folder itself is searched (not sub-folders). Files that are not
-DICOM, DICOMDIR indexes and DICOM objects without pixel data are skipped; a
-file without the preamble but with a valid DICOM header is read. A file that
-looks like part of a series but cannot be read (empty, cut short) is refused
-by default, or skipped with a warning (``damaged="warn"``); see
-:mod:`.dicom_damage`. Enhanced multi-frame files (one file per stack, e.g.
-Enhanced CT/MR) are split into their frames (:mod:`.dicom_frames`); other
-multi-frame files (cine, secondary capture) and colour DICOM are refused with a
-clear error. DICOM Segmentation objects (SEG) become label volumes on the
-grid of the series they reference (:mod:`.dicom_seg`). ``MONOCHROME1`` series
-(low values shown bright) keep their stored values and open with an inverted
-grey colormap. No patient-identifying tags are copied into the metadata.
+Only the folder itself is searched. Non-DICOM files, DICOMDIR and DICOM objects
+without pixels are skipped; a file without the preamble but with a valid header
+is read; a file that looks like part of a series but cannot be read is refused
+(or skipped with a warning, ``damaged="warn"``; :mod:`.dicom_damage`). Enhanced
+multi-frame files and RT Dose grids are split into frames (:mod:`.dicom_frames`);
+other multi-frame files and colour DICOM are refused. DICOM SEG objects become
+label volumes on the grid of the series they reference (:mod:`.dicom_seg`).
+``MONOCHROME1`` series keep their stored values and open with an inverted grey
+colormap. No patient-identifying tags are copied into the metadata.
 
 This module scans folders and reads series; slice geometry lives in
 :mod:`.dicom_geometry`, pixel values (rescale, window) in :mod:`.dicom_pixels`
