@@ -255,3 +255,28 @@ def test_unreadable_files_are_one_line_naming_the_file(tmp_path):
     torch.save({"metadata_json": "{not json", "state_dict": {}}, garbage_json)
     with pytest.raises(ValueError, match=r"garbage_json\.pt.*unreadable metadata"):
         SegmentationModel.load(garbage_json)
+
+
+def test_too_small_training_images_are_a_clear_error():
+    # Issue 12: a 3x3 image failed inside torch's instance norm.
+    image = np.arange(9, dtype=np.float32).reshape(3, 3)
+    labels = (image > 4).astype(np.uint8)
+    with pytest.raises(ValueError, match=r"shape \(3, 3\) are too small .*'unet'") as info:
+        train(image, labels, network_kwargs=TINY, max_epochs=1, steps_per_epoch=1, device="cpu")
+    assert "(1, 5)" in str(info.value)  # TINY halves twice: one axis of 5 pixels is enough
+    assert "\n" not in str(info.value)
+
+
+def test_thin_and_smallest_accepted_images_train_and_predict():
+    rng = np.random.default_rng(0)
+    for shape in ((1, 5), (1, 300)):
+        image = rng.random(shape).astype(np.float32)
+        labels = (image > 0.5).astype(np.uint8)
+        model = train(
+            image, labels, network_kwargs=TINY, max_epochs=1, steps_per_epoch=1, device="cpu"
+        )
+        probabilities = predict(model, image, device="cpu")
+        assert probabilities.shape == (2, *shape)
+        assert np.isfinite(probabilities).all()
+    tiny = rng.random((3, 3)).astype(np.float32)
+    assert predict(model, tiny, device="cpu").shape == (2, 3, 3)

@@ -284,6 +284,33 @@ def check_patch_size(
     return patch
 
 
+def check_image_size(
+    shape: Sequence[int], patch: Sequence[int], multiple: Sequence[int], name: str
+) -> None:
+    """Refuse training images too small for the network ``name``.
+
+    Smaller images are padded to the patch, but a patch equal to the network's
+    size multiple on every axis leaves a single voxel in the deepest feature
+    map, which instance/batch normalisation cannot train on (PyTorch fails
+    with an internal error). The smallest accepted image therefore has one
+    axis longer than the multiple.
+
+    Raises
+    ------
+    ValueError
+        Naming the received shape and the smallest shape accepted.
+    """
+    if any(int(p) != int(m) for p, m in zip(patch, multiple)):
+        return
+    smallest = (1,) * (len(multiple) - 1) + (int(multiple[-1]) + 1,)
+    raise ValueError(
+        f"Images of shape {tuple(int(s) for s in shape)} are too small to train the {name!r} "
+        f"network: it downsamples by {tuple(int(m) for m in multiple)}, so at least one axis "
+        f"must be longer than that (the smallest accepted shape is e.g. {smallest}, "
+        "shorter axes are padded)."
+    )
+
+
 def _jsonable(value):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}

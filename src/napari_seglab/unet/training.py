@@ -349,6 +349,7 @@ def train_events(
     shapes = np.array([p.target.shape[1:] for p in prepared])
     if patch_size is None:
         patch = arch.default_patch_size(shapes.max(axis=0), multiple, spacing=spacing)
+        arch.check_image_size(shapes.max(axis=0), patch, multiple, architecture)
     else:
         patch = arch.check_patch_size(patch_size, multiple, dims)
 
