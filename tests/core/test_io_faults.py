@@ -21,7 +21,7 @@ def _files_by_position(folder: Path) -> list[Path]:
     )
 
 
-@pytest.mark.parametrize("damage", ["cut_header", "zero_bytes"])
+@pytest.mark.parametrize("damage", ["cut_header", "cut_pixels", "zero_bytes"])
 @pytest.mark.parametrize("end", [0, -1])
 def test_damaged_first_or_last_file_is_refused_naming_it_or_skipped_with_a_warning(
     tmp_path, damage, end
@@ -31,7 +31,8 @@ def test_damaged_first_or_last_file_is_refused_naming_it_or_skipped_with_a_warni
     intact = read_dicom_series(folder)
     victim = _files_by_position(folder)[end]
     raw = victim.read_bytes()
-    victim.write_bytes(raw[:300] if damage == "cut_header" else b"")
+    cut = {"cut_header": raw[:300], "cut_pixels": raw[:-20], "zero_bytes": b""}
+    victim.write_bytes(cut[damage])
 
     with pytest.raises(ValueError, match=rf"'{victim.name}': .*(cut short|0 bytes)"):
         read_dicom_series(folder)

@@ -67,12 +67,23 @@ def read_header(path: Path, has_preamble: bool) -> tuple[Any | None, str | None]
     if not has_preamble and "SOPClassUID" not in ds and "PixelData" not in ds:
         return None, "not DICOM"
     if "PixelData" in ds:
-        return ds, None
+        return ds, _pixels_cut_short(ds, size)
     sop = str(getattr(ds.get("SOPClassUID"), "name", ""))
     image_like = any(key in ds for key in ("Rows", "ImagePositionPatient", "BitsAllocated"))
     if image_like or "Image" in sop or "SOPClassUID" not in ds:
         return ds, "header without pixel data (the file is cut short?)"
     return ds, "DICOM without an image"
+
+
+def _pixels_cut_short(ds: Any, size: int) -> str | None:
+    """Why the pixel data is cut short (it would end past the end of the file), or None."""
+    element = ds.get_item("PixelData")
+    length, tell = getattr(element, "length", None), getattr(element, "value_tell", None)
+    if length is None or tell is None or length == 0xFFFFFFFF:  # undefined: encapsulated
+        return None
+    if tell + length <= size:
+        return None
+    return f"cut short: the pixel data needs {length} bytes, the file holds {size - tell}"
 
 
 def looks_like_dicom_name(path: Path) -> bool:
