@@ -9,8 +9,9 @@ import pydicom
 import pytest
 from test_io_dicom import write_series, write_slice
 
+from napari_seglab import cli
 from napari_seglab._io_plugin import read_dicom_layers
-from napari_seglab.io import list_dicom_series, read_dicom_folder, read_dicom_series
+from napari_seglab.io import list_dicom_series, read_array, read_dicom_folder, read_dicom_series
 
 
 def _files_by_position(folder: Path) -> list[Path]:
@@ -40,6 +41,8 @@ def test_damaged_first_or_last_file_is_refused_naming_it_or_skipped_with_a_warni
         read_dicom_folder(folder)
     with pytest.raises(ValueError, match=victim.name):
         read_dicom_layers(str(folder))
+    with pytest.raises(ValueError, match=victim.name):
+        read_array(folder)
     assert list_dicom_series(folder)[0].damaged[0][0] == victim.name
 
     with pytest.warns(UserWarning, match=rf"without 1 unreadable file.*'{victim.name}'"):
@@ -49,6 +52,15 @@ def test_damaged_first_or_last_file_is_refused_naming_it_or_skipped_with_a_warni
     # the remaining slices keep their true place: one slice less at one end
     kept = slice(1, None) if end == -1 else slice(None, -1)  # axis 0 runs toward Inferior
     np.testing.assert_array_equal(vol.data, intact.data[kept])
+
+
+def test_seglab_read_of_a_series_with_a_damaged_file_exits_2_naming_it(tmp_path, capsys):
+    folder = tmp_path / "ct"
+    write_series(folder, n_slices=3)
+    victim = _files_by_position(folder)[0]
+    victim.write_bytes(b"")
+    assert cli.main(["read", str(folder)]) == 2
+    assert victim.name in capsys.readouterr().err
 
 
 def test_damaged_middle_file_is_named_also_when_the_gap_is_reported(tmp_path):

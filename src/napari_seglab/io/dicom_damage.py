@@ -95,9 +95,10 @@ def looks_like_dicom_name(path: Path) -> bool:
 
 
 def owner_uid(path: Path, uids: list[str]) -> str | None:
-    """The series UID among ``uids`` whose bytes appear in the file (longest first), if any."""
+    """The series UID among ``uids`` in the file's first MiB (the header), longest first."""
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as handle:
+            raw = handle.read(2**20)
     except OSError:
         return None
     for uid in sorted(uids, key=len, reverse=True):
