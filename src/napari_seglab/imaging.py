@@ -11,6 +11,7 @@ so that a trained model can store exactly how its inputs were scaled.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -303,7 +304,17 @@ def to_uint8_rgb(image: np.ndarray) -> np.ndarray:
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise ValueError(f"Expected a numeric image, got dtype {arr.dtype}.")
     if arr.dtype != np.uint8:
-        arr = (normalize_percentile(arr) * 255.0 + 0.5).astype(np.uint8)
+        count, first = non_finite(arr)
+        scaled = normalize_percentile(arr) * np.float32(255.0)
+        if count:
+            warnings.warn(
+                f"The image has {count} NaN/infinite pixels (first at {first}): they are shown "
+                "as black (NaN, -Inf) or white (+Inf).",
+                UserWarning,
+                stacklevel=2,
+            )
+            np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+        arr = (scaled + 0.5).astype(np.uint8)
     if arr.ndim == 2:
         arr = np.repeat(arr[..., np.newaxis], 3, axis=-1)
     return np.ascontiguousarray(arr)

@@ -11,6 +11,7 @@ to three channels.
 from __future__ import annotations
 
 import hashlib
+import warnings
 
 import numpy as np
 
@@ -124,9 +125,30 @@ class SamInput:
                 scaled *= np.float32(255.0 / (hi - lo))
             else:
                 scaled[...] = 0.0
+            _replace_non_finite(scaled, index)
             np.clip(scaled, 0.0, 255.0, out=scaled)
             scaled += 0.5
             raw = scaled.astype(np.uint8)
         if raw.ndim == 2:
             raw = np.repeat(raw[..., np.newaxis], 3, axis=-1)
         return np.ascontiguousarray(raw)
+
+
+def _replace_non_finite(scaled: np.ndarray, index: int | None) -> None:
+    """NaN and -Inf pixels become black, +Inf white, in place, with a warning saying how many.
+
+    SAM needs a value for every pixel; masked-out (NaN) regions of float images
+    are common in microscopy, so they are shown as background rather than refused.
+    """
+    bad = ~np.isfinite(scaled)
+    count = int(np.count_nonzero(bad))
+    if not count:
+        return
+    where = "" if index is None else f" on plane {index}"
+    warnings.warn(
+        f"The image has {count} NaN/infinite pixels{where}: SAM sees NaN and -Inf as black, "
+        "+Inf as white.",
+        UserWarning,
+        stacklevel=3,
+    )
+    np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
