@@ -24,6 +24,7 @@ import nibabel as nib
 import numpy as np
 
 from .label_rule import is_integral, label_decision
+from .nifti_forms import set_exact_forms
 from .nifti_load import NiftiRefused, finite_affine, load_image
 from .orientation import from_layer_axes, reorient_to_ras
 from .volume import GEOMETRY_KEY, Volume, volume_from_source
@@ -198,8 +199,11 @@ def write_nifti(
         The layer's ``metadata``. When it holds ``"geometry"`` from one of this
         package's readers and ``data``'s shape, ``spacing`` and ``origin`` still
         match it, the file gets the source's voxel order, affine and header
-        geometry fields exactly; otherwise the geometry is built from
-        ``spacing``/``origin`` (axis aligned, RAS+ voxel order).
+        geometry fields exactly (a NIfTI source's header fields as they were);
+        otherwise the geometry is built from ``spacing``/``origin`` (axis
+        aligned, RAS+ voxel order). A new header gets the affine as sform and
+        as qform only where the qform reproduces it (within 1e-3 mm at the grid
+        corners); a sheared grid (DICOM gantry tilt) gets ``qform_code`` 0.
     is_label : bool
         Labels keep their integer dtype (``bool`` becomes ``uint8``) and get the
         NIfTI ``label`` intent; float data is refused. Images keep their dtype.
@@ -236,13 +240,11 @@ def write_nifti(
         if fields is not None:
             for key, value in fields.items():
                 header[key] = value
-        else:
-            header.set_sform(affine, code="scanner")
-            header.set_qform(affine, code="scanner")
+        else:  # a qform only where it is exact (a sheared grid gets qform_code 0)
+            set_exact_forms(header, affine, out.shape, "scanner")
     else:
         out, affine = _grid_from_scale(arr, spacing, origin)
-        header.set_sform(affine, code="aligned")
-        header.set_qform(affine, code="aligned")
+        set_exact_forms(header, affine, out.shape, "aligned")
         header.set_xyzt_units("mm")
     header.set_data_dtype(out.dtype)
     header.set_data_shape(out.shape)
