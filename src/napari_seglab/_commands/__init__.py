@@ -6,4 +6,14 @@ returning an exit code). Modules import heavy libraries inside ``func``.
 """
 
 #: Modules under ``napari_seglab._commands`` that ``seglab`` loads, in help order.
-COMMAND_MODULES = ("info", "sample", "io", "sam", "unet", "crf", "evaluate", "finetune")
+COMMAND_MODULES = (
+    "info",
+    "sample",
+    "io",
+    "sam",
+    "unet",
+    "crf",
+    "evaluate",
+    "finetune",
+    "batch",
+)
