@@ -18,6 +18,13 @@ with a ``message``) and returning the result. They take ``cancel=`` (a
 ``threading.Event`` or a callable returning True to stop) and raise
 :class:`~napari_seglab.jobs.JobCancelled` when it is set. The defaults below
 are what the command line and the widget show.
+
+Defaults are chosen to do no harm on real data (``docs/crf.md``): ``refine``
+picks the edge kernel's width from the size of the objects in the
+probabilities, keeps the class of pixels the input is confident about
+(``keep_confident``), never removes an input object with a real core
+(``keep_objects``), and warns when it would change more than
+``warn_fraction`` of the confident pixels.
 """
 
 from ._engine import CrfProgress, plan_blocks
@@ -32,20 +39,24 @@ from ._params import (
     DEFAULT_SPATIAL_SIGMA_VOXELS,
     CrfParameters,
 )
-from ._refine import refine, refine_steps
+from ._refine import DEFAULT_KEEP_CONFIDENT, DEFAULT_WARN_FRACTION, refine, refine_steps
+from ._safety import object_scale
 
 __all__ = [
     "DEFAULT_BILATERAL_WEIGHT",
     "DEFAULT_CONFIDENCE",
     "DEFAULT_INTENSITY_SIGMA",
     "DEFAULT_ITERATIONS",
+    "DEFAULT_KEEP_CONFIDENT",
     "DEFAULT_MAX_BLOCK_VOXELS",
     "DEFAULT_SMOOTHNESS_SIGMA_VOXELS",
     "DEFAULT_SMOOTHNESS_WEIGHT",
     "DEFAULT_SPATIAL_SIGMA_VOXELS",
+    "DEFAULT_WARN_FRACTION",
     "MODES",
     "CrfParameters",
     "CrfProgress",
+    "object_scale",
     "plan_blocks",
     "refine",
     "refine_labels",

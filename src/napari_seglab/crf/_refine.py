@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Generator
 
 import numpy as np
@@ -18,6 +20,18 @@ from ._params import (
     DEFAULT_SMOOTHNESS_WEIGHT,
     CrfParameters,
 )
+from ._safety import (
+    WARN_CONFIDENCE,
+    confident_change_fraction,
+    keep_confident_pixels,
+    object_scale,
+    restore_objects,
+)
+
+#: Default input probability at or above which a pixel keeps its input class.
+DEFAULT_KEEP_CONFIDENT = 0.95
+#: Default fraction of confident input pixels the CRF may change before a warning.
+DEFAULT_WARN_FRACTION = 0.05
 
 
 def class_dtype(n_classes: int) -> np.dtype:
@@ -39,6 +53,9 @@ def refine_steps(
     channel_axis: int | None = None,
     intensity_range: tuple[float, float] | None = None,
     max_block_voxels: int = DEFAULT_MAX_BLOCK_VOXELS,
+    keep_confident: float | None = DEFAULT_KEEP_CONFIDENT,
+    keep_objects: bool = True,
+    warn_fraction: float | None = DEFAULT_WARN_FRACTION,
     cancel: CancelLike = None,
 ) -> Generator[CrfProgress, None, np.ndarray]:
     """Generator form of :func:`refine`: yields :class:`CrfProgress`, returns the labels.
@@ -48,6 +65,8 @@ def refine_steps(
     ``threading.Event`` or a callable returning True to stop) is checked before
     every mean-field iteration; when set, the generator raises
     :class:`~napari_seglab.jobs.JobCancelled` and nothing is returned.
+    A warning (``RuntimeWarning``) is issued before the result is returned when
+    the CRF changed more than ``warn_fraction`` of the confident input pixels.
     """
     clock = Stopwatch()
     check = CancelCheck(cancel)
@@ -55,6 +74,11 @@ def refine_steps(
     spatial = probs.shape[1:]
     channels = image_channels(image, spatial, channel_axis)
     step_spacing = check_spacing(spacing, len(spatial))
+    _check_fraction("keep_confident", keep_confident, 0.5)
+    _check_fraction("warn_fraction", warn_fraction, 0.0)
+    scale = None
+    if spatial_sigma is None:
+        scale = object_scale(1.0 - probs[0], step_spacing)
     params = CrfParameters(
         iterations=iterations,
         spatial_sigma=spatial_sigma,
@@ -62,7 +86,7 @@ def refine_steps(
         bilateral_weight=bilateral_weight,
         smoothness_sigma=smoothness_sigma,
         smoothness_weight=smoothness_weight,
-    ).resolved(step_spacing)
+    ).resolved(step_spacing, scale)
     scaler = IntensityScaler.fit(channels, intensity_range)
     check.raise_if_set("CRF refinement")
     dtype = class_dtype(probs.shape[0])
@@ -79,7 +103,41 @@ def refine_steps(
         cancel=check,
         clock=clock,
     )
+    _guard(labels, probs, step_spacing, keep_confident, keep_objects, warn_fraction)
     return labels
+
+
+def _check_fraction(name: str, value: float | None, low: float) -> None:
+    if value is not None and not (math.isfinite(value) and low <= value <= 1.0):
+        raise ValueError(f"Expected {name} in [{low:g}, 1] or None, got {value!r}.")
+
+
+def _guard(labels, probs, spacing, keep_confident_at, keep_objects, warn_fraction) -> None:
+    """Apply the no-harm guards of :mod:`._safety` to ``labels`` (in place) and warn."""
+    if keep_confident_at is None and not keep_objects and warn_fraction is None:
+        return
+    given = np.argmax(probs, axis=0).astype(labels.dtype)
+    confidence = probs.max(axis=0)
+    if warn_fraction is not None:
+        changed = confident_change_fraction(labels, given, confidence)
+        if changed > warn_fraction:
+            kept = (
+                f" (pixels at or above keep_confident={keep_confident_at:g} kept their class)"
+                if keep_confident_at is not None
+                else ""
+            )
+            warnings.warn(
+                f"CRF refinement changed {100 * changed:.1f} % of the pixels whose input "
+                f"probability is at least {WARN_CONFIDENCE:g} (more than warn_fraction="
+                f"{warn_fraction:g}){kept}. Check that the image and the probabilities are "
+                "aligned; otherwise lower bilateral_weight and smoothness_weight.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    if keep_objects:
+        restore_objects(labels, given, spacing)
+    if keep_confident_at is not None:
+        keep_confident_pixels(labels, given, confidence, keep_confident_at)
 
 
 def refine(
@@ -96,6 +154,9 @@ def refine(
     channel_axis: int | None = None,
     intensity_range: tuple[float, float] | None = None,
     max_block_voxels: int = DEFAULT_MAX_BLOCK_VOXELS,
+    keep_confident: float | None = DEFAULT_KEEP_CONFIDENT,
+    keep_objects: bool = True,
+    warn_fraction: float | None = DEFAULT_WARN_FRACTION,
 ) -> np.ndarray:
     """Refine class probabilities with a fully connected CRF.
 
@@ -115,7 +176,10 @@ def refine(
     iterations : int
         Mean-field iterations.
     spatial_sigma : float, optional
-        Bilateral kernel width (physical units); default 5 × the finest voxel size.
+        Bilateral kernel width (physical units). Default: chosen from the
+        objects of ``probabilities``: 1.5 × their mean depth (mean distance of
+        an object pixel to its edge, :func:`object_scale`), between 2 and 5 ×
+        the finest voxel size, so that the kernel is not much wider than the objects.
     intensity_sigma : float
         Bilateral intensity width on the normalised ``[0, 1]`` scale.
     bilateral_weight : float
@@ -133,11 +197,33 @@ def refine(
         Largest block (overlap included) given to one dense CRF; bigger inputs
         are tiled with an overlap of two kernel widths. Peak memory is about
         240 bytes per block voxel for two classes (measured), on top of the inputs.
+    keep_confident : float or None
+        Pixels whose largest input probability is at least this keep their
+        input class (``argmax`` of ``probabilities``); in ``[0.5, 1]``. ``None``
+        lets the CRF change every pixel.
+    keep_objects : bool
+        Class 0 is background. An object of the input (a connected region of
+        one other class, ``argmax`` of ``probabilities``) whose deepest pixel
+        lies at least 2 finest voxels from its edge, and which the CRF would
+        remove entirely, is kept as the input had it. Specks (noise) may still go.
+    warn_fraction : float or None
+        Issue a ``RuntimeWarning`` when the CRF's own result differs from the
+        input's class on more than this fraction of the pixels whose largest
+        input probability is at least 0.9 (before ``keep_confident`` applies):
+        a sign of misaligned inputs or too strong kernels. ``None``: no check.
 
     Returns
     -------
     array, same spatial shape, uint8 (int32 for more than 256 classes)
         Index of the most probable class per pixel (0 for the first class).
+
+    Notes
+    -----
+    The defaults were chosen so that refinement does not lower the Dice of
+    degraded maps of real images by more than 0.02 while still correcting
+    maps that are too large (the table in ``docs/crf.md``). Pass
+    ``keep_confident=None, keep_objects=False`` and ``spatial_sigma`` for the
+    plain dense CRF.
     """
     return run_to_end(
         refine_steps(
@@ -153,5 +239,8 @@ def refine(
             channel_axis=channel_axis,
             intensity_range=intensity_range,
             max_block_voxels=max_block_voxels,
+            keep_confident=keep_confident,
+            keep_objects=keep_objects,
+            warn_fraction=warn_fraction,
         )
     )
