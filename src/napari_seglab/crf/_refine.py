@@ -31,7 +31,7 @@ from ._safety import (
 #: Default input probability at or above which a pixel keeps its input class.
 DEFAULT_KEEP_CONFIDENT = 0.95
 #: Default fraction of confident input pixels the CRF may change before a warning.
-DEFAULT_WARN_FRACTION = 0.05
+DEFAULT_WARN_FRACTION = 0.03
 
 
 def class_dtype(n_classes: int) -> np.dtype:
