@@ -8,9 +8,6 @@ with ``model_type="tiny"``; the pipeline records the file's SHA-256.
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -230,38 +227,31 @@ def test_proposal_rules_pick_by_area(model):
     assert areas[choose_proposal(prediction, "smallest")] == min(areas)
 
 
-def test_embeddings_from_another_process_serve_the_widget_session(tmp_path, tiny_file):
-    """``embed`` in a fresh process fills the default disk cache; a session here computes none."""
+def test_seglab_batch_embed_in_a_worker_process_serves_the_widget_session(
+    tmp_path, tiny_file, capsys
+):
+    """``seglab batch embed`` on a worker process fills the default disk cache; a session
+    here (the widget's default cache) and a second embed compute nothing."""
+    import json
+
     from napari_seglab.batch.embed import EmbedPipeline, default_cache_dir
+    from napari_seglab.cli import main
     from napari_seglab.io import read_array
     from napari_seglab.sam import load_model
     from napari_seglab.sessions import SamPromptSession
 
+    pytest.importorskip("napari_seglab.batch.run")
     inputs = write_inputs(tmp_path / "in")
-    pipeline = EmbedPipeline(tiny_file, device="cpu")
-    assert pipeline.cache_dir == str(default_cache_dir().resolve())
-    (tmp_path / "pipeline.pkl").write_bytes(pickle.dumps(pipeline))
-    script = textwrap.dedent(
-        f"""
-        import pickle, pathlib, json
-        from napari_seglab.batch.pipeline import BatchItem
-        folder = pathlib.Path({str(tmp_path)!r})
-        pipeline = pickle.loads((folder / "pipeline.pkl").read_bytes())
-        loaded = pipeline.load()
-        rows = [pipeline.run_item(BatchItem("stack", folder / "in" / "stack.nii.gz"), folder,
-                                  loaded).row for _ in range(2)]
-        print(json.dumps(rows))
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    first, second = (row for row in __import__("json").loads(done.stdout.splitlines()[-1]))
-    assert (first["planes"], first["computed"], first["cached"]) == (6, 6, 0)
-    assert (second["computed"], second["cached"]) == (0, 6)
-    record = __import__("json").loads((tmp_path / "stack_embed.json").read_text())
-    assert len(record["keys"]) == 6
+    out = tmp_path / "out"
+    args = ["batch", "embed", str(tiny_file), str(inputs / "stack.nii.gz"), "-o", str(out)]
+    args += ["--device", "cpu", "--workers", "1", "--quiet"]
+    assert main(args) == 0, capsys.readouterr().err
+    (row,) = json.loads((out / "report.json").read_text())["items"]
+    assert (row["status"], row["planes"], row["computed"], row["cached"]) == ("done", 6, 6, 0)
+    assert row["worker"]  # ran on a worker process, not here
+    record = json.loads((out / "stack_embed.json").read_text())
+    assert record["cache_dir"] == str(default_cache_dir().resolve())
+    assert len(set(record["keys"])) == 6
 
     session = SamPromptSession()  # the widget's default: memory plus the default disk cache
     session.set_model(load_model("tiny", checkpoint=tiny_file, device="cpu"))
@@ -271,6 +261,37 @@ def test_embeddings_from_another_process_serve_the_widget_session(tmp_path, tiny
     assert session.predict(3) is not None
     assert session.cache.misses == 0
     assert session.cache.disk_hits == 1
+
+    pipeline = EmbedPipeline(tiny_file, device="cpu")
+    again = pipeline.run_item(BatchItem("stack", inputs / "stack.nii.gz"), out, pipeline.load())
+    assert (again.row["computed"], again.row["cached"]) == (0, 6)
+
+
+def test_a_fine_tuned_decoder_is_applied_on_the_workers(tmp_path, tiny_file, model):
+    import torch
+
+    from napari_seglab.batch.sam import SamPipeline
+    from napari_seglab.io import read_array
+    from napari_seglab.sam import load_model, save_decoder
+
+    tuned = load_model("tiny", checkpoint=tiny_file, device="cpu")
+    with torch.no_grad():
+        for parameter in tuned.sam.mask_decoder.output_upscaling.parameters():
+            parameter.mul_(-1.0)
+    tuned.invalidate()
+    decoder = save_decoder(tuned, tmp_path / "decoder.pth")
+    inputs = write_inputs(tmp_path / "in")
+    plain = SamPipeline(tiny_file, inputs / "prompts.csv", device="cpu")
+    pipeline = SamPipeline(tiny_file, inputs / "prompts.csv", decoder=decoder, device="cpu")
+    assert pipeline.settings()["decoder_hash"].startswith("sha256:")
+    assert pipeline.fingerprint() != plain.fingerprint()
+    outcome = pipeline.run_item(
+        BatchItem("cells", inputs / "cells.tif"), tmp_path, pipeline.load()
+    )
+    written = read_array(tmp_path / outcome.outputs[0]).data
+    tuned_reference = reference(load_model("tiny", tiny_file, "cpu", decoder), scene_2d(), CELLS)
+    np.testing.assert_array_equal(written, tuned_reference)
+    assert not np.array_equal(written, reference(model, scene_2d(), CELLS))
 
 
 def test_seglab_batch_sam_on_two_worker_processes(tmp_path, tiny_file, model, capsys):
