@@ -1,4 +1,8 @@
-"""One SAM prompting session per viewer, shared by the SAM widgets of that viewer.
+"""Per-viewer shared objects: the SAM prompting session, the U-Net model in use.
+
+One SAM prompting session per viewer is shared by the SAM widgets of that
+viewer; one :class:`ModelSlot` per viewer holds the U-Net model trained or
+loaded there, for the batch panel.
 
 The sessions live in a :class:`weakref.WeakKeyDictionary` keyed by the
 viewer (napari's ``Viewer`` is an evented model that takes no new
@@ -12,11 +16,43 @@ from __future__ import annotations
 
 import weakref
 
+from psygnal import Signal
+
 from ..sessions import SamPromptSession
 
-__all__ = ["sam_session"]
+__all__ = ["ModelSlot", "model_slot", "sam_session"]
 
 _SAM_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MODEL_SLOTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class ModelSlot:
+    """The segmentation model trained or loaded in one viewer (None before).
+
+    Attributes
+    ----------
+    model : SegmentationModel or None
+    changed : psygnal.Signal
+        Emitted with the new model after :meth:`set`.
+    """
+
+    changed = Signal(object)
+
+    def __init__(self) -> None:
+        self.model = None
+
+    def set(self, model) -> None:
+        """Make ``model`` the viewer's current model and tell the listeners."""
+        self.model = model
+        self.changed.emit(model)
+
+
+def model_slot(viewer) -> ModelSlot:
+    """The :class:`ModelSlot` of ``viewer`` (created on first use)."""
+    slot = _MODEL_SLOTS.get(viewer)
+    if slot is None:
+        slot = _MODEL_SLOTS[viewer] = ModelSlot()
+    return slot
 
 
 def sam_session(viewer) -> SamPromptSession:

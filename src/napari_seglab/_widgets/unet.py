@@ -19,6 +19,7 @@ from qtpy.QtWidgets import QFileDialog, QLabel, QProgressBar, QPushButton, QVBox
 from ._controls import TrainingPlot, scroll_area
 from ._dock import DockShell
 from ._layers import layer_spacing, notify_error, show_info, spatial_image
+from ._sessions import model_slot
 from .unet_forms import (
     AdvancedTrainingForm,
     DataForm,
@@ -369,6 +370,7 @@ class UNetWidget(DockShell):
 
     def _describe_model(self) -> None:
         m = self.model
+        model_slot(self.viewer).set(m)  # the batch panel offers it
         if m is None:
             self.model_info.setText("No model yet.")
             return
