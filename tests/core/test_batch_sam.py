@@ -214,6 +214,25 @@ def test_settings_fingerprint_and_item_errors(tmp_path, tiny_file):
         SamPipeline("vit_z", inputs / "prompts.csv")
 
 
+def test_segmenting_objects_is_a_job_that_cancels_with_the_labels_so_far(tmp_path, model):
+    import threading
+
+    from napari_seglab.batch.prompts import read_prompts
+    from napari_seglab.batch.sam import segment_objects_steps
+    from napari_seglab.jobs import JobCancelled
+
+    prompts = read_prompts(write_inputs(tmp_path) / "prompts.csv")
+    cancel = threading.Event()
+    job = segment_objects_steps(model, scene_2d(), prompts.images["cells"], cancel=cancel)
+    first = next(job)
+    assert (first.stage, first.done, first.total, first.object) == ("prompting", 1, 3, "a")
+    cancel.set()
+    with pytest.raises(JobCancelled) as info:
+        next(job)
+    expected = reference(model, scene_2d(), CELLS[:1])
+    np.testing.assert_array_equal(info.value.partial, np.where(expected > 0, first.value, 0))
+
+
 def test_proposal_rules_pick_by_area(model):
     from napari_seglab.batch.sam import choose_proposal
     from napari_seglab.sam import PromptSegmenter

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..jobs import CancelCheck, CancelLike, ProgressEvent, Stopwatch, run_to_end
+from ..jobs import CancelCheck, CancelLike, JobCancelled, ProgressEvent, Stopwatch, run_to_end
 from .pipeline import BatchItem, ItemOutcome
 from .prompts import PromptObject, PromptSet, check_prompts, read_prompts
 from .sam_model import SamModelSpec
@@ -118,8 +118,9 @@ def segment_objects_steps(
 
     Returns
     -------
-    uint32 array
-        ``(Y, X)`` or ``(Z, Y, X)`` labels, 0 background.
+    unsigned integer array
+        ``(Y, X)`` or ``(Z, Y, X)`` labels, 0 background; the smallest dtype
+        that holds every id the objects can take.
 
     Raises
     ------
@@ -144,15 +145,18 @@ def segment_objects_steps(
     )
     session.set_model(model)
     session.set_image(source)
-    labels = np.zeros(session.labels_shape, dtype=np.uint32)
     reserved = max((obj.label or 0 for obj in objects), default=0)
+    labels = np.zeros(session.labels_shape, dtype=_label_dtype(reserved + len(objects)))
     for done, obj in enumerate(objects, start=1):
         check.raise_if_set("SAM prompting", partial=labels)
         session.set_prompts(obj.plane, **obj.predict_args())
         prediction = session.predict(obj.plane)
         session.proposal = choose_proposal(prediction, proposal)
         if source.is_stack and propagate:
-            result = run_to_end(session.propagation_job(obj.plane, cancel=cancel))
+            try:
+                result = run_to_end(session.propagation_job(obj.plane, cancel=cancel))
+            except JobCancelled as exc:  # the partial result is the labels, not one object
+                raise JobCancelled(str(exc), partial=labels) from None
             block, offset = result.volume, None
         elif source.is_stack:
             block, offset = session.mask()[None], (obj.plane, 0, 0)
@@ -203,12 +207,17 @@ def output_suffix(path: Path, output_format: str = "same") -> str:
     return ".tif"
 
 
-def _smallest_uint(labels: np.ndarray) -> np.ndarray:
-    top = int(labels.max(initial=0))
+def _label_dtype(top: int) -> type:
+    """The smallest unsigned integer dtype that holds ``top``."""
     for dtype in (np.uint8, np.uint16):
         if top <= np.iinfo(dtype).max:
-            return labels.astype(dtype)
-    return labels
+            return dtype
+    return np.uint32
+
+
+def _smallest_uint(labels: np.ndarray) -> np.ndarray:
+    dtype = _label_dtype(int(labels.max(initial=0)))
+    return labels if labels.dtype == dtype else labels.astype(dtype)
 
 
 def write_labels(path: Path, labels: np.ndarray, source: ArrayFile) -> Path:
