@@ -133,10 +133,14 @@ def test_an_object_with_a_core_is_kept_a_speck_is_not():
 
 
 def test_object_scale_sets_the_automatic_edge_kernel_width():
+    band = np.zeros((96, 96), dtype=np.float32)
+    band[40:50] = 1.0  # 10 pixels wide: volume over surface is 5 pixels
+    assert crf.object_scale(band, (1.0, 1.0)) == pytest.approx(5.0)
+    assert crf.object_scale(band, (0.5, 0.5)) == pytest.approx(2.5)
+    assert crf.object_scale(band, (0.5, 0.5), max_voxels=96 * 96 // 4) == pytest.approx(2.5)
     yy, xx = np.mgrid[:96, :96]
     disc = ((yy - 48) ** 2 + (xx - 48) ** 2 <= 24**2).astype(np.float32)
-    assert crf.object_scale(disc, (1.0, 1.0)) == pytest.approx(24 / 3, rel=0.15)
-    assert crf.object_scale(disc, (0.5, 0.5)) == pytest.approx(12 / 3, rel=0.15)
+    assert crf.object_scale(disc, (1.0, 1.0)) == pytest.approx(np.pi * 24 / 8, rel=0.05)
     assert crf.object_scale(np.zeros((8, 8)), (1.0, 1.0)) is None
     spacing = (2.0, 0.5, 0.5)
     assert crf.CrfParameters().resolved(spacing, 0.1).spatial_sigma == pytest.approx(1.0)

@@ -12,7 +12,7 @@ import numpy as np
 DEFAULT_SPATIAL_SIGMA_VOXELS = 5.0
 #: Narrowest automatic bilateral width, in multiples of the finest voxel size.
 MIN_SPATIAL_SIGMA_VOXELS = 2.0
-#: Automatic bilateral width as a multiple of the object scale (mean depth of the objects).
+#: Automatic bilateral width as a multiple of the object scale (objects' volume over surface).
 OBJECT_SCALE_FACTOR = 1.5
 #: Default intensity kernel width on the ``[0, 1]`` normalised intensity scale.
 DEFAULT_INTENSITY_SIGMA = 0.05
@@ -90,9 +90,8 @@ class CrfParameters:
         spacing : tuple of float
             Voxel size per spatial axis.
         object_scale : float, optional
-            Typical depth of the objects in physical units (mean distance of an
-            object voxel to the object's edge, see
-            :func:`napari_seglab.crf.object_scale`). When given, an automatic
+            Typical thickness of the objects in physical units (volume over
+            surface, see :func:`napari_seglab.crf.object_scale`). When given, an automatic
             ``spatial_sigma`` is ``OBJECT_SCALE_FACTOR * object_scale``, clipped
             to ``[MIN_SPATIAL_SIGMA_VOXELS, DEFAULT_SPATIAL_SIGMA_VOXELS]`` times
             the finest voxel size: a kernel much wider than the objects lets the

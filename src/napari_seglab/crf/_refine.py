@@ -116,7 +116,10 @@ def _guard(labels, probs, spacing, keep_confident_at, keep_objects, warn_fractio
     """Apply the no-harm guards of :mod:`._safety` to ``labels`` (in place) and warn."""
     if keep_confident_at is None and not keep_objects and warn_fraction is None:
         return
-    given = np.argmax(probs, axis=0).astype(labels.dtype)
+    if probs.shape[0] == 2:
+        given = (probs[1] > probs[0]).astype(labels.dtype)  # argmax, ties to class 0
+    else:
+        given = np.argmax(probs, axis=0).astype(labels.dtype)
     confidence = probs.max(axis=0)
     if warn_fraction is not None:
         changed = confident_change_fraction(labels, given, confidence)
@@ -177,9 +180,9 @@ def refine(
         Mean-field iterations.
     spatial_sigma : float, optional
         Bilateral kernel width (physical units). Default: chosen from the
-        objects of ``probabilities``: 1.5 × their mean depth (mean distance of
-        an object pixel to its edge, :func:`object_scale`), between 2 and 5 ×
-        the finest voxel size, so that the kernel is not much wider than the objects.
+        objects of ``probabilities``: 1.5 × their thickness (volume over
+        surface, :func:`object_scale`), between 2 and 5 × the finest voxel
+        size, so that the kernel is not much wider than the objects.
     intensity_sigma : float
         Bilateral intensity width on the normalised ``[0, 1]`` scale.
     bilateral_weight : float
@@ -203,9 +206,10 @@ def refine(
         lets the CRF change every pixel.
     keep_objects : bool
         Class 0 is background. An object of the input (a connected region of
-        one other class, ``argmax`` of ``probabilities``) whose deepest pixel
-        lies at least 2 finest voxels from its edge, and which the CRF would
-        remove entirely, is kept as the input had it. Specks (noise) may still go.
+        one other class, ``argmax`` of ``probabilities``) whose core (pixels at
+        least 2 finest voxels from its edge) the CRF would mostly remove (more
+        than half of it) is kept as the input had it: the CRF may move an
+        object's edge, not erase it. Specks without a core (noise) may still go.
     warn_fraction : float or None
         Issue a ``RuntimeWarning`` when the CRF's own result differs from the
         input's class on more than this fraction of the pixels whose largest
