@@ -233,6 +233,19 @@ def test_segmenting_objects_is_a_job_that_cancels_with_the_labels_so_far(tmp_pat
     np.testing.assert_array_equal(info.value.partial, np.where(expected > 0, first.value, 0))
 
 
+def test_output_names_follow_the_input_format(tmp_path):
+    from napari_seglab.batch.sam import output_suffix
+
+    (tmp_path / "series").mkdir()
+    (tmp_path / "big.zarr").mkdir()
+    names = ["a.nii.gz", "a.nii", "a.npy", "a.tif", "a.png", "a.dcm", "series", "big.zarr"]
+    got = [output_suffix(tmp_path / name) for name in names]
+    assert got == [".nii.gz", ".nii", ".npy", ".tif", ".tif", ".nii.gz", ".nii.gz", ".tif"]
+    assert output_suffix(tmp_path / "a.tif", "nii.gz") == ".nii.gz"
+    with pytest.raises(ValueError, match="output format"):
+        output_suffix(tmp_path / "a.tif", "png")
+
+
 def test_proposal_rules_pick_by_area(model):
     from napari_seglab.batch.sam import choose_proposal
     from napari_seglab.sam import PromptSegmenter

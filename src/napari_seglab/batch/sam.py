@@ -184,8 +184,9 @@ def output_suffix(path: Path, output_format: str = "same") -> str:
     """The output suffix for an input.
 
     ``"same"`` keeps ``.nii.gz``, ``.nii`` and ``.npy``, writes DICOM series as
-    ``.nii.gz`` (their geometry fits NIfTI, not TIFF) and everything else as
-    ``.tif``; ``"tif"``, ``"nii.gz"``, ``"nii"`` or ``"npy"`` are used as given.
+    ``.nii.gz`` (their geometry fits NIfTI, not TIFF) and everything else
+    (TIFF, pictures, zarr) as ``.tif``; ``"tif"``, ``"nii.gz"``, ``"nii"`` or
+    ``"npy"`` are used as given.
     """
     from ..io import WRITE_SUFFIXES
 
@@ -202,7 +203,8 @@ def output_suffix(path: Path, output_format: str = "same") -> str:
     for suffix in (".nii.gz", ".nii", ".npy"):
         if name.endswith(suffix):
             return suffix
-    if path.is_dir() or name.endswith((".dcm", ".dicom", ".ima")):
+    dicom_folder = path.is_dir() and not name.endswith(".zarr")
+    if dicom_folder or name.endswith((".dcm", ".dicom", ".ima")):
         return ".nii.gz"
     return ".tif"
 
