@@ -2,6 +2,13 @@
 
 Thin adapters over :mod:`napari_seglab.io`: they return napari ``LayerData``
 tuples ``(data, kwargs, layer_type)`` and import neither napari nor Qt.
+
+A napari reader takes no options, so what the DICOM reader does with damaged
+files of a series (see :func:`~napari_seglab.io.read_dicom_series`) comes from
+the environment variable :data:`DAMAGED_ENV`: unset or ``error`` refuses
+(the error names the variable), ``warn`` reads the other slices with a warning
+naming the skipped files (napari shows it as a notification) and lists them in
+``layer.metadata["dicom"]["skipped_files"]``.
 """
 
 from __future__ import annotations
@@ -11,12 +18,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .io.dicom import folder_has_dicom, read_dicom_folder, read_dicom_series
+from .io.dicom import DamagedDicomError, folder_has_dicom, read_dicom_folder, read_dicom_series
 from .io.nifti import is_nifti_path, read_nifti, write_nifti
 
 LayerData = tuple[Any, dict[str, Any], str]
 PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
 ReaderFunction = Callable[[PathOrPaths], list[LayerData]]
+
+#: Environment variable: ``warn`` lets the napari DICOM reader skip damaged files.
+DAMAGED_ENV = "SEGLAB_DICOM_DAMAGED"
 
 
 def get_nifti_reader(path: PathOrPaths) -> ReaderFunction | None:
@@ -60,18 +70,50 @@ def read_dicom_layers(path: PathOrPaths) -> list[LayerData]:
 
     A folder (or its ``DICOMDIR``) gives one layer per series, in
     ``SeriesNumber`` order; a single file gives the series it belongs to,
-    read from the files beside it.
+    read from the files beside it. Damaged files of a series are refused, or
+    skipped with a warning when :data:`DAMAGED_ENV` is ``warn``.
+
+    Raises
+    ------
+    ValueError
+        :class:`~napari_seglab.io.DamagedDicomError` naming each damaged file
+        and :data:`DAMAGED_ENV`; other unreadable series.
     """
+    damaged = damaged_mode()
     layers = []
-    for p in _as_list(path):
-        target = Path(p)
-        if target.is_dir():
-            layers += [volume.layer_data() for volume in read_dicom_folder(target)]
-        elif target.name.upper() == "DICOMDIR":
-            layers += [volume.layer_data() for volume in read_dicom_folder(target.parent)]
-        else:
-            layers.append(read_dicom_series(target.parent, _series_uid(target)).layer_data())
+    try:
+        for p in _as_list(path):
+            target = Path(p)
+            if target.name.upper() == "DICOMDIR" and not target.is_dir():
+                target = target.parent
+            if target.is_dir():
+                volumes = read_dicom_folder(target, damaged=damaged)
+                layers += [volume.layer_data() for volume in volumes]
+            else:
+                uid = _series_uid(target)
+                volume = read_dicom_series(target.parent, uid, damaged=damaged)
+                layers.append(volume.layer_data())
+    except DamagedDicomError as exc:
+        hint = (
+            f"set the environment variable {DAMAGED_ENV}=warn before starting napari "
+            "to open the readable slices"
+        )
+        raise DamagedDicomError(exc.files, exc.where, hint) from None
     return layers
+
+
+def damaged_mode() -> str:
+    """What the napari DICOM reader does with damaged files: :data:`DAMAGED_ENV`, else "error".
+
+    Raises
+    ------
+    ValueError
+        The variable holds something other than ``error`` or ``warn``.
+    """
+    value = os.environ.get(DAMAGED_ENV, "").strip().lower() or "error"
+    if value not in ("error", "warn"):
+        raise ValueError(f"{DAMAGED_ENV} must be 'error' or 'warn', got {value!r}.")
+    return value
 
 
 def _has_dicom_preamble(path: Path) -> bool:

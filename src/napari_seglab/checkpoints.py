@@ -132,10 +132,72 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
     ------
     FileNotFoundError
         If the folder of ``path`` does not exist.
+    OSError
+        The file could not be written (a full disk, a file-size limit): the
+        operating system's error, not the text torch's zip writer makes of it
+        ("enforce fail at inline_container.cc ... unexpected pos").
     """
     import torch
 
     path = Path(path).expanduser()
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(payload, fh)
+        stream = _WriteErrors(fh)
+        try:
+            torch.save(payload, stream)
+        except RuntimeError:
+            if stream.error is None:
+                raise
+            error = stream.error
+            raise OSError(error.errno, error.strerror, str(path)) from None
     return path
+
+
+class _WriteErrors:
+    """A binary file wrapper that keeps the ``OSError`` a write raised.
+
+    torch's zip writer turns a failed write into a ``RuntimeError`` whose text
+    says nothing about the disk; :func:`atomic_torch_save` raises the kept
+    error instead.
+    """
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+
+def load_error_text(exc: BaseException) -> str:
+    """One line saying why ``torch.load(path, weights_only=True)`` failed.
+
+    torch's messages run over several lines and, for a file that is not a
+    plain-tensor checkpoint, start by suggesting ``weights_only=False`` (which
+    could run code from the file). This keeps the part that says what is wrong:
+    the unpickler's complaint (``Unsupported operand 110``: not a PyTorch file)
+    or the zip reader's first sentence (a file cut short).
+    """
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if "Weights only load failed" in text:
+        rest = text.split(marker, 1)[1] if marker in text else ""
+        lines = [line.strip() for line in rest.splitlines() if line.strip()]
+        detail = f" ({lines[0][:160]})" if lines else ""
+        return (
+            "not a PyTorch file of plain tensors; files holding other Python objects are "
+            f"never loaded, as they could run code{detail}"
+        )
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    first = lines[0]
+    if "PytorchStreamReader" in first:
+        return f"the file is cut short or damaged ({first.split('. ')[0].rstrip('.')})"
+    return first

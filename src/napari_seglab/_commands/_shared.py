@@ -56,6 +56,18 @@ def add_overwrite(parser: Any) -> None:
     parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
 
+DAMAGED_HELP = (
+    "DICOM inputs: files that look like part of the series but cannot be read (empty, cut "
+    "short): 'error' refuses naming each one (default); 'warn' reads the other slices and "
+    "names the skipped files on stderr"
+)
+
+
+def add_damaged(parser: Any) -> None:
+    """Add ``--damaged {error,warn}`` to a subcommand that reads images."""
+    parser.add_argument("--damaged", choices=("error", "warn"), default="error", help=DAMAGED_HELP)
+
+
 def _same_file(a: Path, b: Path) -> bool:
     if a.expanduser().resolve() == b.expanduser().resolve():
         return True

@@ -17,7 +17,7 @@ def register(subparsers) -> None:
         DEFAULT_SMOOTHNESS_WEIGHT,
         DEFAULT_SPATIAL_SIGMA_VOXELS,
     )
-    from ._shared import INPUT_FORMATS, OUTPUT_FORMATS, add_overwrite
+    from ._shared import INPUT_FORMATS, OUTPUT_FORMATS, add_damaged, add_overwrite
 
     parser = subparsers.add_parser(
         "crf",
@@ -94,6 +94,7 @@ def register(subparsers) -> None:
         help="largest block per CRF; bigger volumes are tiled (bounds memory)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_damaged(parser)
     add_overwrite(parser)
     parser.set_defaults(func=run)
 
@@ -122,8 +123,10 @@ def run(args: argparse.Namespace) -> int:
         [("image", args.image), ("labels" if args.labels else "input", args.input)],
         overwrite=args.overwrite,
     )
-    image_file = read_array(args.image, what="image file")
-    given_file = read_array(args.input, what="labels file" if args.labels else "input file")
+    image_file = read_array(args.image, what="image file", damaged=args.damaged)
+    given_file = read_array(
+        args.input, what="labels file" if args.labels else "input file", damaged=args.damaged
+    )
     image, given = image_file.data, given_file.data
     if not args.labels and given.ndim in (2, 3) and given.shape in (image.shape, image.shape[:-1]):
         # one foreground map shaped like a greyscale or channels-last image

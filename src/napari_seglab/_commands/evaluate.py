@@ -10,7 +10,7 @@ from typing import Any
 
 def register(subparsers) -> None:
     """Add the ``evaluate`` subcommand."""
-    from ._shared import INPUT_FORMATS, add_overwrite
+    from ._shared import INPUT_FORMATS, add_damaged, add_overwrite
 
     parser = subparsers.add_parser(
         "evaluate",
@@ -72,20 +72,22 @@ def register(subparsers) -> None:
         "--objects-csv", type=Path, default=None, help="instance: write per-object rows here"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_damaged(parser)
     add_overwrite(parser)
     parser.set_defaults(func=run)
 
 
-def read_labels(path: Path) -> tuple[Any, tuple[float, ...] | None]:
+def read_labels(path: Path, damaged: str = "error") -> tuple[Any, tuple[float, ...] | None]:
     """A label file read lazily where the format allows; returns ``(array, spacing)``.
 
     Read with :func:`napari_seglab.io.read_array` (``lazy=True``): ``.npy`` and
     uncompressed TIFF are memory-mapped and zarr stays on disk, so the metrics
     read them slab by slab. ``spacing`` is None when the file does not store one.
+    ``damaged`` is ``--damaged`` (DICOM inputs with unreadable files).
     """
     from napari_seglab.io import read_array
 
-    labels = read_array(path, lazy=True, what="label file", layer_type="labels")
+    labels = read_array(path, lazy=True, what="label file", layer_type="labels", damaged=damaged)
     spacing = labels.spacing
     if spacing is not None and len(spacing) != len(labels.shape):
         spacing = None
@@ -109,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
         [("prediction", args.pred), ("ground truth", args.gt)],
         overwrite=args.overwrite,
     )
-    pred, _ = read_labels(args.pred)
-    gt, gt_spacing = read_labels(args.gt)
+    pred, _ = read_labels(args.pred, args.damaged)
+    gt, gt_spacing = read_labels(args.gt, args.damaged)
     spacing = tuple(args.spacing) if args.spacing else gt_spacing
     job = metrics.evaluation_steps(
         pred,

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._shared import INPUT_FORMATS, MODEL_SUFFIXES, add_overwrite, check_outputs
+from ._shared import INPUT_FORMATS, MODEL_SUFFIXES, add_damaged, add_overwrite, check_outputs
 
 
 def register(subparsers) -> None:
@@ -76,18 +76,20 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--offline", action="store_true", help="never download weights")
+    add_damaged(parser)
     add_overwrite(parser)
     parser.set_defaults(func=run)
 
 
-def read_array(path: Path) -> Any:
+def read_array(path: Path, damaged: str = "error") -> Any:
     """An image or label file as an array, read with :func:`napari_seglab.io.read_array`.
 
     ``.npy`` and uncompressed TIFF are memory-mapped and zarr stays on disk.
+    ``damaged`` is ``--damaged`` (DICOM inputs with unreadable files).
     """
     from napari_seglab.io import read_array as read_file
 
-    return read_file(path, lazy=True).data
+    return read_file(path, lazy=True, damaged=damaged).data
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = [("image", p) for p in args.images] + [("labels", p) for p in args.labels]
     inputs += [("base checkpoint", args.checkpoint), ("decoder", args.decoder)]
     check_outputs([("-o", args.out, MODEL_SUFFIXES)], inputs, overwrite=args.overwrite)
-    images = [read_array(p) for p in args.images]
-    labels = [read_array(p) for p in args.labels]
+    images = [read_array(p, args.damaged) for p in args.images]
+    labels = [read_array(p, args.damaged) for p in args.labels]
     model = load_model(
         args.model, checkpoint=args.checkpoint, device=args.device, download=not args.offline
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``read`` and ``convert`` subcommands."""
-    from ._shared import add_overwrite
+    from ._shared import add_damaged, add_overwrite
 
     read = subparsers.add_parser(
         "read",
@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     read.add_argument("path", type=Path, help="file or folder in any format seglab reads")
     read.add_argument("--json", action="store_true", help="print JSON, metadata included")
+    add_damaged(read)
     read.set_defaults(func=_read)
 
     convert = subparsers.add_parser(
@@ -45,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     convert.add_argument(
         "--series", default=None, help="SeriesInstanceUID (default: the series with most slices)"
     )
+    add_damaged(convert)
     add_overwrite(convert)
     convert.set_defaults(func=_convert)
 
@@ -59,19 +61,19 @@ def _is_medical(path: Path) -> str | None:
     return "nifti" if kind == "nifti" else None
 
 
-def _volumes(path: Path) -> list:
+def _volumes(path: Path, damaged: str = "error") -> list:
     from napari_seglab.io import read_array, read_dicom_folder, read_nifti
 
     kind = _is_medical(path)
     if kind == "dicom":
-        return read_dicom_folder(path)
+        return read_dicom_folder(path, damaged=damaged)
     if kind == "nifti":
         return [read_nifti(path)]
-    return [read_array(path, what="input file")]
+    return [read_array(path, what="input file", damaged=damaged)]
 
 
 def _read(args: argparse.Namespace) -> int:
-    volumes = _volumes(args.path)
+    volumes = _volumes(args.path, args.damaged)
     summaries = [
         _summary(v, metadata=args.json) if hasattr(v, "layer_data") else _file_summary(v)
         for v in volumes
@@ -100,11 +102,15 @@ def _convert(args: argparse.Namespace) -> int:
     )
     kind = _is_medical(source)
     if kind is None:
-        read = read_array(source, what="input file")
+        read = read_array(source, what="input file", damaged=args.damaged)
         data, is_label = read.data, read.is_label
         options = {"spacing": read.spacing, "origin": read.origin, "is_label": is_label}
     else:
-        volume = read_dicom_series(source, args.series) if kind == "dicom" else read_nifti(source)
+        volume = (
+            read_dicom_series(source, args.series, damaged=args.damaged)
+            if kind == "dicom"
+            else read_nifti(source)
+        )
         data, is_label = volume.data, volume.is_label
         options = {
             "spacing": volume.spacing,

@@ -28,7 +28,7 @@ def _box(text: str) -> tuple[float, float, float, float]:
 
 def register(subparsers) -> None:
     """Add the ``sam`` and ``sam-download`` subcommands."""
-    from ._shared import add_overwrite
+    from ._shared import add_damaged, add_overwrite
 
     parser = subparsers.add_parser(
         "sam",
@@ -64,6 +64,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--proposal", type=int, help="write proposal K (0-2) instead of the best-scoring one"
     )
+    add_damaged(parser)
     add_overwrite(parser)
     parser.set_defaults(func=run)
 
@@ -77,10 +78,10 @@ def register(subparsers) -> None:
     download.set_defaults(func=run_download)
 
 
-def _read_image(path: Path) -> np.ndarray:
+def _read_image(path: Path, damaged: str = "error") -> np.ndarray:
     from ..io import read_array
 
-    return np.asarray(read_array(path, what="image file").data)
+    return np.asarray(read_array(path, what="image file", damaged=damaged).data)
 
 
 def _write_mask(path: Path, mask: np.ndarray) -> Path:
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("Give at least one prompt: --points R,C, --negative R,C or --box.")
     inputs = [("image", args.image), ("checkpoint", args.checkpoint), ("decoder", args.decoder)]
     check_outputs([("-o", args.out, WRITE_SUFFIXES)], inputs, overwrite=args.overwrite)
-    image = _read_image(args.image)
+    image = _read_image(args.image, args.damaged)
     source = SamInput(image)
     if source.is_stack and args.plane is None:
         raise ValueError(

@@ -17,7 +17,7 @@ from pathlib import Path
 def register(subparsers) -> None:
     """Add the ``train``, ``predict`` and ``suggest`` subcommands."""
     from ..unet.architectures import ARCHITECTURE_NAMES
-    from ._shared import add_overwrite
+    from ._shared import add_damaged, add_overwrite
 
     train = subparsers.add_parser(
         "train",
@@ -59,6 +59,7 @@ def register(subparsers) -> None:
     train.add_argument("--channel-axis", type=int, default=None)
     train.add_argument("--device", default="auto")
     train.add_argument("--seed", type=int, default=0)
+    add_damaged(train)
     add_overwrite(train)
     train.set_defaults(func=_train)
 
@@ -92,6 +93,7 @@ def register(subparsers) -> None:
     )
     predict.add_argument("--slicewise", action="store_true", help="2D model on a 3D stack")
     predict.add_argument("--device", default="auto")
+    add_damaged(predict)
     add_overwrite(predict)
     predict.set_defaults(func=_predict)
 
@@ -106,6 +108,7 @@ def register(subparsers) -> None:
     suggest.add_argument("--mc-dropout", type=int, default=0, help="Monte-Carlo dropout passes")
     suggest.add_argument("--slicewise", action="store_true", help="2D model on a 3D stack")
     suggest.add_argument("--device", default="auto")
+    add_damaged(suggest)
     suggest.set_defaults(func=_suggest)
 
 
@@ -162,8 +165,8 @@ def _train(args: argparse.Namespace) -> int:
         [("image", args.image), ("labels", args.labels)],
         overwrite=args.overwrite,
     )
-    image_file = read_array(args.image, what="image file")
-    labels_file = read_array(args.labels, what="labels file")
+    image_file = read_array(args.image, what="image file", damaged=args.damaged)
+    labels_file = read_array(args.labels, what="labels file", damaged=args.damaged)
     image, labels = image_file.data, labels_file.data
     channel_axis = args.channel_axis if args.channel_axis is not None else -1 if args.rgb else None
     n_spatial = image.ndim - (0 if channel_axis is None else 1)
@@ -230,7 +233,7 @@ def _predict(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     model = SegmentationModel.load(args.model)
-    image_file = read_array(args.image, what="image file")
+    image_file = read_array(args.image, what="image file", damaged=args.damaged)
     image = image_file.data
     n_spatial = image.ndim - (1 if model.rgb or model.channel_axis is not None else 0)
     channel_axis = -1 if model.rgb else model.channel_axis
@@ -270,7 +273,7 @@ def _suggest(args: argparse.Namespace) -> int:
     from ..unet import SegmentationModel, suggest_slices
 
     model = SegmentationModel.load(args.model)
-    image = read_array(args.image, what="image file").data
+    image = read_array(args.image, what="image file", damaged=args.damaged).data
     suggestions = suggest_slices(
         model,
         image,

@@ -30,8 +30,44 @@ DAMAGED_MODES = ("error", "warn")
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", ".dic")
 
 
+#: How to read the readable slices anyway, as said to a Python caller.
+PYTHON_HINT = "pass damaged='warn' to read the readable slices"
+
+
 class DamagedDicomError(ValueError):
-    """Files that belong to a DICOM series could not be read (the message names each one)."""
+    """Files that belong to a DICOM series could not be read (the message names each one).
+
+    Attributes
+    ----------
+    files : list of (str, str)
+        ``(file name, reason)`` of each damaged file.
+    where : str
+        The series, as named in the message.
+    hint : str
+        How to read the readable slices anyway, the end of the message
+        (default :data:`PYTHON_HINT`; the napari reader names its environment variable).
+    """
+
+    def __init__(self, files: list[tuple[str, str]], where: str, hint: str = PYTHON_HINT) -> None:
+        self.files = [tuple(item) for item in files]
+        self.where = where
+        self.hint = hint
+        super().__init__(self.message(hint))
+
+    def __reduce__(self):  # pickled across processes (dask workers) with its fields
+        return (type(self), (self.files, self.where, self.hint))
+
+    def message(self, hint: str) -> str:
+        """The error message ending with ``hint`` (how to read the readable slices anyway).
+
+        The ``seglab`` command says ``--damaged warn``.
+        """
+        listed = "; ".join(f"'{name}': {reason}" for name, reason in self.files)
+        return (
+            f"{len(self.files)} file(s) that look like part of {self.where} could not be read: "
+            f"{listed}. Reading without them would give a volume with missing slices or a "
+            f"shifted origin; repair or remove them, or {hint}."
+        )
 
 
 def read_header(path: Path, has_preamble: bool) -> tuple[Any | None, str | None]:
@@ -131,14 +167,9 @@ def check_damaged(
         raise ValueError(f"damaged must be 'error' or 'warn', got {mode!r}.")
     if not damaged:
         return []
-    listed = "; ".join(f"'{name}': {reason}" for name, reason in damaged)
     if mode == "error":
-        raise DamagedDicomError(
-            f"{len(damaged)} file(s) that look like part of {where} could not be read: "
-            f"{listed}. Reading without them would give a volume with missing slices or a "
-            "shifted origin; repair or remove them, or pass damaged='warn' to read the "
-            "readable slices."
-        )
+        raise DamagedDicomError(list(damaged), where)
+    listed = "; ".join(f"'{name}': {reason}" for name, reason in damaged)
     warnings.warn(
         f"Reading {where} without {len(damaged)} unreadable file(s): {listed}.",
         UserWarning,

@@ -6,6 +6,7 @@ size by :func:`.dicom_geometry.sorted_geometry`.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,11 @@ def rescaled_stack(slices: list) -> tuple[np.ndarray, dict[str, Any]]:
     raws = []
     for path, ds in slices:
         try:
-            raws.append(np.asarray(ds.pixel_array))
+            # pydicom's warnings about the size of the pixel data are kept back
+            # until the shape check: a mismatch is one clear error, not a warning too
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                raws.append(np.asarray(ds.pixel_array))
         except Exception as exc:  # pydicom raises many types for unsupported encodings
             syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
             syntax_name = getattr(syntax, "name", str(syntax))
@@ -48,6 +53,10 @@ def rescaled_stack(slices: list) -> tuple[np.ndarray, dict[str, Any]]:
                 f"{syntax_name}): {type(exc).__name__}: {exc}."
             ) from None
         _check_shape(path, ds, raws[-1])
+        for message in said:
+            warnings.warn_explicit(
+                message.message, message.category, message.filename, message.lineno
+            )
     slopes = np.array([_slope(ds) for _, ds in slices])
     inters = np.array([float(ds.get("RescaleIntercept", 0) or 0) for _, ds in slices])
     for (path, _), slope, inter in zip(slices, slopes, inters):

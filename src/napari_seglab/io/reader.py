@@ -142,6 +142,7 @@ def read_array(
     lazy: bool = False,
     what: str = "file",
     layer_type: str = "auto",
+    damaged: str = "error",
 ) -> ArrayFile:
     """Read an image, probability map or label file into an :class:`ArrayFile`.
 
@@ -157,6 +158,12 @@ def read_array(
     layer_type : {"auto", "image", "labels"}
         NIfTI only: force the type (``"labels"`` requires integer voxels), as
         :func:`~.nifti.read_nifti`.
+    damaged : {"error", "warn"}
+        DICOM only: files that look like part of the series but cannot be read
+        (empty, cut short) are refused (:class:`~.dicom.DamagedDicomError`
+        naming each one) or, with ``"warn"``, skipped with a ``UserWarning``
+        and listed in ``metadata["dicom"]["skipped_files"]``, as
+        :func:`~.dicom.read_dicom_series`.
 
     Returns
     -------
@@ -180,7 +187,7 @@ def read_array(
     if kind == "nifti":
         return _from_volume(_read_nifti(path, layer_type), path, "nifti")
     if kind == "dicom":
-        return _from_volume(_read_dicom(path), path, "dicom")
+        return _from_volume(_read_dicom(path, damaged), path, "dicom")
     if kind == "tiff":
         return _read_tiff(path, lazy)
     if kind == "npy":
@@ -231,11 +238,11 @@ def _read_nifti(path: Path, layer_type: str) -> Any:
     return read_nifti(path, layer_type=layer_type)
 
 
-def _read_dicom(path: Path) -> Any:
+def _read_dicom(path: Path, damaged: str = "error") -> Any:
     from .dicom import read_dicom_series
 
     if path.is_dir():
-        return read_dicom_series(path)
+        return read_dicom_series(path, damaged=damaged)
     import pydicom
 
     try:
@@ -244,7 +251,7 @@ def _read_dicom(path: Path) -> Any:
         raise ValueError(
             f"expected a DICOM file, could not read {str(path)!r} ({type(exc).__name__}: {exc})."
         ) from None
-    return read_dicom_series(path.parent, None if uid is None else str(uid))
+    return read_dicom_series(path.parent, None if uid is None else str(uid), damaged=damaged)
 
 
 def _read_npy(path: Path, lazy: bool) -> ArrayFile:

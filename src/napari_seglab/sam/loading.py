@@ -90,7 +90,8 @@ def load_model(
             except ValueError:
                 arch = get_architecture(get_checkpoint(model_type).architecture)
         if not path.is_file():
-            raise FileNotFoundError(f"Checkpoint file not found: {path}")
+            found = " (it is a folder)" if path.is_dir() else ""
+            raise FileNotFoundError(f"Checkpoint file not found: {path}{found}")
         encoder_hash = "sha256:" + file_digest(path)
         name = path.name
     state = load_checkpoint_file(path)

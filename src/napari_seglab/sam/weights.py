@@ -48,14 +48,16 @@ def load_checkpoint_file(path: str | Path) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint file not found: {path}")
+        found = " (it is a folder)" if path.is_dir() else ""
+        raise FileNotFoundError(f"Checkpoint file not found: {path}{found}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad files
+        from ..checkpoints import load_error_text
+
         raise RuntimeError(
             f"Could not read {path} as a PyTorch checkpoint with weights_only=True "
-            f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
-            "The file is corrupt, truncated or not a SAM .pth file."
+            f"({load_error_text(exc)}). The file is corrupt, truncated or not a SAM .pth file."
         ) from exc
     if isinstance(state, dict):
         for key in ("model", "state_dict"):

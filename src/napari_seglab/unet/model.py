@@ -274,12 +274,16 @@ class SegmentationModel:
         """
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"Model file {str(path)!r} does not exist.")
+            found = "is a folder" if path.is_dir() else "does not exist"
+            raise FileNotFoundError(f"Model file {str(path)!r} {found}.")
         try:
             payload = torch.load(path, map_location=device, weights_only=True)
         except Exception as exc:
+            from ..checkpoints import load_error_text
+
             raise ValueError(
-                f"{str(path)!r} is not a readable napari-seglab U-Net model: {_first_line(exc)}"
+                f"{str(path)!r} is not a readable napari-seglab U-Net model: "
+                f"{load_error_text(exc)}"
             ) from exc
         if not isinstance(payload, dict) or not {"metadata_json", "state_dict"} <= set(payload):
             found = sorted(payload)[:5] if isinstance(payload, dict) else type(payload).__name__
