@@ -322,3 +322,32 @@ class _SameOutput:
 
     def output_names(self, item):
         return ["result.tif"]
+
+
+@pytest.mark.parametrize("output_format", ["npy", "ome-zarr"])
+def test_input_over_the_memory_budget_goes_block_by_block_with_equal_labels(
+    model_file, model, tmp_path, output_format
+):
+    volume = data.nuclei_3d(shape=(8, 80, 80), n_objects=5, seed=4).image
+    np.save(tmp_path / "v.npy", volume)
+    pipeline = PredictPipeline(
+        model_file,
+        outputs=("labels",),
+        instances="connected",
+        device="cpu",
+        output_format=output_format,
+        memory_budget="200kB",
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    outcome = pipeline.run_item(BatchItem("v", tmp_path / "v.npy"), out, pipeline.load())
+    assert outcome.row["blocks"] > 1
+    suffix = ".npy" if output_format == "npy" else ".ome.zarr"
+    assert outcome.outputs == [f"v_labels{suffix}", f"v_instances{suffix}"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(outcome.outputs)  # no scratch left
+    expected = predict_and_split(model, volume, instances="connected", device="cpu")
+    labels = np.asarray(read_array(out / outcome.outputs[0]).data)
+    np.testing.assert_array_equal(labels, expected.labels)
+    objects = np.asarray(read_array(out / outcome.outputs[1]).data)
+    assert outcome.row["objects"] == int(expected.instances.max())
+    np.testing.assert_array_equal(objects > 0, expected.instances > 0)

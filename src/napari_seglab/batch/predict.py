@@ -217,7 +217,12 @@ class PredictPipeline:
 
         model = loaded
         device = worker_device(self.device)
-        source = read_array(item.path, lazy=True, what="input")
+        if self.memory_budget is not None or self.output_format == "ome-zarr":
+            from .lazy import open_lazy
+
+            source = open_lazy(item.path, what="input", layer_type="image")
+        else:
+            source = read_array(item.path, lazy=True, what="input")
         channel_axis = -1 if model.rgb else model.channel_axis
         n_spatial = len(source.shape) - (0 if channel_axis is None else 1)
         spacing = _spatial_spacing(source, n_spatial, channel_axis)
@@ -273,7 +278,21 @@ class PredictPipeline:
             data = arrays[kind]
             target = Path(output_dir) / name
             is_probabilities = kind == "probabilities"
-            if name.lower().endswith((".nii", ".nii.gz")):
+            if name.endswith(".ome.zarr"):
+                from .omezarr import write_ome_zarr
+
+                spatial = ("z", "y", "x")[-(len(data.shape) - int(is_probabilities)) :]
+                write_ome_zarr(
+                    _as_dask(data),
+                    target,
+                    axes=("c", *spatial) if is_probabilities else spatial,
+                    spacing=spacing,
+                    origin=_origin(source, spacing),
+                    kind="image" if is_probabilities else "labels",
+                    name=f"{item.name}_{kind}",
+                )
+            elif name.lower().endswith((".nii", ".nii.gz")):
+                data = np.asarray(data)
                 if is_probabilities:
                     write_nifti(
                         target,
@@ -293,6 +312,7 @@ class PredictPipeline:
                         is_label=True,
                     )
             else:
+                data = np.asarray(data)
                 channel_spacing = None
                 if spacing is not None:
                     channel_spacing = (1.0, *spacing) if is_probabilities else tuple(spacing)
@@ -320,22 +340,84 @@ class PredictPipeline:
         }
 
     def _run_large(self, item, output_dir, model, source, spacing, device, over_budget):
-        """Block-by-block prediction into OME-Zarr (:mod:`.blockwise`, :mod:`.omezarr`)."""
+        """OME-Zarr outputs, and inputs over the memory budget predicted block by block."""
+        import dask
+
         try:
-            from .blockwise import predict_blockwise  # noqa: F401
+            from .blockwise import create_outputs, predict_blockwise
             from .omezarr import write_ome_zarr  # noqa: F401
         except ImportError as exc:
-            why = (
-                f"needs more than the memory budget of {self.memory_budget} bytes"
-                if over_budget
-                else "is to be written as OME-Zarr"
-            )
             raise RuntimeError(
-                f"{item.name} {why}, but blockwise prediction / OME-Zarr writing is not "
-                f"available in this build ({exc}); raise the memory budget or choose another "
-                "output format"
+                f"{item.name}: blockwise prediction / OME-Zarr writing is not available in this "
+                f"build ({exc}); choose another output format or no memory budget"
             ) from None
-        raise RuntimeError("blockwise prediction is not wired to the batch pipeline yet")
+        if not over_budget:
+            with dask.config.set(scheduler="synchronous"):
+                image = np.asarray(source.data)
+            arrays, used = self._predict(model, image, spacing, device)
+            written = self._write(item, output_dir, arrays, source, spacing)
+            return ItemOutcome(written, self._row(source, spacing, arrays, used, model))
+        if self.crf:
+            raise ValueError(
+                f"{item.name} needs more than the memory budget ({self.memory_budget} bytes) and "
+                "is predicted block by block, where the dense CRF is not available; raise "
+                "--memory-budget or leave out --crf"
+            )
+        shape = _spatial_shape(source.shape, model)
+        scratch = Path(tempfile.mkdtemp(prefix=f".seglab-tmp-blocks-{item.name}-", dir=output_dir))
+        try:
+            out = create_outputs(scratch / "blocks.zarr", model, shape, what=self.output_kinds())
+            with dask.config.set(scheduler="synchronous"):
+                result = predict_blockwise(
+                    model,
+                    source.data,
+                    out,
+                    memory_budget=self.memory_budget,
+                    instances=self.instances,
+                    device=device,
+                    overlap=self.overlap,
+                    tta=self.tta,
+                    batch_size=self.batch_size,
+                )
+                written = self._write(item, output_dir, out, source, spacing)
+        finally:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
+        row = {
+            "shape": list(source.shape),
+            "spacing": None if spacing is None else [float(s) for s in spacing],
+            "format": source.format,
+            "objects": result.objects,
+            "blocks": int(result.blocks),
+        }
+        return ItemOutcome(written, row)
+
+
+def _spatial_shape(shape: tuple[int, ...], model: Any) -> tuple[int, ...]:
+    axis = -1 if model.rgb else model.channel_axis
+    if axis is None:
+        return tuple(int(n) for n in shape)
+    axis %= len(shape)
+    return tuple(int(n) for i, n in enumerate(shape) if i != axis)
+
+
+def _as_dask(data: Any) -> Any:
+    import dask.array as da
+
+    return data if isinstance(data, da.Array) else da.from_array(data, chunks=_chunks(data))
+
+
+def _chunks(data: Any) -> Any:
+    chunks = getattr(data, "chunks", None)
+    return chunks if isinstance(chunks, tuple) and chunks else "auto"
+
+
+def _origin(source: Any, spacing: Any) -> Any:
+    """The input's origin for the spatial axes (None when it has none per spatial axis)."""
+    if source.origin is None or spacing is None or len(source.origin) != len(spacing):
+        return None
+    return tuple(float(o) for o in source.origin)
 
 
 def _whole_bytes(shape: tuple[int, ...], classes: int) -> int:
