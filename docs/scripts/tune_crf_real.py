@@ -37,9 +37,11 @@ finest voxel size; every map is then clipped to [0.02, 0.98]):
 Tuning used only ``coins``, ``cell`` and ``phantom-3d`` (all degradations);
 ``ihc-nuclei``, ``ct-bone`` and ``head-3d`` are held out and were only scored.
 
-Run: ``python docs/scripts/tune_crf_real.py`` (table, about a minute on one core),
-``--sweep`` (the grid search on the tuning cases, several minutes), ``--show PNG``
-(reference overlays).
+Run: ``python docs/scripts/tune_crf_real.py`` (the table, with the old defaults'
+deltas; seconds), ``--sweep`` (grid search of the plain dense CRF on the tuning
+cases, a few minutes), ``--strengths`` (summary lines for other degradation
+strengths), ``--kernels`` (3D kernels against 2D per plane on the 3D cases),
+``--plain`` (the table for the plain CRF alone), ``--show PNG`` (reference overlays).
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ from scipy import ndimage as ndi
 
 from napari_seglab import crf, metrics
 
+#: The plain dense CRF with the defaults used before issue 12.
+PLAIN = {
+    "spatial_sigma_voxels": 5.0,
+    "intensity_sigma": 0.1,
+    "keep_confident": None,
+    "keep_objects": False,
+    "warn_fraction": None,
+}
 TUNING = ("coins", "ihc-nuclei", "phantom-3d")
 HELD_OUT = ("cell", "ct-bone", "head-3d")
 DEGRADATIONS = ("too large", "too small", "shifted", "noisy", "blurred")
@@ -157,17 +167,24 @@ CASES = {
 
 
 # --------------------------------------------------------------- degradations
-def degrade(mask: np.ndarray, spacing, how: str, seed: int = 0) -> np.ndarray:
-    """Foreground probability map ``(1, *mask.shape)`` float32 from a reference mask."""
+def degrade(
+    mask: np.ndarray, spacing, how: str, seed: int = 0, amount: float = 3.0, blur: float = 2.0
+) -> np.ndarray:
+    """Foreground probability map ``(1, *mask.shape)`` float32 from a reference mask.
+
+    ``amount`` (finest voxels) is the dilation, erosion or shift; ``blur`` the
+    Gaussian's sigma (finest voxels; doubled for ``"blurred"``).
+    """
     unit = float(min(spacing))
-    sigma = tuple(2.0 * unit / s for s in spacing)
+    sigma = tuple(blur * unit / s for s in spacing)
     m = mask.astype(bool)
     if how == "too large":
-        m = ndi.distance_transform_edt(~m, sampling=spacing) <= 3.0 * unit
+        m = ndi.distance_transform_edt(~m, sampling=spacing) <= amount * unit
     elif how == "too small":
-        m = ndi.distance_transform_edt(m, sampling=spacing) > 3.0 * unit
+        m = ndi.distance_transform_edt(m, sampling=spacing) > amount * unit
     elif how == "shifted":
-        m = ndi.shift(m.astype(np.uint8), (0,) * (m.ndim - 2) + (3, 3), order=0) > 0
+        step = round(amount)
+        m = ndi.shift(m.astype(np.uint8), (0,) * (m.ndim - 2) + (step, step), order=0) > 0
     elif how == "blurred":
         sigma = tuple(2 * s for s in sigma)
     elif how != "noisy":
@@ -178,13 +195,17 @@ def degrade(mask: np.ndarray, spacing, how: str, seed: int = 0) -> np.ndarray:
     return np.clip(p, 0.02, 0.98)[np.newaxis].astype(np.float32)
 
 
-def all_cases(names=None):
-    """``(name, degradation, image, probabilities, reference, spacing)`` for every case."""
+def all_cases(names=None, **strength):
+    """``(name, degradation, image, probabilities, reference, spacing)`` for every case.
+
+    ``strength``: ``amount`` and ``blur`` passed to :func:`degrade`.
+    """
     out = []
     for name in names or CASES:
         image, mask, spacing = CASES[name]()
         for how in DEGRADATIONS:
-            out.append((name, how, image, degrade(mask, spacing, how), mask, spacing))
+            probs = degrade(mask, spacing, how, **strength)
+            out.append((name, how, image, probs, mask, spacing))
     return out
 
 
@@ -192,8 +213,9 @@ def run_case(case, **params):
     """Dice of the input map, Dice after refinement, warnings raised."""
     _, _, image, probs, mask, spacing = case
     params = dict(params)
-    if "spatial_voxels" in params:
-        params["spatial_sigma"] = params.pop("spatial_voxels") * min(spacing)
+    for key in ("spatial_voxels", "spatial_sigma_voxels"):
+        if key in params:
+            params["spatial_sigma"] = params.pop(key) * min(spacing)
     before = metrics.foreground_dice(probs[0] > 0.5, mask)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -202,34 +224,79 @@ def run_case(case, **params):
     return before, after, [str(w.message) for w in caught]
 
 
-def table(cases, **params) -> list[tuple]:
+def table(cases, quiet: bool = False, compare: bool = False, **params) -> list[tuple]:
+    """Print one row per case (unless ``quiet``) and a summary line; returns the rows.
+
+    ``compare`` adds the delta of the plain dense CRF with the old defaults (``PLAIN``).
+    """
     rows = []
-    print("| case | held out | degradation | input Dice | after CRF | delta |")
-    print("|---|---|---|---|---|---|")
+    if not quiet:
+        extra = " old defaults: delta |" if compare else ""
+        print(f"| case | held out | degradation | input Dice | after CRF | delta |{extra}")
+        print("|---|---|---|---|---|---|" + ("---|" if compare else ""))
     for case in cases:
         before, after, caught = run_case(case, **params)
         held = "yes" if case[0] in HELD_OUT else "no"
         flag = " (warned)" if caught else ""
-        print(
-            f"| {case[0]} | {held} | {case[1]} | {before:.3f} | {after:.3f} | "
-            f"{after - before:+.3f}{flag} |",
-            flush=True,
-        )
+        old = ""
+        if compare:
+            old = f" {run_case(case, **PLAIN)[1] - before:+.3f} |"
+        if not quiet:
+            print(
+                f"| {case[0]} | {held} | {case[1]} | {before:.3f} | {after:.3f} | "
+                f"{after - before:+.3f}{flag} |{old}",
+                flush=True,
+            )
         rows.append((case[0], case[1], before, after))
     deltas = np.array([r[3] - r[2] for r in rows])
     large = np.array([r[3] - r[2] for r in rows if r[1] == "too large"])
+    worst = rows[int(np.argmin(deltas))]
     print(
-        f"\nworst delta {deltas.min():+.3f}, mean {deltas.mean():+.3f}; "
+        f"worst delta {deltas.min():+.3f} ({worst[0]}, {worst[1]}), mean {deltas.mean():+.3f}; "
         f"'too large' gains: min {large.min():+.3f}, mean {large.mean():+.3f}"
     )
     return rows
 
 
-def sweep(cases, grid: dict) -> None:
-    """Score every combination of ``grid`` on ``cases``: worst delta, mean delta, large gain."""
+def strengths() -> None:
+    """The summary line for weaker and stronger degradations than the table's."""
+    for amount, blur in ((2.0, 1.0), (2.0, 2.0), (4.0, 2.0), (3.0, 3.0), (5.0, 2.0)):
+        print(f"amount {amount:g}, blur {blur:g}: ", end="")
+        table(all_cases(amount=amount, blur=blur), quiet=True)
+
+
+def kernels() -> None:
+    """3D kernels against plane-by-plane 2D refinement on the 3D cases, with z subsampled."""
+    print("| case | z spacing | degradation | input Dice | 3D kernels | 2D per plane |")
+    print("|---|---|---|---|---|---|")
+    for name in ("phantom-3d", "head-3d"):
+        image, mask, spacing = CASES[name]()
+        for step in (1, 3):
+            im, m = image[::step], mask[::step]
+            sp = (spacing[0] * step, *spacing[1:])
+            for how in DEGRADATIONS:
+                probs = degrade(m, sp, how)
+                before = metrics.foreground_dice(probs[0] > 0.5, m)
+                whole = crf.refine(im, probs, spacing=sp)
+                planes = np.stack(
+                    [crf.refine(im[z], probs[:, z], spacing=sp[1:]) for z in range(im.shape[0])]
+                )
+                print(
+                    f"| {name} | {sp[0]:.1f} | {how} | {before:.3f} | "
+                    f"{metrics.foreground_dice(whole > 0, m) - before:+.3f} | "
+                    f"{metrics.foreground_dice(planes > 0, m) - before:+.3f} |",
+                    flush=True,
+                )
+
+
+def sweep(cases, grid: dict, **fixed) -> None:
+    """Score every combination of ``grid`` (plus ``fixed``) on ``cases``.
+
+    Prints the worst and mean Dice delta and the smallest gain on maps that are too large.
+    """
     results = []
     for values in itertools.product(*grid.values()):
-        setting = dict(zip(grid, values))
+        setting = dict(zip(grid, values), **fixed)
         deltas, large = [], []
         for case in cases:
             before, after, _ = run_case(case, **setting)
@@ -275,20 +342,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sweep", action="store_true", help="grid search on the tuning cases")
     parser.add_argument("--show", metavar="PNG", help="save reference overlays")
+    parser.add_argument("--strengths", action="store_true", help="weaker/stronger degradations")
+    parser.add_argument("--kernels", action="store_true", help="3D kernels vs 2D per plane")
+    parser.add_argument("--plain", action="store_true", help="the table for the plain dense CRF")
     args = parser.parse_args()
     if args.show:
         show(args.show)
         return
+    if args.strengths:
+        strengths()
+        return
+    if args.kernels:
+        kernels()
+        return
+    if args.plain:
+        table(all_cases(), **PLAIN)
+        return
     if args.sweep:
+        guards_off = {"keep_confident": None, "keep_objects": False, "warn_fraction": None}
         sweep(
             all_cases(TUNING),
             {
-                "bilateral_weight": (5.0, 10.0, 20.0),
+                "bilateral_weight": (3.0, 5.0, 10.0, 20.0),
                 "intensity_sigma": (0.05, 0.1, 0.2),
+                "spatial_voxels": (2.0, 3.0, 5.0),
+                "smoothness_weight": (0.0, 3.0),
             },
+            **guards_off,
         )
         return
-    table(all_cases())
+    table(all_cases(), compare=True)
 
 
 if __name__ == "__main__":
