@@ -5,11 +5,13 @@ that runs the batch (the dask client), never by workers, always atomically
 (:func:`napari_seglab.checkpoints.atomic_path`): a kill leaves the previous
 complete version. Per item it records
 
-``input``, ``input_hash``, ``input_stat``
-    The input path, the SHA-256 of its content (a file's bytes; a folder's
-    files in sorted relative-name order, each name and its bytes) and the
-    file-system signature the hash was computed for (size, ``mtime_ns``,
-    ``ctime_ns`` and inode of the file, or of every file in the folder).
+``input``, ``extra``, ``input_hash``, ``input_stat``
+    The input path, the paths matched to it (``{"truth": ...}`` for
+    ``evaluate``), the SHA-256 of their content (a file's bytes; a folder's
+    files in sorted relative-name order, each name and its bytes; combined
+    with the ``extra`` files' hashes when there are any) and the file-system
+    signature the hash was computed for (size, ``mtime_ns``, ``ctime_ns`` and
+    inode of each file).
 ``pipeline``, ``fingerprint``
     The pipeline's name and :meth:`~.pipeline.Pipeline.fingerprint` (its
     settings and model content).
