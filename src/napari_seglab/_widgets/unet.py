@@ -28,7 +28,15 @@ from .unet_forms import (
     TrainingForm,
     training_settings,
 )
-from .unet_parts import SuggestionList, add_prediction_layers, group, section
+from .unet_parts import (
+    SuggestionList,
+    add_prediction_layers,
+    describe_model,
+    group,
+    is_lazy,
+    prediction_job,
+    section,
+)
 
 JOB = "unet"
 
@@ -223,7 +231,7 @@ class UNetWidget(DockShell):
                 raise ValueError("Expected a model: train one or load one first.")
             image_layer = self.data_form.image_layer()
             data, rgb = spatial_image(image_layer)
-            image = np.asarray(data)
+            image = data if is_lazy(data) else np.asarray(data)
             slicewise = self.model.spatial_dims == 2 and image.ndim - (1 if rgb else 0) == 3
             self.model.check_input(image, slicewise=slicewise)
             if mc_passes:
@@ -242,17 +250,16 @@ class UNetWidget(DockShell):
         return image_layer, image, predict_kwargs
 
     def predict(self) -> None:
-        """Predict the whole image/stack into new layers on the image's grid (worker thread)."""
-        from ..unet import predict_and_split_events
-
+        """Predict the image/stack into new layers on its grid (lazy ones block by block)."""
         inputs = self._prediction_inputs("U-Net prediction")
         if inputs is None:
             return
         image_layer, image, predict_kwargs = inputs
         model, probabilities = self.model, self.probability_layer.value
+        job, job_kwargs = prediction_job(image, probabilities)
         self._start(
             "Predicting…",
-            predict_and_split_events,
+            job,
             model,
             image,
             what="U-Net prediction",
@@ -263,6 +270,7 @@ class UNetWidget(DockShell):
             ),
             progress={"total": 0, "desc": "U-Net prediction"},
             **predict_kwargs,
+            **job_kwargs,
         )
 
     def suggest(self) -> None:
@@ -277,7 +285,7 @@ class UNetWidget(DockShell):
             "Predicting…",
             suggest_events,
             self.model,
-            image,
+            np.asarray(image),  # MC dropout over the whole image: loaded
             what="U-Net suggestions",
             k=self.suggest_k.value,
             mc_dropout=self.mc_passes.value,
@@ -369,16 +377,8 @@ class UNetWidget(DockShell):
                 self._failed("Load model")(exc)
 
     def _describe_model(self) -> None:
-        m = self.model
-        model_slot(self.viewer).set(m)  # the batch panel offers it
-        if m is None:
-            self.model_info.setText("No model yet.")
-            return
-        best = "" if m.best_dice is None else f", best val Dice {m.best_dice:.3f}"
-        self.model_info.setText(
-            f"{m.architecture}, {m.describe_input()}, classes {list(m.classes)}, "
-            f"patch {list(m.patch_size)}, {len(m.history)} epochs{best}"
-        )
+        model_slot(self.viewer).set(self.model)  # the batch panel offers it
+        self.model_info.setText(describe_model(self.model))
 
     # ----------------------------------------------------------------- common
     def _failed(self, what: str):

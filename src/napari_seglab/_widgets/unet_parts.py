@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from ..batch.stores import is_lazy
 from ._layers import layer_geometry
 
 
@@ -92,6 +93,38 @@ def source_geometry(layer, ndim: int, channel_axis: int | None = None) -> dict:
         "rotate": physical.rotate,
         "shear": physical.shear,
         "affine": layer.affine.set_slice(axes).affine_matrix,
+    }
+
+
+def describe_model(model) -> str:
+    """One line about ``model`` for the dock ("No model yet." for None)."""
+    if model is None:
+        return "No model yet."
+    best = "" if model.best_dice is None else f", best val Dice {model.best_dice:.3f}"
+    return (
+        f"{model.architecture}, {model.describe_input()}, classes {list(model.classes)}, "
+        f"patch {list(model.patch_size)}, {len(model.history)} epochs{best}"
+    )
+
+
+def prediction_job(image, probabilities: bool):
+    """The core job predicting ``image`` and its extra keywords.
+
+    In-memory images: :func:`~napari_seglab.unet.predict_and_split_events`.
+    Lazy ones (dask, zarr, memory map): block by block into a zarr store in
+    the cache folder (``predictions/``), so neither the image nor the result is
+    loaded whole (:func:`~napari_seglab.batch.stores.predict_into_store_events`).
+    """
+    if not is_lazy(image):
+        from ..unet import predict_and_split_events
+
+        return predict_and_split_events, {}
+    from ..batch.stores import predict_into_store_events
+    from ..cache import cache_dir
+
+    return predict_into_store_events, {
+        "folder": cache_dir("predictions"),
+        "probabilities": probabilities,
     }
 
 

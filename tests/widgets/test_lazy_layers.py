@@ -1,0 +1,93 @@
+"""Lazy layers (OME-Zarr, dask, zarr) in the widgets: predicted and evaluated without loading them.
+
+The U-Net widget predicts a lazy image block by block into a zarr store (the
+result layers are zarr/dask backed and equal the in-memory prediction); the
+evaluation widget streams dask and zarr label layers to the same scores as
+numpy ones.
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+
+# MONAI must load before the first viewer (see test_unet_widget.py).
+import monai.networks.nets  # noqa: F401
+import numpy as np
+import pytest
+import torch
+import zarr
+from scipy import ndimage as ndi
+
+from napari_seglab import metrics
+from napari_seglab.batch.omezarr import write_ome_zarr
+from napari_seglab.imaging import IntensityRecipe
+from napari_seglab.unet import predict_and_split
+from napari_seglab.unet.architectures import network_kwargs
+from napari_seglab.unet.model import SegmentationModel
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def tiny_3d_model() -> SegmentationModel:
+    torch.manual_seed(0)
+    meta = {
+        "architecture": "unet",
+        "network_kwargs": network_kwargs("unet", 3, overrides={"channels": [4, 8]}),
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "classes": [0, 1],
+        "patch_size": [8, 16, 16],
+        "intensity": IntensityRecipe("percentile", stats={"lo": 0.0, "hi": 1.0}).to_dict(),
+    }
+    model = SegmentationModel.from_metadata(meta)
+    model.network.eval()
+    return model
+
+
+def test_unet_predicts_an_ome_zarr_layer_block_by_block(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SEGLAB_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    volume = ndi.gaussian_filter(rng.random((10, 48, 40)).astype(np.float32), 2)
+    volume = (volume - volume.min()) / (volume.max() - volume.min())
+    store = write_ome_zarr(volume, tmp_path / "stack.ome.zarr", spacing=(2.0, 0.5, 0.5))
+    model_path = tmp_path / "tiny.pt"
+    tiny_3d_model().save(model_path)
+
+    viewer = make_napari_viewer()
+    [image] = viewer.open(str(store), plugin="napari-seglab")
+    level0 = image.data[0] if image.multiscale else image.data
+    assert not isinstance(level0, np.ndarray)  # opened lazily
+    _, widget = viewer.window.add_plugin_dock_widget("napari-seglab", "U-Net train / predict")
+    widget.load_model(model_path)
+    widget.data_form.image.value = image
+    widget.probability_layer.value = True
+    widget.predict_button.click()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+
+    labels = viewer.layers[f"{image.name} U-Net"]
+    assert isinstance(labels.data, zarr.Array)  # on disk, in the cache folder
+    expected = predict_and_split(widget.model, volume, device="cpu")
+    np.testing.assert_array_equal(labels.data[:], expected.labels)
+    np.testing.assert_allclose(labels.scale, (2.0, 0.5, 0.5))
+    chances = viewer.layers[f"{image.name} U-Net P(label 1)"]
+    assert isinstance(chances.data, da.Array)
+    np.testing.assert_allclose(np.asarray(chances.data), expected.probabilities[1], atol=1e-5)
+    assert len(list((tmp_path / "cache" / "predictions").glob("prediction-*.zarr"))) == 1
+
+
+def test_evaluation_of_dask_and_zarr_layers_equals_numpy(make_napari_viewer, qtbot):
+    rng = np.random.default_rng(1)
+    gt = ndi.label(ndi.gaussian_filter(rng.random((6, 40, 40)), 2) > 0.52)[0].astype(np.uint16)
+    pred = np.roll(gt, 2, axis=2)
+    viewer = make_napari_viewer()
+    viewer.add_labels(zarr.array(gt, chunks=(2, 20, 20)), name="ground truth")
+    viewer.add_labels(da.from_array(pred, chunks=(2, 20, 20)), name="prediction")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-seglab", "Evaluation")
+    widget.form.pred.value = viewer.layers["prediction"]
+    widget.form.gt.value = viewer.layers["ground truth"]
+    widget.evaluate_button.click()
+    qtbot.waitUntil(lambda: not widget.busy and widget.evaluation is not None, timeout=60_000)
+    expected = metrics.evaluate(pred, gt)
+    assert widget.evaluation.table() == expected.table()
