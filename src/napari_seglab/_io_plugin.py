@@ -9,6 +9,11 @@ the environment variable :data:`DAMAGED_ENV`: unset or ``error`` refuses
 (the error names the variable), ``warn`` reads the other slices with a warning
 naming the skipped files (napari shows it as a notification) and lists them in
 ``layer.metadata["dicom"]["skipped_files"]``.
+
+Oblique scans (a voxel grid rotated or sheared against the patient axes) open on
+their voxel grid with the true voxel sizes as ``scale`` (see ``docs/readers.md``:
+napari slices and paints a layer whose affine turns the slice axis inconsistently);
+:data:`OBLIQUE_ENV` ``=affine`` gives them their exact affine instead.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ ReaderFunction = Callable[[PathOrPaths], list[LayerData]]
 
 #: Environment variable: ``warn`` lets the napari DICOM reader skip damaged files.
 DAMAGED_ENV = "SEGLAB_DICOM_DAMAGED"
+#: Environment variable: ``affine`` places oblique volumes with their exact affine.
+OBLIQUE_ENV = "SEGLAB_OBLIQUE"
 
 
 def get_nifti_reader(path: PathOrPaths) -> ReaderFunction | None:
@@ -43,7 +50,8 @@ def read_nifti_layers(path: PathOrPaths) -> list[LayerData]:
     Raises ``ValueError`` naming the file for unreadable, truncated or
     non-NIfTI content.
     """
-    return [read_nifti(p).layer_data() for p in _as_list(path)]
+    rotate = oblique_mode() == "affine"
+    return [read_nifti(p).layer_data(rotate_oblique=rotate) for p in _as_list(path)]
 
 
 def get_dicom_reader(path: PathOrPaths) -> ReaderFunction | None:
@@ -80,6 +88,7 @@ def read_dicom_layers(path: PathOrPaths) -> list[LayerData]:
         and :data:`DAMAGED_ENV`; other unreadable series.
     """
     damaged = damaged_mode()
+    rotate = oblique_mode() == "affine"
     layers = []
     try:
         for p in _as_list(path):
@@ -88,11 +97,11 @@ def read_dicom_layers(path: PathOrPaths) -> list[LayerData]:
                 target = target.parent
             if target.is_dir():
                 volumes = read_dicom_folder(target, damaged=damaged)
-                layers += [volume.layer_data() for volume in volumes]
+                layers += [volume.layer_data(rotate_oblique=rotate) for volume in volumes]
             else:
                 uid = _series_uid(target)
                 volume = read_dicom_series(target.parent, uid, damaged=damaged)
-                layers.append(volume.layer_data())
+                layers.append(volume.layer_data(rotate_oblique=rotate))
     except DamagedDicomError as exc:
         hint = (
             f"set the environment variable {DAMAGED_ENV}=warn before starting napari "
@@ -113,6 +122,24 @@ def damaged_mode() -> str:
     value = os.environ.get(DAMAGED_ENV, "").strip().lower() or "error"
     if value not in ("error", "warn"):
         raise ValueError(f"{DAMAGED_ENV} must be 'error' or 'warn', got {value!r}.")
+    return value
+
+
+def oblique_mode() -> str:
+    """How the napari readers place oblique volumes: :data:`OBLIQUE_ENV`, else ``"grid"``.
+
+    ``"grid"``: on the voxel grid (closest patient orientation, true voxel sizes as
+    ``scale``; positions away from voxel 0 approximate, with a warning).
+    ``"affine"``: with a napari ``affine`` giving every voxel its exact position.
+
+    Raises
+    ------
+    ValueError
+        The variable holds something other than ``grid`` or ``affine``.
+    """
+    value = os.environ.get(OBLIQUE_ENV, "").strip().lower() or "grid"
+    if value not in ("grid", "affine"):
+        raise ValueError(f"{OBLIQUE_ENV} must be 'grid' or 'affine', got {value!r}.")
     return value
 
 

@@ -34,7 +34,14 @@ from ..sessions import PredictionResult
 from ._controls import device_choices, path_text
 from ._dock import DockShell
 from ._jobs import PromptServer, load_sam_job
-from ._layers import current_plane, notify_error, show_info, show_warning, spatial_image
+from ._layers import (
+    current_plane,
+    layer_geometry,
+    notify_error,
+    show_info,
+    show_warning,
+    spatial_image,
+)
 from ._layers import write_labels as _write_labels
 from ._sessions import sam_session
 from .sam_prompt_layers import PromptLayers
@@ -230,7 +237,9 @@ class SamPromptWidget(StackPrompting, DockShell):
         self.image = image
         shape = self.session.labels_shape
         ndim = len(shape)
-        geometry = {"scale": image.scale[:ndim], "translate": image.translate[:ndim]}
+        geometry = layer_geometry(image)  # the image's grid, its affine (oblique scans) included
+        if ndim != image.ndim:
+            geometry = {"scale": image.scale[:ndim], "translate": image.translate[:ndim]}
         if self.prompt_layers is not None:
             self.prompt_layers.remove()
         keys = {
@@ -332,8 +341,7 @@ class SamPromptWidget(StackPrompting, DockShell):
         layer = Labels(
             np.zeros(preview.data.shape, dtype=np.int32),
             name="SAM labels",
-            scale=preview.scale,
-            translate=preview.translate,
+            **layer_geometry(preview),
         )
         self.prompt_layers.add_below(layer)
         self.reset_choices()

@@ -102,10 +102,14 @@ class Volume:
         Parameters
         ----------
         rotate_oblique : bool
-            For an oblique scan, also pass napari an ``affine`` that rotates the
-            layer about voxel 0 so world coordinates are exact scanner LPS
-            positions. Off by default: napari cannot slice rotated layers in 2D,
-            so oblique scans are shown on their voxel grid (see ``docs/readers.md``).
+            For an oblique (or sheared) scan, also pass napari an ``affine`` that
+            turns the layer about voxel 0, so that napari's world position of
+            every voxel, ``affine @ (scale * index + translate)``, is exactly
+            :attr:`affine`'s. Off by default: napari shows such a layer's slices
+            without the out-of-slice rotation but paints through it, so paint
+            would land on other planes than the one shown; oblique scans are
+            shown on their voxel grid (``docs/readers.md``; the napari readers
+            take ``SEGLAB_OBLIQUE=affine``).
         """
         kwargs: dict[str, Any] = {
             "name": self.name,
@@ -203,7 +207,9 @@ def volume_from_source(
             f"{name}: the voxel grid is tilted {orientation['obliquity_degrees']:.2f} degrees "
             "against the patient axes (oblique or sheared); napari shows it on its voxel grid, "
             "so world positions away from voxel 0 are approximate. The full affine is kept "
-            "(Volume.affine, metadata) and the NIfTI writer restores it."
+            "(Volume.affine, metadata) and the NIfTI writer restores it; for exact positions "
+            "(3D views, overlays with other series) set SEGLAB_OBLIQUE=affine before starting "
+            "napari, or use layer_data(rotate_oblique=True)."
         )
         warnings.warn(orientation["warning"], UserWarning, stacklevel=3)
 
