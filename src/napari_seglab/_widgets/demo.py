@@ -7,7 +7,10 @@ writes screenshots plus ``report.md`` into the output folder.
 
 The pipeline: train a small U-Net on the synthetic nuclei (time-bounded, CPU
 friendly), predict, refine with the dense CRF, evaluate each against the ground
-truth, then split into instances and score the instance matching.
+truth, then split into instances and score the instance matching. Headless,
+the trained model then predicts a folder of four more samples from the
+Batch prediction dock (a local cluster of two worker processes), and the
+batch report's rows go into ``report.md``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ WIDGETS = (
     "CRF refinement",
     "Evaluation",
     "SAM decoder fine-tuning",
+    "Batch prediction",
 )
 
 
@@ -42,7 +46,7 @@ def run_pipeline(sample, *, time_budget_s: float = 45.0, log=print) -> dict:
     -------
     dict
         ``layers``: list of ``(data, kwargs, layer_type)`` results; ``rows``:
-        report rows ``(step, seconds, result)``.
+        report rows ``(step, seconds, result)``; ``model``: the trained model.
     """
     from .. import crf, metrics, unet
     from ..data import nuclei_2d
@@ -91,7 +95,7 @@ def run_pipeline(sample, *, time_budget_s: float = 45.0, log=print) -> dict:
     )
     layers.append((instances, {"name": "instances"}, "labels"))
     log(f"instances: {rows[-1][2]}")
-    return {"layers": layers, "rows": rows}
+    return {"layers": layers, "rows": rows, "model": model}
 
 
 def _semantic_summary(scores: dict) -> str:
@@ -151,6 +155,12 @@ def headless(out: Path, time_budget_s: float) -> int:
         _evaluate_in_widget(evaluation, "instances", f"{sample.name} ground truth")
         dock.raise_()
         shots.append(_shot(viewer, out / "03_evaluation_widget.png"))
+        dock, batch = widgets["Batch prediction"]
+        dock.raise_()
+        batch_lines = _batch_in_widget(batch, result["model"], out)
+        shots.append(_shot(viewer, out / "03b_batch_widget.png"))
+        lines += batch_lines
+        status = status or int(batch.result is None or batch.result.counts.get("failed", 0) > 0)
 
     viewer.layers.clear()
     viewer.open_sample("napari-seglab", "nuclei_3d")
@@ -233,6 +243,42 @@ def _evaluate_in_widget(widget, prediction: str, truth: str, timeout_s: float = 
     while widget.busy and time.perf_counter() < deadline:
         QApplication.instance().processEvents()
         time.sleep(0.02)
+
+
+def _batch_in_widget(widget, model, out: Path, timeout_s: float = 300.0) -> list[str]:
+    """Predict four more samples from the Batch dock; the report's rows as markdown lines."""
+    import csv
+
+    import tifffile
+    from qtpy.QtWidgets import QApplication
+
+    from ..data import nuclei_2d
+    from ._sessions import model_slot
+
+    folder = out / "batch-input"
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed in range(10, 14):
+        tifffile.imwrite(folder / f"nuclei_{seed}.tif", nuclei_2d(seed=seed).image)
+    model_slot(widget.viewer).set(model)  # as after training in the U-Net dock
+    widget.form.inputs.value = str(folder)
+    widget.form.output.value = str(out / "batch-output")
+    widget.form.instances.value = "connected"
+    widget.form.workers.value = 2
+    start = time.perf_counter()
+    widget.run_button.click()
+    while widget.jobs.running("batch") and time.perf_counter() - start < timeout_s:
+        QApplication.instance().processEvents()
+        time.sleep(0.05)
+    lines = [f"Batch prediction of {folder.name}/ from the Batch dock: {widget.status.text()}", ""]
+    report = out / "batch-output" / "report.csv"
+    if report.exists():
+        with open(report, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        keys = [k for k in ("name", "status", "shape", "seconds", "objects") if k in rows[0]]
+        lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(row[k] for k in keys) + " |" for row in rows]
+        lines.append("")
+    return lines
 
 
 def _shot(viewer, path: Path) -> Path:
