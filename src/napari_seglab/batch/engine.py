@@ -372,6 +372,7 @@ def run_items(
     total = len(items) + done_before if total is None else total
     if not items:
         return
+    _wait_for_a_worker(client, check)
     [shipped] = client.scatter([pipeline], broadcast=True, hash=False)
     futures = {}
     for item in items:
@@ -417,6 +418,17 @@ def run_items(
         if leftover:
             client.cancel(leftover)
         shipped.release()
+
+
+def _wait_for_a_worker(client: Any, check: CancelCheck) -> None:
+    """Wait until the cluster has a worker (a SLURM job may still be queued); cancellable."""
+    while True:
+        check.raise_if_set("The batch run")
+        try:
+            client.wait_for_workers(1, timeout=1.0)
+            return
+        except TimeoutError:
+            continue
 
 
 def _result_of(future: Any) -> ItemResult:
