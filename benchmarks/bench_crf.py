@@ -32,16 +32,6 @@ from napari_seglab.imaging import percentile_range
 PARAMS = CrfParameters()
 
 
-def ours(image: np.ndarray, probs: np.ndarray, spacing=(1.0, 1.0), **kwargs) -> np.ndarray:
-    """``crf.refine`` (guards included) with the reference's edge-kernel width.
-
-    By default ``refine`` picks the width from the objects; the comparison needs
-    the same kernels on both sides.
-    """
-    width = PARAMS.resolved(spacing).spatial_sigma
-    return crf.refine(image, probs, spacing=spacing, spatial_sigma=width, **kwargs)
-
-
 def bare_refine(image: np.ndarray, probs: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
     """The reference: pydensecrf2 called directly with the same kernels and parameters."""
     import pydensecrf.densecrf as dcrf
@@ -121,8 +111,8 @@ def _memory_job(job: tuple) -> float:
     grown = data.blobby_labels(sample.labels, grow=1.5, spacing=spacing)
     runs = {
         "bare": lambda: bare_refine(image, probs, spacing),
-        "tiled": lambda: ours(image, probs, spacing),
-        "untiled": lambda: ours(image, probs, spacing, max_block_voxels=2**40),
+        "tiled": lambda: crf.refine(image, probs, spacing=spacing),
+        "untiled": lambda: crf.refine(image, probs, spacing=spacing, max_block_voxels=2**40),
         "objects": lambda: crf.refine_labels(image, grown, spacing=spacing),
     }
     return peak_memory(runs[kind])
@@ -136,12 +126,12 @@ def main() -> None:
     # 2D, two classes, five iterations
     sample = data.nuclei_2d(shape=(side, side), n_objects=side * side // 1600, seed=1)
     probs = data.degrade_probabilities(sample.labels)
-    refined = ours(sample.image, probs)
+    ours = crf.refine(sample.image, probs)
     reference = bare_refine(sample.image, probs, (1.0, 1.0))
-    agree = float((refined == reference).mean())
+    agree = float((ours == reference).mean())
     t_ours, t_ref = interleaved_times(
         [
-            lambda: ours(sample.image, probs),
+            lambda: crf.refine(sample.image, probs),
             lambda: bare_refine(sample.image, probs, (1.0, 1.0)),
         ],
         repeats,
@@ -156,7 +146,7 @@ def main() -> None:
     norm = (sample.image - sample.image.min()) / np.ptp(sample.image)
     rgb = (np.stack([norm, norm**0.8, norm**1.2], axis=-1) * 255).astype(np.uint8)
     t_ours, t_ref = interleaved_times(
-        [lambda: ours(rgb, probs), lambda: bare_refine_rgb(rgb, probs)], repeats
+        [lambda: crf.refine(rgb, probs), lambda: bare_refine_rgb(rgb, probs)], repeats
     )
     report(f"crf 2d {side}x{side} rgb time", t_ours, t_ref, note="vs addPairwiseBilateral")
 
@@ -175,8 +165,8 @@ def main() -> None:
     t_ref, t_tiled, t_whole = interleaved_times(
         [
             lambda: bare_refine(image, probs, spacing),
-            lambda: ours(image, probs, spacing),
-            lambda: ours(image, probs, spacing, max_block_voxels=2**40),
+            lambda: crf.refine(image, probs, spacing=spacing),
+            lambda: crf.refine(image, probs, spacing=spacing, max_block_voxels=2**40),
         ],
         repeats3,
         warmup=False,

@@ -62,6 +62,7 @@ PLAIN = {
     "intensity_sigma": 0.1,
     "keep_confident": None,
     "keep_objects": False,
+    "verify": False,
     "warn_fraction": None,
 }
 TUNING = ("coins", "ihc-nuclei", "phantom-3d")
@@ -359,7 +360,12 @@ def main() -> None:
         table(all_cases(), **PLAIN)
         return
     if args.sweep:
-        guards_off = {"keep_confident": None, "keep_objects": False, "warn_fraction": None}
+        guards_off = {
+            "keep_confident": None,
+            "keep_objects": False,
+            "verify": False,
+            "warn_fraction": None,
+        }
         sweep(
             all_cases(TUNING),
             {

@@ -17,11 +17,13 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_seglab import crf, metrics
+from napari_seglab.crf._safety import verify_changes
 
 #: The plain dense CRF with the settings used before issue 12.
 PLAIN = {
-    "keep_confident": None,
+    "spatial_sigma": 5.0,
     "keep_objects": False,
+    "verify": False,
     "warn_fraction": None,
     "intensity_sigma": 0.1,
 }
@@ -80,9 +82,12 @@ def test_too_small_map_of_real_nuclei_loses_no_more_than_002(nuclei):
     probs = _probabilities(nuclei[1], nuclei[2], grow=-3)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a good map gives no warning
-        assert _delta(nuclei, probs) > -0.02
+        default = _delta(nuclei, probs)
+    assert default > -0.02
     # the trap is real: the plain dense CRF (old defaults) erases weak nuclei
-    assert _delta(nuclei, probs, spatial_sigma=5.0, **PLAIN) < -0.05
+    assert _delta(nuclei, probs, **PLAIN) < -0.05
+    # and checking the changes against the image is what keeps them
+    assert _delta(nuclei, probs, verify=False) < default - 0.02
 
 
 @pytest.mark.parametrize("which", ["nuclei", "bone"])
@@ -92,16 +97,16 @@ def test_too_large_map_of_real_image_gains_at_least_003(which, request):
     assert _delta(case, probs) >= 0.03
 
 
-def test_confident_pixels_keep_their_class(nuclei):
+def test_confident_pixels_keep_their_class_when_asked(nuclei):
     image, mask, _ = nuclei
     shifted = np.roll(mask, 6, axis=1)  # a confident map six pixels off
     probs = np.where(shifted, 0.97, 0.03).astype(np.float32)[np.newaxis]
-    sure = np.maximum(probs[0], 1 - probs[0]) >= crf.DEFAULT_KEEP_CONFIDENT
+    sure = np.maximum(probs[0], 1 - probs[0]) >= 0.95
     given = probs[0] > 0.5
-    refined = crf.refine(image, probs, warn_fraction=None)
+    refined = crf.refine(image, probs, keep_confident=0.95, warn_fraction=None)
     assert np.array_equal(refined[sure] > 0, given[sure])
-    # without the guard the CRF does move some of those pixels
-    free = crf.refine(image, probs, keep_confident=None, warn_fraction=None)
+    # without the guard (the default) the CRF does move some of those pixels
+    free = crf.refine(image, probs, warn_fraction=None)
     assert np.count_nonzero((free > 0)[sure] != given[sure]) > 20
 
 
@@ -118,34 +123,30 @@ def test_warns_when_many_confident_pixels_would_change(nuclei):
 
 
 def test_an_object_with_a_core_is_kept_a_speck_is_not():
-    """On a flat image a weak disc is outvoted by the background unless it is kept."""
+    """On a flat image (no evidence either way) a weak disc is outvoted unless it is kept."""
     yy, xx = np.mgrid[:64, :64]
     disc = (yy - 32) ** 2 + (xx - 24) ** 2 <= 25
     p = np.full((64, 64), 0.05, dtype=np.float32)
     p[disc] = 0.6
     p[10, 50] = 0.9  # one noisy pixel
     image = np.zeros((64, 64), dtype=np.float32)
-    plain = crf.refine(image, p[None], spatial_sigma=5.0, keep_objects=False)
-    kept = crf.refine(image, p[None], spatial_sigma=5.0)
+    plain = crf.refine(image, p[None], keep_objects=False)
+    kept = crf.refine(image, p[None])
     assert not plain[disc].any()
     assert kept[disc].all()
     assert kept[10, 50] == 0
 
 
-def test_object_scale_sets_the_automatic_edge_kernel_width():
-    band = np.zeros((96, 96), dtype=np.float32)
-    band[40:50] = 1.0  # 10 pixels wide: volume over surface is 5 pixels
-    assert crf.object_scale(band, (1.0, 1.0)) == pytest.approx(5.0)
-    assert crf.object_scale(band, (0.5, 0.5)) == pytest.approx(2.5)
-    assert crf.object_scale(band, (0.5, 0.5), max_voxels=96 * 96 // 4) == pytest.approx(2.5)
-    yy, xx = np.mgrid[:96, :96]
-    disc = ((yy - 48) ** 2 + (xx - 48) ** 2 <= 24**2).astype(np.float32)
-    assert crf.object_scale(disc, (1.0, 1.0)) == pytest.approx(np.pi * 24 / 8, rel=0.05)
-    assert crf.object_scale(np.zeros((8, 8)), (1.0, 1.0)) is None
-    spacing = (2.0, 0.5, 0.5)
-    assert crf.CrfParameters().resolved(spacing, 0.1).spatial_sigma == pytest.approx(1.0)
-    assert crf.CrfParameters().resolved(spacing, 1.0).spatial_sigma == pytest.approx(1.5)
-    assert crf.CrfParameters().resolved(spacing, 100.0).spatial_sigma == pytest.approx(2.5)
+def test_changes_the_image_argues_against_are_undone():
+    """A bright disc: shrinking into it is undone, trimming a dark rim around it is kept."""
+    yy, xx = np.mgrid[:64, :64]
+    r2 = (yy - 32) ** 2 + (xx - 32) ** 2
+    image = np.where(r2 <= 144, 1.0, 0.0).astype(np.float32)[np.newaxis]
+    given = (r2 <= 196).astype(np.uint8)  # the disc plus a 2-pixel dark rim
+    refined = (r2 <= 64).astype(np.uint8)  # a CRF that shrank it far into the disc
+    checked = verify_changes(refined.copy(), given, image, (1.0, 1.0))
+    assert np.array_equal(checked, r2 <= 144)  # bright pixels back, the dark rim stays out
+    assert np.array_equal(verify_changes(given.copy(), given, image, (1.0, 1.0)), given)
 
 
 @pytest.mark.parametrize(

@@ -93,8 +93,7 @@ def crf_form(
                 1000.0,
                 0.5,
                 "Width of the edge-following (bilateral) kernel in the layer's physical "
-                "units (scale). auto: probabilities: 1.5 x the objects' thickness, 2-5 x "
-                "the finest voxel size; labels: 5 x the finest voxel size.",
+                "units (scale). auto: 5 x the finest voxel size.",
                 auto=True,
             ),
             _number(

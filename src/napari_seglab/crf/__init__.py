@@ -20,11 +20,10 @@ with a ``message``) and returning the result. They take ``cancel=`` (a
 are what the command line and the widget show.
 
 Defaults are chosen to do no harm on real data (``docs/crf.md``): ``refine``
-picks the edge kernel's width from the size of the objects in the
-probabilities, keeps the class of pixels the input is confident about
-(``keep_confident``), never removes an input object with a real core
-(``keep_objects``), and warns when it would change more than
-``warn_fraction`` of the confident pixels.
+keeps a pixel's change only where the image agrees (``verify``), never erases
+the core of an input object (``keep_objects``), can keep the class of pixels
+the input is confident about (``keep_confident``), and warns when it would
+change more than ``warn_fraction`` of the confident pixels.
 """
 
 from ._engine import CrfProgress, plan_blocks
@@ -40,7 +39,6 @@ from ._params import (
     CrfParameters,
 )
 from ._refine import DEFAULT_KEEP_CONFIDENT, DEFAULT_WARN_FRACTION, refine, refine_steps
-from ._safety import object_scale
 
 __all__ = [
     "DEFAULT_BILATERAL_WEIGHT",
@@ -56,7 +54,6 @@ __all__ = [
     "MODES",
     "CrfParameters",
     "CrfProgress",
-    "object_scale",
     "plan_blocks",
     "refine",
     "refine_labels",

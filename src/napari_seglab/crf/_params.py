@@ -7,14 +7,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-#: Default bilateral (appearance) kernel width, in multiples of the finest voxel size; with
-#: an object scale (``refine``), the widest automatic width.
+#: Default bilateral (appearance) kernel width, in multiples of the finest voxel size.
 DEFAULT_SPATIAL_SIGMA_VOXELS = 5.0
-#: Narrowest automatic bilateral width, in multiples of the finest voxel size.
-MIN_SPATIAL_SIGMA_VOXELS = 2.0
-#: Automatic bilateral width as a multiple of the object scale (objects' volume over surface).
-OBJECT_SCALE_FACTOR = 1.5
-#: Default intensity kernel width on the ``[0, 1]`` normalised intensity scale.
+#: Default intensity kernel width on the ``[0, 1]`` normalised intensity scale (0.1 before
+#: the real-data check in ``docs/crf.md``, where it lost up to 0.04 more Dice).
 DEFAULT_INTENSITY_SIGMA = 0.05
 #: Default weight (Potts compatibility) of the bilateral kernel.
 DEFAULT_BILATERAL_WEIGHT = 20.0
@@ -46,10 +42,7 @@ class CrfParameters:
         Mean-field iterations (5 is the usual choice; results change little after).
     spatial_sigma : float or None
         Bilateral kernel width in physical units (same unit as ``spacing``).
-        ``None``: ``DEFAULT_SPATIAL_SIGMA_VOXELS`` times the finest voxel size,
-        or, given an object scale, ``OBJECT_SCALE_FACTOR`` times that scale
-        clipped to ``[MIN_SPATIAL_SIGMA_VOXELS, DEFAULT_SPATIAL_SIGMA_VOXELS]``
-        finest voxels (see :meth:`resolved`).
+        ``None``: ``DEFAULT_SPATIAL_SIGMA_VOXELS`` times the finest voxel size.
     intensity_sigma : float
         Bilateral intensity width on the normalised ``[0, 1]`` intensity scale.
     bilateral_weight : float
@@ -80,33 +73,12 @@ class CrfParameters:
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"Expected {name} >= 0, got {value!r}.")
 
-    def resolved(
-        self, spacing: tuple[float, ...], object_scale: float | None = None
-    ) -> CrfParameters:
-        """A copy with ``None`` sigmas replaced by their defaults for ``spacing``.
-
-        Parameters
-        ----------
-        spacing : tuple of float
-            Voxel size per spatial axis.
-        object_scale : float, optional
-            Typical thickness of the objects in physical units (volume over
-            surface, see :func:`napari_seglab.crf.object_scale`). When given, an automatic
-            ``spatial_sigma`` is ``OBJECT_SCALE_FACTOR * object_scale``, clipped
-            to ``[MIN_SPATIAL_SIGMA_VOXELS, DEFAULT_SPATIAL_SIGMA_VOXELS]`` times
-            the finest voxel size: a kernel much wider than the objects lets the
-            background outvote them (measured on real images, ``docs/crf.md``).
-        """
+    def resolved(self, spacing: tuple[float, ...]) -> CrfParameters:
+        """A copy with ``None`` sigmas replaced by their defaults for ``spacing``."""
         finest = float(min(spacing))
         values = asdict(self)
         if values["spatial_sigma"] is None:
-            widest = DEFAULT_SPATIAL_SIGMA_VOXELS * finest
-            if object_scale is None or not math.isfinite(object_scale):
-                values["spatial_sigma"] = widest
-            else:
-                narrowest = MIN_SPATIAL_SIGMA_VOXELS * finest
-                wanted = OBJECT_SCALE_FACTOR * float(object_scale)
-                values["spatial_sigma"] = min(max(wanted, narrowest), widest)
+            values["spatial_sigma"] = DEFAULT_SPATIAL_SIGMA_VOXELS * finest
         if values["smoothness_sigma"] is None:
             values["smoothness_sigma"] = DEFAULT_SMOOTHNESS_SIGMA_VOXELS * finest
         return CrfParameters(**values)

@@ -7,12 +7,13 @@ wider than an object lets the background outvote it, and objects the input
 holds only weakly disappear. The guards below, applied by
 :func:`napari_seglab.crf.refine`:
 
-* :func:`object_scale`: the typical depth of the input's objects, from which
-  the automatic bilateral width is chosen (:meth:`CrfParameters.resolved`);
 * :func:`keep_confident_pixels`: pixels whose input probability is confident keep
   their input class;
 * :func:`restore_objects`: an input object with a core (not a speck) whose
   core the CRF would mostly remove is kept as the input had it;
+* :func:`verify_changes`: a change is undone where the image argues against
+  it (the pixel's intensity is closer to its old class's local mean than to
+  the new one's);
 * :func:`confident_change_fraction`: how much of what the input is sure about
   the CRF wanted to change (a warning above a set fraction).
 
@@ -34,57 +35,8 @@ WARN_CONFIDENCE = 0.9
 CORE_VOXELS = 2.0
 #: An object whose core the CRF keeps less of than this is put back as it was.
 KEEP_CORE_FRACTION = 0.5
-#: Largest number of voxels :func:`object_scale` looks at (bigger inputs are strided).
-SCALE_MAX_VOXELS = 2**21
-
-
-def object_scale(
-    foreground: np.ndarray, spacing: tuple[float, ...], max_voxels: int = SCALE_MAX_VOXELS
-) -> float | None:
-    """Typical thickness of the foreground objects, in physical units: volume over surface.
-
-    The foreground probability is smoothed with a Gaussian of one finest voxel
-    (so that isolated noisy pixels do not count as objects) and thresholded at
-    0.5; the result is the foreground volume divided by the area of its
-    boundary faces (voxel faces between foreground and background, in physical
-    units; the array's border is not a boundary). A disc of radius ``R`` gives
-    about ``0.39 R`` (its staircase outline is longer than the circle), a band of
-    width ``w`` gives ``w / 2``. Linear in the number of voxels; inputs over
-    ``max_voxels`` are strided evenly first.
-
-    Parameters
-    ----------
-    foreground : array ``(Y, X)`` or ``(Z, Y, X)``
-        Probability of not being background (``1 - p[0]``).
-    spacing : tuple of float
-        Voxel size per axis.
-    max_voxels : int
-        Largest number of voxels measured.
-
-    Returns
-    -------
-    float or None
-        ``None`` when nothing (or everything) is foreground.
-    """
-    step = max(1, math.ceil((foreground.size / max_voxels) ** (1.0 / foreground.ndim)))
-    view = foreground[(slice(None, None, step),) * foreground.ndim]
-    grid = tuple(s * step for s in spacing)
-    finest = float(min(spacing))
-    smooth = ndi.gaussian_filter(
-        np.asarray(view, dtype=np.float32), tuple(finest / g for g in grid)
-    )
-    mask = smooth > 0.5
-    volume = float(np.count_nonzero(mask)) * math.prod(grid)
-    surface = 0.0
-    for axis in range(mask.ndim):
-        face = math.prod(g for i, g in enumerate(grid) if i != axis)
-        lo = [slice(None)] * mask.ndim
-        hi = [slice(None)] * mask.ndim
-        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
-        surface += face * float(np.count_nonzero(mask[tuple(lo)] != mask[tuple(hi)]))
-    if volume == 0 or surface == 0:
-        return None
-    return volume / surface
+#: Width (Gaussian sigma, finest voxels) of the local class means of :func:`verify_changes`.
+VERIFY_WIDTH_VOXELS = 20.0
 
 
 def confident_change_fraction(
@@ -171,4 +123,65 @@ def restore_objects(
         lost[0] = False
         if lost.any():
             refined[lost[objects]] = cls
+    return refined
+
+
+def verify_changes(
+    refined: np.ndarray,
+    given: np.ndarray,
+    intensities: np.ndarray,
+    spacing: tuple[float, ...],
+    width_voxels: float = VERIFY_WIDTH_VOXELS,
+) -> np.ndarray:
+    """Undo the changes the image argues against (in place).
+
+    A pixel the CRF moved from class ``a`` (in ``given``) to class ``b`` goes
+    back to ``a`` when its intensity is closer (Euclidean over channels) to the
+    local mean of class ``a`` than to that of class ``b`` (a tie, as on a flat
+    image, keeps the change). Local means are
+    Gaussian-weighted (sigma ``width_voxels`` finest voxels, in physical units
+    per axis) over the pixels of each class in ``refined``, so uneven
+    illumination does not matter. This stops the CRF's smoothing from
+    shrinking an object into its own bright interior, while a rim of
+    background wrongly included (a map that is too large) still goes.
+
+    Parameters
+    ----------
+    refined, given : int arrays ``(*spatial)``
+        Class maps after and before refinement.
+    intensities : float32 array ``(C, *spatial)``
+        Normalised image channels.
+    spacing : tuple of float
+        Voxel size per axis.
+    width_voxels : float
+        Width of the local means, in finest voxels.
+
+    Returns
+    -------
+    array
+        ``refined``.
+    """
+    changed = refined != given
+    if not changed.any():
+        return refined
+    finest = float(min(spacing))
+    sigma = tuple(width_voxels * finest / s for s in spacing)
+    old, new = given[changed], refined[changed]
+    distance = {}
+    for cls in np.union1d(np.unique(old), np.unique(new)):
+        member = (refined == cls).astype(np.float32)
+        weight = ndi.gaussian_filter(member, sigma)[changed]
+        total = np.zeros(weight.shape, dtype=np.float32)
+        for channel in intensities:
+            mean = ndi.gaussian_filter(channel * member, sigma)[changed]
+            mean /= np.maximum(weight, np.float32(1e-6))
+            total += (channel[changed] - mean) ** 2
+        total[weight < 1e-3] = np.inf  # no pixels of this class nearby: no evidence
+        distance[cls] = total
+    keep_new = np.zeros(old.shape, dtype=bool)
+    for a in np.unique(old):
+        for b in np.unique(new[old == a]):
+            pair = (old == a) & (new == b)
+            keep_new[pair] = distance[b][pair] <= distance[a][pair]
+    refined[changed] = np.where(keep_new, new, old)
     return refined
