@@ -351,3 +351,47 @@ def test_input_over_the_memory_budget_goes_block_by_block_with_equal_labels(
     objects = np.asarray(read_array(out / outcome.outputs[1]).data)
     assert outcome.row["objects"] == int(expected.instances.max())
     np.testing.assert_array_equal(objects > 0, expected.instances > 0)
+
+
+def test_report_rows_summary_and_figure(tmp_path):
+    from napari_seglab.batch.report import write_report
+
+    rows = [
+        {"name": "a", "status": "done", "seconds": 1.0, "dice": 0.5, "shape": [4, 4]},
+        {"name": "b", "status": "skipped", "seconds": 3.0, "dice": float("nan"), "extra": 2},
+        {"name": "c", "status": "failed", "seconds": 9.0, "error": "ValueError: bad"},
+    ]
+    paths = write_report(rows, tmp_path, pipeline="evaluate", settings={"k": 1})
+    assert [p.name for p in paths] == ["report.csv", "report.json", "report.png"]
+    lines = (tmp_path / "report.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert header[:6] == ["name", "status", "shape", "spacing", "seconds", "objects"]
+    assert header[-2:] == ["worker", "error"]
+    table = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    assert table[0]["shape"] == "4 4"
+    assert table[1]["dice"] == "nan"
+    assert [row["name"] for row in table[3:]] == ["(mean)", "(min)", "(max)"]
+    assert table[3]["seconds"] == "2"  # failed items are not summarised
+    assert table[3]["dice"] == "0.5"  # NaN left out
+    import json
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["counts"] == {"done": 1, "skipped": 1, "failed": 1}
+    assert report["items"][1]["dice"] is None  # NaN is not JSON
+    assert report["summary"][0]["status"] == "2 of 3"
+    assert (tmp_path / "report.png").stat().st_size > 1000
+
+
+def test_an_item_error_is_one_line_and_workers_default_to_items_or_cores(tmp_path):
+    from napari_seglab.batch.engine import default_workers, run_on_worker
+
+    (tmp_path / "x.tif").write_bytes(b"not a tiff\nat all")
+    result = run_on_worker(EvaluatePipeline(), BatchItem("x", tmp_path / "x.tif"), str(tmp_path))
+    assert result.status == "failed"
+    assert result.error.startswith("FileNotFoundError: no ground truth")
+    assert result.input_hash is not None
+    assert default_workers(1) == 1
+    assert default_workers(1000) >= 1
+    assert default_workers(5, workers=3) == 3
+    with pytest.raises(ValueError, match="at least 1"):
+        default_workers(5, workers=0)
