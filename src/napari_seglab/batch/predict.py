@@ -364,7 +364,7 @@ class PredictPipeline:
                 "--memory-budget or leave out --crf"
             )
         shape = _spatial_shape(source.shape, model)
-        scratch = Path(tempfile.mkdtemp(prefix=f".seglab-tmp-blocks-{item.name}-", dir=output_dir))
+        scratch = _scratch_dir(output_dir, item.name)
         try:
             out = create_outputs(scratch / "blocks.zarr", model, shape, what=self.output_kinds())
             with dask.config.set(scheduler="synchronous"):
@@ -392,6 +392,19 @@ class PredictPipeline:
             "blocks": int(result.blocks),
         }
         return ItemOutcome(written, row)
+
+
+def _scratch_dir(output_dir: Path, name: str) -> Path:
+    """A folder for the blocks of one prediction, named like :func:`.atomic.atomic_dir`'s.
+
+    Scratch folders of killed workers on this host are removed first.
+    """
+    from ..checkpoints import TEMP_PREFIX, _host_tag
+    from .atomic import clean_stale_dirs
+
+    clean_stale_dirs(output_dir)
+    prefix = f"{TEMP_PREFIX}{_host_tag()}-{os.getpid()}-"
+    return Path(tempfile.mkdtemp(prefix=prefix, suffix=f"-blocks-{name}", dir=output_dir))
 
 
 def _spatial_shape(shape: tuple[int, ...], model: Any) -> tuple[int, ...]:
