@@ -30,7 +30,9 @@ from napari_seglab.unet.model import SegmentationModel
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def tiny_model(dims: int, patch, classes=(0, 1, 2), recipe=None, seed=0) -> SegmentationModel:
+def tiny_model(
+    dims: int, patch, classes=(0, 1, 2), recipe=None, seed=0, in_channels=1, **layout
+) -> SegmentationModel:
     """A small MONAI UNet with random weights and a fitted intensity recipe."""
     torch.manual_seed(seed)
     recipe = recipe or IntensityRecipe("percentile", stats={"lo": 0.0, "hi": 1.0})
@@ -38,10 +40,11 @@ def tiny_model(dims: int, patch, classes=(0, 1, 2), recipe=None, seed=0) -> Segm
         "architecture": "unet",
         "network_kwargs": network_kwargs("unet", dims, overrides={"channels": [4, 8]}),
         "spatial_dims": dims,
-        "in_channels": 1,
+        "in_channels": in_channels,
         "classes": list(classes),
         "patch_size": list(patch),
         "intensity": recipe.to_dict(),
+        **layout,
     }
     model = SegmentationModel.from_metadata(meta)
     model.network.eval()
@@ -116,6 +119,23 @@ def test_plane_by_plane_and_padded_volumes(model3d, volume):
     # smaller than a window along Z and Y: MONAI pads, and so do the blocks
     small = volume[:6, :12]
     ref, out, _ = blockwise_vs_whole(model3d, small, (3, 5, 7))
+    np.testing.assert_allclose(out["probabilities"], ref.probabilities, atol=1e-5)
+    np.testing.assert_array_equal(out["labels"], ref.labels)
+
+
+@pytest.mark.parametrize("layout", ["rgb", "channel_axis"])
+def test_rgb_and_channel_axis_inputs(layout):
+    rng = np.random.default_rng(5)
+    if layout == "rgb":
+        model = tiny_model(2, (16, 16), in_channels=3, rgb=True)
+        image = rng.random((40, 50, 3)).astype(np.float32)
+    else:
+        model = tiny_model(3, (8, 16, 16), in_channels=2, channel_axis=1)
+        image = rng.random((12, 2, 30, 40)).astype(np.float32)
+    ref = predict_and_split(model, image, device="cpu")
+    out = {"probabilities": np.zeros_like(ref.probabilities), "labels": np.zeros_like(ref.labels)}
+    result = predict_blockwise(model, image, out, block_shape=(5,) * ref.labels.ndim, device="cpu")
+    assert result.shape == ref.labels.shape
     np.testing.assert_allclose(out["probabilities"], ref.probabilities, atol=1e-5)
     np.testing.assert_array_equal(out["labels"], ref.labels)
 
