@@ -74,7 +74,11 @@ class EvaluatePipeline:
         }
 
     def fingerprint(self) -> str:
-        """SHA-256 (16 hex digits) of the settings and the ground-truth pairing."""
+        """SHA-256 (16 hex digits) of the settings.
+
+        The ground truth's content is part of each item's input hash (its
+        ``extra`` files), so a changed ground-truth file is scored again.
+        """
         text = json.dumps({"pipeline": self.name, **self.settings()}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
