@@ -52,7 +52,8 @@ class BatchResult:
         ``{"done", "failed", "skipped"}``, ``seconds``, the pipeline's fields,
         ``error``).
     counts : dict of str to int
-        Items per status (``done``, ``failed``, ``skipped``; every key present).
+        Items per status (``done``, ``failed``, ``skipped``: every key present;
+        ``pending`` for items a cancelled run did not finish).
     manifest_path : Path
     report_paths : list of Path
         ``report.csv``, ``report.json`` and ``report.png``.
@@ -76,9 +77,10 @@ class BatchResult:
     def summary_line(self) -> str:
         """E.g. ``"batch predict: 11 done, 1 failed, 3 skipped (done before) of 15 items"``."""
         c = self.counts
+        pending = f", {c['pending']} not run" if c.get("pending") else ""
         return (
             f"batch {self.pipeline}: {c.get('done', 0)} done, {c.get('failed', 0)} failed, "
-            f"{c.get('skipped', 0)} skipped (done before) of {len(self.rows)} items"
+            f"{c.get('skipped', 0)} skipped (done before){pending} of {len(self.rows)} items"
         )
 
 
