@@ -101,6 +101,14 @@ def test_3d_blocks_equal_whole_volume(model3d, volume):
     assert ref.instances.max() > 10  # objects cross many block faces
 
 
+def test_windows_shared_along_the_last_axis_run_once(model3d, volume):
+    ref, out, result = blockwise_vs_whole(model3d, volume, (24, 40, 16))
+    assert result.blocks == 3
+    assert result.windows == result.grid_windows  # only the last axis is cut
+    np.testing.assert_allclose(out["probabilities"], ref.probabilities, atol=1e-5)
+    np.testing.assert_array_equal(out["instances"], ref.instances)
+
+
 def test_2d_blocks_equal_whole_image():
     model = tiny_model(2, (16, 16), classes=(0, 1))
     image = smooth_volume((45, 70), seed=2)

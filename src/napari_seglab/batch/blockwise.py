@@ -265,40 +265,54 @@ def predict_blockwise_events(
         raise ValueError(f"Expected a block shape per spatial axis of {shape}, got {block_shape}.")
     _check_outputs(out, model, shape)
     blocks = list(block_grid(shape, block_shape))
-    total = sum(len(grid.windows(b)) for b in blocks)
     weights = torch.from_numpy(importance_map(roi))[None, None]
     components = BlockComponents(shape, model.classes[0]) if instances != "none" else None
     network = model.network.to(device)
     network.eval()
     predictor = make_window_predictor(network, device, tta=tta, mixed_precision=mixed_precision)
+    weight = weights[0, 0].numpy()
+    plan = _plan(grid, blocks)
+    total = sum(len(todo) for _, todo, _ in plan)
+    cache: dict[tuple[int, ...], np.ndarray] = {}  # windows shared with the next block
     done = 0
-    for block in blocks:
+    keep: set = set()
+    for block, (starts, todo, keep_next) in zip(blocks, plan):
+        keep_from_before, keep = keep, keep_next
         where = tuple((b.start, b.stop) for b in block)
         inputs = _read_region(model, volume, grid, block, axes, channel_axis)
-        region = grid.region(block)
-        origin = [r.start for r in region]
+        origin = [r.start for r in grid.region(block)]
         lo = [b.start + p for b, p in zip(block, grid.pad_before)]
         acc = np.zeros((model.num_classes, *(b.stop - b.start for b in block)), np.float32)
         count = np.zeros(acc.shape[1:], np.float32)
-        starts = grid.windows(block)
-        for first in range(0, len(starts), batch):
-            group = starts[first : first + batch]
-            tiles = [
-                inputs[
-                    (slice(None), *(slice(s - o, s - o + r) for s, o, r in zip(w, origin, roi)))
+        cache = {w: p for w, p in cache.items() if w in keep_from_before}
+        added = 0  # windows of ``starts`` blended so far (grid order, as whole-volume)
+        for first in range(0, max(len(todo), 1), batch):
+            group = todo[first : first + batch]
+            if group:
+                tiles = [
+                    inputs[
+                        (
+                            slice(None),
+                            *(slice(s - o, s - o + r) for s, o, r in zip(w, origin, roi)),
+                        )
+                    ]
+                    for w in group
                 ]
-                for w in group
-            ]
-            x = torch.from_numpy(np.stack(tiles))
-            with torch.inference_mode():
-                probs = predictor(x[:, :, 0] if plane_by_plane else x)
-                if plane_by_plane:
-                    probs = probs[:, :, None]
-                probs = (probs.to("cpu") * weights).numpy()
-            for w, p in zip(group, probs):
+                x = torch.from_numpy(np.stack(tiles))
+                with torch.inference_mode():
+                    probs = predictor(x[:, :, 0] if plane_by_plane else x)
+                    if plane_by_plane:
+                        probs = probs[:, :, None]
+                    probs = (probs.to("cpu") * weights).numpy()
+                cache.update(zip(group, probs))
+            last = starts.index(group[-1]) + 1 if group and first + batch < len(todo) else None
+            for w in starts[added:last]:
                 src, dst = _overlap(w, roi, lo, acc.shape[1:])
-                acc[(slice(None), *dst)] += p[(slice(None), *src)]
-                count[dst] += weights[0, 0].numpy()[src]
+                acc[(slice(None), *dst)] += cache[w][(slice(None), *src)]
+                count[dst] += weight[src]
+                if w not in keep:
+                    del cache[w]
+            added = len(starts) if last is None else last
             done += len(group)
             check.raise_if_set("Blockwise prediction")
             yield BlockProgress("predicting", done, total, clock.elapsed, where, len(blocks))
@@ -315,6 +329,29 @@ def predict_blockwise_events(
 def predict_blockwise(model: Any, volume: Any, out: MutableMapping[str, Any], **kwargs):
     """:func:`predict_blockwise_events` run to the end (same arguments)."""
     return run_to_end(predict_blockwise_events(model, volume, out, **kwargs))
+
+
+def _plan(grid: WindowGrid, blocks: list) -> list[tuple[list, list, set]]:
+    """Per block: its windows (grid order), those to run, those to keep for the next block.
+
+    Blocks follow each other along the last axis within a row: the windows a
+    block shares with the next one are run once and kept (their weighted
+    probabilities), so the last axis costs no repeated windows.
+    """
+    plan = []
+    for i, block in enumerate(blocks):
+        starts = grid.windows(block)
+        kept = plan[-1][2] if plan and _same_row(blocks[i - 1], block) else set()
+        following = blocks[i + 1] if i + 1 < len(blocks) else None
+        keep = set()
+        if following is not None and _same_row(block, following):
+            keep = set(starts) & set(grid.windows(following))
+        plan.append((starts, [w for w in starts if w not in kept], keep))
+    return plan
+
+
+def _same_row(a: tuple[slice, ...], b: tuple[slice, ...]) -> bool:
+    return a[:-1] == b[:-1] and a[-1].stop == b[-1].start
 
 
 def _check_outputs(out: Mapping[str, Any], model: Any, shape: tuple[int, ...]) -> None:

@@ -114,6 +114,7 @@ def estimate_block_bytes(
     classes: int = 2,
     batch_size: int = 2,
     input_itemsize: int = 4,
+    overlap: float = 0.5,
 ) -> int:
     """Upper estimate of the memory one block's prediction needs, in bytes.
 
@@ -121,7 +122,9 @@ def estimate_block_bytes(
     normalised), the block's accumulators (weighted sum per class and weight
     sum), its probabilities, labels and provisional object ids, and one batch
     of windows through the network (input, activations, probabilities; the
-    network's own activations are counted as ten times its output).
+    network's own activations are counted as ten times its output), and the
+    weighted probabilities of the windows kept for the next block along the
+    last axis.
     """
     voxels = math.prod(int(b) for b in block_shape)
     region = math.prod(int(b) + 2 * int(r) for b, r in zip(block_shape, roi))
@@ -129,7 +132,11 @@ def estimate_block_bytes(
     inputs = region * in_channels * (input_itemsize + 4)
     block = voxels * (4 * (2 * classes + 1) + 4 + 8)
     windows = batch_size * window * 4 * (in_channels + 12 * classes)
-    return int(inputs + block + windows)
+    steps = [max(int(int(r) * (1 - overlap)), 1) for r in roi]
+    shared = math.ceil(int(roi[-1]) / steps[-1]) * math.prod(
+        math.ceil((int(b) + int(r)) / st) for b, r, st in zip(block_shape[:-1], roi[:-1], steps)
+    )
+    return int(inputs + block + windows + shared * window * classes * 4)
 
 
 def choose_block_shape(
@@ -165,9 +172,8 @@ def choose_block_shape(
     m, best = 1, at(1)
     while True:
         candidate = at(m + 1)
-        if candidate == best or estimate_block_bytes(candidate, roi, **estimate_kwargs) > int(
-            memory_budget
-        ):
+        needed = estimate_block_bytes(candidate, roi, overlap=overlap, **estimate_kwargs)
+        if candidate == best or needed > int(memory_budget):
             return best
         m, best = m + 1, candidate
 
