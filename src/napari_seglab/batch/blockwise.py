@@ -10,11 +10,13 @@ the whole-volume probabilities (equal up to float rounding of the network on
 other batch sizes, within 1e-5), and its labels, from
 :func:`~napari_seglab.unet.probabilities_to_labels`, are identical.
 
-Windows that overlap several blocks run once per block (the price of bounded
-memory): with blocks of ``k`` window steps per axis the network runs about
-``((k + 1) / k) ** ndim`` times the whole-volume window count, which is why
-:func:`~.windows.choose_block_shape` takes the largest block that fits the
-memory budget.
+Windows shared by two blocks that follow each other along the last axis run
+once (their weighted probabilities are kept for the next block). Windows
+shared across the other axes run once per block (the price of memory that
+does not grow with the volume): with blocks of ``k`` window steps per axis the
+network runs up to ``((k + 1) / k) ** (ndim - 1)`` times the whole-volume window
+count, which is why :func:`~.windows.choose_block_shape` takes the largest
+block that fits the memory budget.
 
 Instances: ``"connected"`` labels each block and joins objects across block
 faces (:class:`~.instances.BlockComponents`), then renumbers every block in a
@@ -55,7 +57,7 @@ OUTPUT_NAMES = ("probabilities", "labels", "instances")
 class BlockProgress(ProgressEvent):
     """Progress of a blockwise prediction.
 
-    ``stage`` is ``"predicting"`` (``done``/``total`` windows, counting a
+    ``stage`` is ``"predicting"`` (``done``/``total`` windows run, counting a
     window once per block it runs for), ``"instances"`` (blocks renumbered).
     ``block`` is the block being worked on (image coordinates, ``(start, stop)``
     per axis) and ``blocks`` the number of blocks.
