@@ -272,16 +272,19 @@ def worker_device(device: str = "auto") -> str:
 
 def _loaded(worker: Any, pipeline: Pipeline) -> Any:
     """``pipeline.load()`` once per worker process (kept on the worker object)."""
-    cache = getattr(worker, WORKER_CACHE, None)
-    if cache is None:
-        cache = {"loaded": {}, "loads": 0}
-        setattr(worker, WORKER_CACHE, cache)
+    import threading
+
+    # setdefault is atomic: workers with several threads create one cache
+    cache = vars(worker).setdefault(
+        WORKER_CACHE, {"loaded": {}, "loads": 0, "lock": threading.Lock()}
+    )
     key = f"{pipeline.name}:{pipeline.fingerprint()}"
-    if key not in cache["loaded"]:
-        cache["loaded"].clear()  # one pipeline at a time: free the previous model
-        cache["loaded"][key] = pipeline.load()
-        cache["loads"] += 1
-    return cache["loaded"][key]
+    with cache["lock"]:
+        if key not in cache["loaded"]:
+            cache["loaded"].clear()  # one pipeline at a time: free the previous model
+            cache["loaded"][key] = pipeline.load()
+            cache["loads"] += 1
+        return cache["loaded"][key]
 
 
 def run_on_worker(
