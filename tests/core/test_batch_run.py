@@ -306,6 +306,14 @@ def test_checks_before_any_work(model_file, tmp_path):
     (out / "a_labels.tif").write_bytes(b"someone else's file")
     with pytest.raises(ValueError, match="add --overwrite"):
         next(run_batch_events(pipeline, [BatchItem("a", folder / "a.tif")], out))
+    # -o was the input folder: the earlier run's outputs are not new inputs
+    (folder / "a_labels.tif").unlink()
+    manifest = Manifest(folder)
+    manifest.mark_pending(BatchItem("a", folder / "a.tif"), pipeline, ["a_labels.tif"])
+    manifest.save()
+    tifffile.imwrite(folder / "a_labels.tif", np.zeros((32, 32), np.uint8))
+    with pytest.raises(ValueError, match="is an output of item 'a' of an earlier run"):
+        next(run_batch_events(pipeline, collect_items([folder]), folder))
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="cannot create the output folder"):
         check_run(pipeline, [BatchItem("a", folder / "a.tif")], tmp_path / "file" / "sub")

@@ -211,8 +211,9 @@ def run_batch_events(
     clock = Stopwatch()
     output_dir = Path(output_dir).expanduser()
     items = list(items)
-    outputs = check_run(pipeline, items, output_dir)
     manifest = Manifest.load(output_dir)
+    _refuse_earlier_outputs(manifest, items)
+    outputs = check_run(pipeline, items, output_dir)
     todo, skipped = [], []
     for item in items:
         if not overwrite and manifest.is_done(item, pipeline, outputs[item.name]):
@@ -285,6 +286,22 @@ def run_batch_events(
     _finish(result, manifest, pipeline, items, skipped)
     yield BatchProgress("done", total, total, clock.elapsed, dashboard=result.dashboard)
     return result
+
+
+def _refuse_earlier_outputs(manifest: Manifest, items: Sequence[BatchItem]) -> None:
+    """Refuse inputs an earlier run wrote into this output folder (``-o`` was the input folder)."""
+    written = {
+        os.path.realpath(manifest.output_dir / name): owner
+        for owner, record in manifest.items.items()
+        for name in record.get("outputs", [])
+    }
+    for item in items:
+        owner = written.get(os.path.realpath(item.path))
+        if owner is not None:
+            raise ValueError(
+                f"the input {str(item.path)!r} is an output of item {owner!r} of an earlier run "
+                "into this output folder; leave it out or choose another output folder"
+            )
 
 
 def _record(manifest: Manifest, item: BatchItem, result: ItemResult | None) -> None:
