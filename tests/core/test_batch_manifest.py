@@ -155,3 +155,17 @@ def test_save_is_atomic_json_and_foreign_files_are_refused(tmp_path):
     with pytest.raises(ValueError, match="remove it"):
         Manifest.load(tmp_path)
     assert Manifest.load(tmp_path / "elsewhere").items == {}
+
+
+def test_a_resubmitted_item_keeps_its_recorded_hash_for_the_same_input(tmp_path):
+    (tmp_path / "out").mkdir()
+    src = tmp_path / "x.npy"
+    src.write_bytes(b"data")
+    item, pipeline = BatchItem("x", src), Copy()
+    manifest = Manifest(tmp_path / "out")
+    _done(manifest, item, pipeline, tmp_path)
+    manifest.mark_pending(item, Copy("other settings"), ["x.out"])
+    assert manifest.items["x"]["status"] == "pending"
+    assert manifest.known_hash(item) == content_hash(src)  # no need to read it again
+    manifest.mark_pending(BatchItem("x", tmp_path / "elsewhere.npy"), pipeline, ["x.out"])
+    assert manifest.items["x"]["input_hash"] is None

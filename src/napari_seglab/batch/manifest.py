@@ -250,12 +250,18 @@ class Manifest:
 
     # ------------------------------------------------------------------ records
     def mark_pending(self, item: BatchItem, pipeline: Pipeline, outputs: Sequence[str]) -> None:
-        """Record that ``item`` is submitted (a killed run leaves it ``pending``)."""
+        """Record that ``item`` is submitted (a killed run leaves it ``pending``).
+
+        A recorded hash and signature of the same input are kept: they are
+        trusted only while the signature matches (:meth:`known_hash`).
+        """
+        previous = self.items.get(item.name, {})
+        same_input = previous.get("input") == str(item.path)
         self.items[item.name] = {
             "input": str(item.path),
             "extra": {key: str(path) for key, path in item.extra.items()},
-            "input_hash": None,
-            "input_stat": None,
+            "input_hash": previous.get("input_hash") if same_input else None,
+            "input_stat": previous.get("input_stat") if same_input else None,
             "pipeline": pipeline.name,
             "fingerprint": pipeline.fingerprint(),
             "status": "pending",
