@@ -123,6 +123,11 @@ def test_tiff_npy_zarr_omezarr(tmp_path):
     )
     lazy, _ = same_as_read_array(tmp_path / "imagej.tif")
     assert lazy.spacing == (2.0, 0.5, 0.5)
+    with tifffile.TiffWriter(tmp_path / "pyramid.ome.tif", ome=True) as tif:
+        tif.write(stack, subifds=1, tile=(16, 16), metadata={"axes": "ZYX"})
+        tif.write(stack[:, ::2, ::2], subfiletype=1, tile=(16, 16))
+    lazy, _ = same_as_read_array(tmp_path / "pyramid.ome.tif")  # level 0 of the pyramid
+    assert lazy.data.chunksize == (1, 16, 16)
     np.save(tmp_path / "a.npy", stack)
     lazy, _ = same_as_read_array(tmp_path / "a.npy", chunk_bytes=30 * 40 * 2 * 2)
     assert lazy.data.numblocks == (3, 1, 1)
