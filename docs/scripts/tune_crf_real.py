@@ -34,8 +34,9 @@ finest voxel size; every map is then clipped to [0.02, 0.98]):
 * ``noisy``: ``m`` blurred σ = 2 u, plus Gaussian noise of sd 0.25 (seed 0);
 * ``blurred``: ``m`` blurred σ = 4 u (right place, soft edges).
 
-Tuning used only ``coins``, ``cell`` and ``phantom-3d`` (all degradations);
-``ihc-nuclei``, ``ct-bone`` and ``head-3d`` are held out and were only scored.
+Tuning cases: ``coins``, ``ihc-nuclei`` and ``phantom-3d`` (all degradations);
+``cell``, ``ct-bone`` and ``head-3d`` were held out of the parameter choices
+(``docs/crf.md`` says which choices saw every case).
 
 Run: ``python docs/scripts/tune_crf_real.py`` (the table, with the old defaults'
 deltas; seconds), ``--sweep`` (grid search of the plain dense CRF on the tuning

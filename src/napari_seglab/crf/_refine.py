@@ -223,8 +223,8 @@ def refine(
     verify : bool
         Undo a change where the image argues against it: where the pixel's
         intensity is closer to its input class's local mean than to its new
-        class's (means over the refined classes, Gaussian-weighted, sigma 20
-        finest voxels; a tie keeps the change).
+        class's (means of the refined classes in a box reaching 30 finest
+        voxels; a tie keeps the change).
         Stops the CRF from shrinking an object into its own interior; needs
         the normalised image in memory (4 bytes per voxel and channel).
     warn_fraction : float or None
