@@ -226,7 +226,7 @@ def refine(
         class's (means of the refined classes in a box reaching 30 finest
         voxels; a tie keeps the change).
         Stops the CRF from shrinking an object into its own interior; needs
-        the normalised image in memory (4 bytes per voxel and channel).
+        about 32 bytes per voxel (greyscale) while it runs, after the CRF.
     warn_fraction : float or None
         Issue a ``RuntimeWarning`` when the CRF's own result differs from the
         input's class on more than this fraction of the pixels whose largest
