@@ -190,42 +190,6 @@ def test_rerun_skips_finished_items_and_redoes_a_changed_input(first_run, mixed,
     assert other.fingerprint() != pipeline.fingerprint()
 
 
-def test_killed_worker_mid_run_still_completes_every_item(
-    client, address, model_file, model, tmp_path
-):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    volumes = [data.nuclei_3d(shape=(8, 64, 64), n_objects=4, seed=s).image for s in (0, 1)]
-    for i in range(6):
-        np.save(folder / f"v{i:02d}.npy", volumes[i % 2])
-    pipeline = PredictPipeline(model_file, device="cpu")
-    before = set(client.run(os.getpid).values())
-    killed = []
-    job = run_batch_events(pipeline, collect_items([folder]), tmp_path / "out", scheduler=address)
-    while True:
-        try:
-            event = next(job)
-        except StopIteration as stop:
-            result = stop.value
-            break
-        if event.stage == "running" and not killed:
-            busy = [w for w, keys in client.processing().items() if keys]
-            assert busy, "no item was running when the worker was to be killed"
-            pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-    assert result.counts == {"done": 6, "failed": 0, "skipped": 0}
-    client.wait_for_workers(2, timeout=120)
-    after = set(client.run(os.getpid).values())
-    assert killed[0] in before
-    assert killed[0] not in after  # the nanny started a new worker process
-    expected = [predict_and_split(model, v, device="cpu").labels for v in volumes]
-    for i in range(6):
-        labels = np.load(tmp_path / "out" / f"v{i:02d}_labels.npy")
-        np.testing.assert_array_equal(labels, expected[i % 2])
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".seglab-tmp")]
-
-
 def test_cancel_records_finished_items_and_a_rerun_finishes(address, model_file, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -403,3 +367,39 @@ def test_an_item_error_is_one_line_and_workers_default_to_items_or_cores(tmp_pat
     assert default_workers(5, workers=3) == 3
     with pytest.raises(ValueError, match="at least 1"):
         default_workers(5, workers=0)
+
+
+def test_killed_worker_mid_run_still_completes_every_item(
+    client, address, model_file, model, tmp_path
+):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    volumes = [data.nuclei_3d(shape=(8, 64, 64), n_objects=4, seed=s).image for s in (0, 1)]
+    for i in range(6):
+        np.save(folder / f"v{i:02d}.npy", volumes[i % 2])
+    pipeline = PredictPipeline(model_file, device="cpu")
+    before = set(client.run(os.getpid).values())
+    killed = []
+    job = run_batch_events(pipeline, collect_items([folder]), tmp_path / "out", scheduler=address)
+    while True:
+        try:
+            event = next(job)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        if event.stage == "running" and not killed:
+            busy = [w for w, keys in client.processing().items() if keys]
+            assert busy, "no item was running when the worker was to be killed"
+            pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    assert result.counts == {"done": 6, "failed": 0, "skipped": 0}
+    client.wait_for_workers(2, timeout=120)
+    after = set(client.run(os.getpid).values())
+    assert killed[0] in before
+    assert killed[0] not in after  # the nanny started a new worker process
+    expected = [predict_and_split(model, v, device="cpu").labels for v in volumes]
+    for i in range(6):
+        labels = np.load(tmp_path / "out" / f"v{i:02d}_labels.npy")
+        np.testing.assert_array_equal(labels, expected[i % 2])
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".seglab-tmp")]
