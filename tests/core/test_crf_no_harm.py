@@ -126,6 +126,20 @@ def test_too_large_map_of_real_image_gains_at_least_003(which, request):
     assert _delta(case, probs) >= 0.03
 
 
+def test_shrunk_instance_masks_of_real_nuclei_are_checked_against_the_image(nuclei):
+    image, mask, _ = nuclei
+    labels, _ = ndi.label(ndi.distance_transform_edt(mask) > 3)  # every nucleus eroded by 3 px
+    before = metrics.foreground_dice(labels > 0, mask)
+
+    def delta(**kwargs) -> float:
+        refined = crf.refine_labels(image, labels, **kwargs)
+        return metrics.foreground_dice(refined > 0, mask) - before
+
+    assert delta() > -0.04
+    assert delta(verify=False) < -0.06
+    assert delta(mode="semantic") > -0.02
+
+
 def test_confident_pixels_keep_their_class_when_asked(nuclei):
     image, mask, _ = nuclei
     shifted = np.roll(mask, 6, axis=1)  # a confident map six pixels off

@@ -34,6 +34,7 @@ from ._params import (
     CrfParameters,
 )
 from ._refine import class_dtype
+from ._safety import verify_changes
 
 #: Default probability that a pixel's given label is right.
 DEFAULT_CONFIDENCE = 0.7
@@ -53,7 +54,7 @@ def _grow(sl: tuple[slice, ...], margin: tuple[int, ...], shape: tuple[int, ...]
 
 
 def _instance_steps(
-    labels, channels, scaler, spacing, params, confidence, max_voxels, check, clock
+    labels, channels, scaler, spacing, params, confidence, max_voxels, check, clock, verify
 ):
     shape = labels.shape
     margin = block_margin(params, spacing)
@@ -88,6 +89,12 @@ def _instance_steps(
                 message=f"object {value} ({index + 1}/{len(objects)}), {event.message}",
             )
         keep = marginal > 0.5
+        if verify:  # undo what the image argues against, inside this object's crop
+            intensities = scaler.apply(channels[(slice(None), *crop)])
+            checked = verify_changes(
+                keep.astype(np.uint8), inside.astype(np.uint8), intensities, spacing
+            )
+            keep = checked.astype(bool)
         out_crop = out[crop]
         out_crop[inside & ~keep] = 0
         wanted = keep & ~inside
@@ -119,7 +126,7 @@ def _instance_steps(
 
 
 def _semantic_steps(
-    labels, channels, scaler, spacing, params, confidence, max_voxels, check, clock
+    labels, channels, scaler, spacing, params, confidence, max_voxels, check, clock, verify
 ):
     values = np.unique(labels)
     if values[0] != 0:
@@ -149,6 +156,9 @@ def _semantic_steps(
         cancel=check,
         clock=clock,
     )
+    if verify:
+        given = np.searchsorted(values, labels).astype(dtype)
+        verify_changes(classes, given, scaler.apply(channels), spacing)
     return values[classes]
 
 
@@ -168,6 +178,7 @@ def refine_labels_steps(
     channel_axis: int | None = None,
     intensity_range: tuple[float, float] | None = None,
     max_block_voxels: int = DEFAULT_MAX_BLOCK_VOXELS,
+    verify: bool = True,
     cancel: CancelLike = None,
 ) -> Generator[CrfProgress, None, np.ndarray]:
     """Generator form of :func:`refine_labels`: yields :class:`CrfProgress`, returns labels.
@@ -198,7 +209,16 @@ def refine_labels_steps(
     check.raise_if_set("CRF refinement")
     run = _instance_steps if mode == "instance" else _semantic_steps
     result = yield from run(
-        labels, channels, scaler, step_spacing, params, confidence, max_block_voxels, check, clock
+        labels,
+        channels,
+        scaler,
+        step_spacing,
+        params,
+        confidence,
+        max_block_voxels,
+        check,
+        clock,
+        verify,
     )
     return result
 
@@ -219,6 +239,7 @@ def refine_labels(
     channel_axis: int | None = None,
     intensity_range: tuple[float, float] | None = None,
     max_block_voxels: int = DEFAULT_MAX_BLOCK_VOXELS,
+    verify: bool = True,
 ) -> np.ndarray:
     """Refine a hard label map so that its boundaries follow the image's edges.
 
@@ -239,6 +260,10 @@ def refine_labels(
     spacing, iterations, spatial_sigma, intensity_sigma, bilateral_weight, \
 smoothness_sigma, smoothness_weight, channel_axis, intensity_range, max_block_voxels
         As in :func:`refine`.
+    verify : bool
+        As in :func:`refine`: a pixel's change (inside an object's crop in
+        instance mode) is undone where its intensity is closer to its old
+        class's local mean than to its new class's.
 
     Returns
     -------
@@ -261,5 +286,6 @@ smoothness_sigma, smoothness_weight, channel_axis, intensity_range, max_block_vo
             channel_axis=channel_axis,
             intensity_range=intensity_range,
             max_block_voxels=max_block_voxels,
+            verify=verify,
         )
     )
