@@ -28,7 +28,7 @@ which no fixed halo bounds.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping, MutableMapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -273,12 +273,11 @@ def predict_blockwise_events(
     network.eval()
     predictor = make_window_predictor(network, device, tta=tta, mixed_precision=mixed_precision)
     weight = weights[0, 0].numpy()
-    plan = _plan(grid, blocks)
-    total = sum(len(todo) for _, todo, _ in plan)
+    total = sum(len(todo) for _, todo, _ in _plan(grid, blocks))
     cache: dict[tuple[int, ...], np.ndarray] = {}  # windows shared with the next block
     done = 0
     keep: set = set()
-    for block, (starts, todo, keep_next) in zip(blocks, plan):
+    for block, (starts, todo, keep_next) in zip(blocks, _plan(grid, blocks)):
         keep_from_before, keep = keep, keep_next
         where = tuple((b.start, b.stop) for b in block)
         inputs = _read_region(model, volume, grid, block, axes, channel_axis)
@@ -333,23 +332,25 @@ def predict_blockwise(model: Any, volume: Any, out: MutableMapping[str, Any], **
     return run_to_end(predict_blockwise_events(model, volume, out, **kwargs))
 
 
-def _plan(grid: WindowGrid, blocks: list) -> list[tuple[list, list, set]]:
+def _plan(grid: WindowGrid, blocks: list) -> Iterator[tuple[list, list, set]]:
     """Per block: its windows (grid order), those to run, those to keep for the next block.
 
     Blocks follow each other along the last axis within a row: the windows a
     block shares with the next one are run once and kept (their weighted
-    probabilities), so the last axis costs no repeated windows.
+    probabilities), so the last axis costs no repeated windows. A generator:
+    memory does not grow with the number of blocks.
     """
-    plan = []
+    kept: set = set()
     for i, block in enumerate(blocks):
         starts = grid.windows(block)
-        kept = plan[-1][2] if plan and _same_row(blocks[i - 1], block) else set()
+        if not (i and _same_row(blocks[i - 1], block)):
+            kept = set()
         following = blocks[i + 1] if i + 1 < len(blocks) else None
         keep = set()
         if following is not None and _same_row(block, following):
             keep = set(starts) & set(grid.windows(following))
-        plan.append((starts, [w for w in starts if w not in kept], keep))
-    return plan
+        yield starts, [w for w in starts if w not in kept], keep
+        kept = keep
 
 
 def _same_row(a: tuple[slice, ...], b: tuple[slice, ...]) -> bool:
