@@ -163,9 +163,17 @@ def test_outputs_equal_in_process_prediction(first_run, mixed, model):
     np.testing.assert_allclose(written.affine, source.affine)
 
 
-def test_model_is_loaded_once_per_worker(first_run):
-    *_, loads = first_run
-    assert 1 <= loads <= 2  # 4 items on 2 workers: at most one load each
+def test_model_is_loaded_once_per_worker_before_the_first_item(first_run):
+    _, _, _, events, loads = first_run
+    assert loads == 2  # both workers loaded it once, before any item
+    stages = [event.stage for event in events]
+    loading = [event for event in events if event.stage == "loading"]
+    assert [event.status for event in loading] == [
+        "model loaded on 1 of 2 workers",
+        "model loaded on 2 of 2 workers",
+    ]
+    assert stages.index("loading") < stages.index("running")
+    assert max(i for i, s in enumerate(stages) if s == "loading") < stages.index("running")
 
 
 def test_rerun_skips_finished_items_and_redoes_a_changed_input(first_run, mixed, address):

@@ -188,8 +188,8 @@ class _ProgressBar:
             self.bar = tqdm(total=event.total, desc=self.what, unit="item", file=sys.stderr)
         self.bar.n = event.done
         item, status = getattr(event, "item", ""), getattr(event, "status", "")
-        if item:
-            self.bar.set_postfix_str(f"{item} {status}", refresh=False)
+        if item or status:
+            self.bar.set_postfix_str(f"{item} {status}".strip(), refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:

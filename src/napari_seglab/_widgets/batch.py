@@ -140,6 +140,8 @@ class BatchWidget(DockShell):
         if event.stage == "starting":
             where = f" (dashboard {event.dashboard})" if event.dashboard else ""
             self.status.setText(f"Running{where}…")
+        elif event.stage == "loading":
+            self.status.setText(f"Running: {event.status}…")
         elif event.stage == "skipped":
             self.status.setText(f"{event.done} item(s) already done: skipped.")
         elif event.stage == "running" and event.result is not None:

@@ -270,7 +270,7 @@ def worker_device(device: str = "auto") -> str:
     return f"cuda:{index % count}"
 
 
-def _loaded(worker: Any, pipeline: Pipeline) -> Any:
+def loaded_on(worker: Any, pipeline: Pipeline) -> Any:
     """``pipeline.load()`` once per worker process (kept on the worker object)."""
     import threading
 
@@ -310,7 +310,7 @@ def run_on_worker(
         if hash_input:
             result.input_stat = item_signature(item)
             result.input_hash = item_hash(item)
-        loaded = pipeline.load() if worker is None else _loaded(worker, pipeline)
+        loaded = pipeline.load() if worker is None else loaded_on(worker, pipeline)
         outcome = pipeline.run_item(item, Path(output_dir), loaded)
         if not isinstance(outcome, ItemOutcome):
             raise TypeError(f"run_item returned {type(outcome).__name__}, not ItemOutcome")
@@ -365,7 +365,9 @@ def run_items(
     Yields
     ------
     BatchProgress
-        ``stage="running"``, ``item``, ``status`` and ``result`` set.
+        ``stage="loading"`` as each worker has loaded the model (see
+        :mod:`.warmup`), then ``stage="running"`` with ``item``, ``status``
+        and ``result`` set as each item ends.
     """
     from distributed import as_completed
 
@@ -377,6 +379,11 @@ def run_items(
         return
     _wait_for_a_worker(client, check)
     [shipped] = client.scatter([pipeline], broadcast=True, hash=False)
+    from .warmup import warm_workers_events
+
+    yield from warm_workers_events(
+        client, shipped, cancel=check, clock=clock, done=done_before, total=total
+    )
     futures = {}
     for item in items:
         future = client.submit(

@@ -193,7 +193,8 @@ def run_batch_events(
     ------
     BatchProgress
         ``"skipped"`` (when items were done before), ``"starting"`` (with the
-        dashboard address), ``"running"`` per finished item, ``"done"``.
+        dashboard address), ``"loading"`` (the model on each worker, see
+        :mod:`.warmup`), ``"running"`` per finished item, ``"done"``.
 
     Returns
     -------
@@ -272,7 +273,8 @@ def run_batch_events(
                     total=total,
                     clock=clock,
                 ):
-                    _record(manifest, by_name[event.item], event.result)
+                    if event.stage == "running":
+                        _record(manifest, by_name[event.item], event.result)
                     if time.monotonic() - last_save > SAVE_EVERY_S:
                         manifest.save()
                         last_save = time.monotonic()
