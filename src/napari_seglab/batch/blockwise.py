@@ -305,7 +305,8 @@ def predict_blockwise_events(
                     if plane_by_plane:
                         probs = probs[:, :, None]
                     probs = (probs.to("cpu") * weights).numpy()
-                cache.update(zip(group, probs))
+                # a kept window is copied out of its batch, so the batch can be freed
+                cache.update((w, p.copy() if w in keep else p) for w, p in zip(group, probs))
             last = starts.index(group[-1]) + 1 if group and first + batch < len(todo) else None
             for w in starts[added:last]:
                 src, dst = _overlap(w, roi, lo, acc.shape[1:])
