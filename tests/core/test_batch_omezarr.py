@@ -73,6 +73,7 @@ def test_labels_round_trip_pyramid_geometry(tmp_path, labels):
     assert file.spacing == (2.0, 0.5, 0.25)
     assert file.origin == (10.0, -1.0, 2.0)
     assert file.shape == labels.shape
+    assert file.label_hint is True  # from the image-label metadata, no values read
 
 
 def test_image_pyramid_means_and_centres(tmp_path):

@@ -124,15 +124,8 @@ def _open_zarr(path: Path) -> Any:
 
     from ..io.reader import _read_zarr
 
-    file = _read_zarr(path, lazy=True)  # the zarr array of level 0 and its geometry
-    label_hint = True if _is_label_image(path) else file.label_hint
-    return _with(file, lazy=True, data=da.from_zarr(file.data), label_hint=label_hint)
-
-
-def _is_label_image(path: Path) -> bool:
-    from .omezarr import is_ome_zarr, read_ome_zarr
-
-    return is_ome_zarr(path) and read_ome_zarr(path).kind == "labels"
+    file = _read_zarr(path, lazy=True)  # level 0, its geometry, image-label metadata
+    return _with(file, lazy=True, data=da.from_zarr(file.data))
 
 
 def _open_tiff(path: Path) -> Any:

@@ -320,10 +320,12 @@ def _read_zarr(path: Path, lazy: bool) -> ArrayFile:
             f"expected a zarr array or OME-Zarr image, could not open {str(path)!r} "
             f"({type(exc).__name__}: {exc})."
         ) from None
-    spacing = origin = None
+    spacing = origin = label_hint = None
     if not hasattr(node, "shape"):  # a group: the first level of an OME-Zarr image
         attrs = dict(node.attrs)
         multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+        if "image-label" in attrs or "image-label" in attrs.get("ome", {}):
+            label_hint = True  # an OME-Zarr label image
         if not multiscales:
             raise ValueError(
                 f"expected a zarr array or OME-Zarr image in {str(path)!r}, got a zarr group "
@@ -337,7 +339,14 @@ def _read_zarr(path: Path, lazy: bool) -> ArrayFile:
             elif transform.get("type") == "translation":
                 origin = tuple(float(t) for t in transform["translation"])
     data = node if lazy else np.asarray(node[...])
-    return ArrayFile(data=data, path=path, format="zarr", spacing=spacing, origin=origin)
+    return ArrayFile(
+        data=data,
+        path=path,
+        format="zarr",
+        spacing=spacing,
+        origin=origin,
+        label_hint=label_hint,
+    )
 
 
 def _read_picture(path: Path) -> ArrayFile:
