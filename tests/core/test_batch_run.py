@@ -201,8 +201,8 @@ def test_rerun_skips_finished_items_and_redoes_a_changed_input(first_run, mixed,
 def test_cancel_records_finished_items_and_a_rerun_finishes(address, model_file, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
-    for i in range(6):
-        tifffile.imwrite(folder / f"p{i}.tif", data.nuclei_2d(shape=(64, 64), seed=i).image)
+    for i in range(12):  # enough that some are still running when the first ends
+        tifffile.imwrite(folder / f"p{i}.tif", data.nuclei_2d(shape=(160, 160), seed=i).image)
     pipeline = PredictPipeline(model_file, device="cpu")
     stop = threading.Event()
     job = run_batch_events(
@@ -213,12 +213,12 @@ def test_cancel_records_finished_items_and_a_rerun_finishes(address, model_file,
     partial = info.value.partial
     assert partial.counts["done"] >= 1
     statuses = {n: r["status"] for n, r in Manifest.load(tmp_path / "out").items.items()}
-    assert statuses.keys() == {f"p{i}" for i in range(6)}
+    assert statuses.keys() == {f"p{i}" for i in range(12)}
     assert set(statuses.values()) <= {"done", "pending"}
     rest = run_batch(pipeline, collect_items([folder]), tmp_path / "out", scheduler=address)
     assert rest.counts["skipped"] == partial.counts["done"]
     assert rest.counts["failed"] == 0
-    assert rest.counts["done"] + rest.counts["skipped"] == 6
+    assert rest.counts["done"] + rest.counts["skipped"] == 12
 
 
 def test_evaluate_pairs_by_name_and_writes_one_table(address, tmp_path):

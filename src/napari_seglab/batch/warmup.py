@@ -16,7 +16,7 @@ from collections.abc import Generator
 from typing import Any
 
 from ..jobs import CancelCheck, Stopwatch
-from .engine import POLL_S, BatchProgress, error_line, loaded_on
+from .events import POLL_S, BatchProgress, error_line, loaded_on
 
 __all__ = ["warm_workers_events"]
 
