@@ -57,6 +57,8 @@ MIN_ALLOWED_FAILURES = 3
 
 #: glibc's trim threshold in the workers of a local cluster (bytes freed and kept).
 MALLOC_TRIM_BYTES = 256 * 2**20
+#: glibc's mmap threshold there (the ceiling its adaptive threshold reaches by itself).
+MALLOC_MMAP_BYTES = 32 * 2**20
 
 
 # --------------------------------------------------------------------- cluster
@@ -167,10 +169,13 @@ def batch_client(
     )
     settings = {
         "distributed.scheduler.allowed-failures": failures,
-        # dask's 64 KiB makes glibc hand every large array back to the system
-        # at once; image volumes then pay page faults on every allocation
-        # (measured: items 1.3x slower than in-process, bench_batch.py).
+        # dask sets glibc's trim threshold to 64 KiB, and setting it at all turns
+        # off glibc's adaptive mmap threshold: every array over 128 KiB is then
+        # mapped and unmapped anew, and items ran 1.6x slower than in a plain
+        # process (bench_batch.py). Keep freed memory and restore the mmap
+        # threshold's adaptive ceiling instead.
         "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": MALLOC_TRIM_BYTES,
+        "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": MALLOC_MMAP_BYTES,
     }
     with dask.config.set(settings):
         cluster = LocalCluster(
