@@ -68,3 +68,37 @@ def test_installed_release_is_the_verified_one(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert compat.check_segment_anything() == compat.VERIFIED_VERSION
+
+
+class _PlaneOnlyStack:
+    """A lazy stack (like a dask/zarr array) that records the planes read and refuses whole reads."""
+
+    def __init__(self, data):
+        self._data = data
+        self.shape, self.dtype, self.read = data.shape, data.dtype, []
+
+    def __getitem__(self, index):
+        self.read.append(index)
+        return self._data[index]
+
+    def __array__(self, dtype=None, copy=None):
+        raise AssertionError("the whole stack was loaded")
+
+
+def test_a_lazy_stack_is_read_plane_by_plane_for_prompting():
+    from napari_seglab.sam import SamInput
+    from napari_seglab.sam.image import RANGE_PLANES
+
+    rng = np.random.default_rng(0)
+    data = (rng.random((40, 24, 32)) * 1000).astype(np.uint16)
+    lazy = _PlaneOnlyStack(data)
+    source = SamInput(lazy)
+    plane = source.plane(5)
+    assert plane.shape == (24, 32, 3)
+    assert len(lazy.read) <= RANGE_PLANES + 1  # the sampled planes and plane 5
+    lo, hi = source.value_range
+    exact = np.percentile(data, [1.0, 99.8])
+    assert abs(lo - exact[0]) < 0.02 * (exact[1] - exact[0])
+    assert abs(hi - exact[1]) < 0.02 * (exact[1] - exact[0])
+    # in-memory arrays keep the exact range of every pixel
+    np.testing.assert_allclose(SamInput(data).value_range, exact, rtol=0, atol=1e-9)

@@ -81,7 +81,8 @@ class SamInput:
                 "Expected a 2D image (Y, X) / (Y, X, 3) or a stack (Z, Y, X) / (Z, Y, X, 3), "
                 f"got shape {shape} (rgb={rgb})."
             )
-        dtype = np.dtype(getattr(data, "dtype", np.asarray(data).dtype))
+        # (not getattr(data, "dtype", np.asarray(data).dtype): that loads a lazy stack whole)
+        dtype = np.dtype(data.dtype if hasattr(data, "dtype") else np.asarray(data).dtype)
         if not (np.issubdtype(dtype, np.number) or dtype.kind == "b"):
             raise ValueError(f"Expected a numeric image, got dtype {dtype}.")
         self.data = data
@@ -98,8 +99,23 @@ class SamInput:
         if self.dtype == np.uint8:
             return None
         if self._range is None:
-            self._range = percentile_range(np.asarray(self.data), 1.0, 99.8)
+            self._range = percentile_range(self._range_sample(), 1.0, 99.8)
         return self._range
+
+    def _range_sample(self) -> np.ndarray:
+        """The pixels the intensity range is taken from.
+
+        In-memory data: all of it. Lazy data (dask, zarr, a memory map) of a
+        stack: up to :data:`RANGE_PLANES` evenly spaced planes, so that opening a
+        large OME-Zarr stack reads a few planes, never the whole stack.
+        """
+        if isinstance(self.data, np.ndarray) and not isinstance(self.data, np.memmap):
+            return self.data
+        if not self.is_stack:
+            return np.asarray(self.data)
+        count = min(self.n_planes, RANGE_PLANES)
+        planes = np.unique(np.linspace(0, self.n_planes - 1, count).round().astype(int))
+        return np.stack([np.asarray(self.data[int(i)]) for i in planes])
 
     def raw_plane(self, index: int | None = None) -> np.ndarray:
         """Plane ``index`` of the data as stored, ``(Y, X)`` or ``(Y, X, C)``."""
@@ -132,6 +148,10 @@ class SamInput:
         if raw.ndim == 2:
             raw = np.repeat(raw[..., np.newaxis], 3, axis=-1)
         return np.ascontiguousarray(raw)
+
+
+#: Planes of a lazy stack sampled for its intensity range (see ``SamInput.value_range``).
+RANGE_PLANES = 16
 
 
 def _replace_non_finite(scaled: np.ndarray, index: int | None) -> None:
