@@ -71,7 +71,7 @@ def test_installed_release_is_the_verified_one(monkeypatch):
 
 
 class _PlaneOnlyStack:
-    """A lazy stack (like a dask/zarr array) that records the planes read and refuses whole reads."""
+    """A lazy stack (like dask or zarr) that records the planes read and refuses whole reads."""
 
     def __init__(self, data):
         self._data = data
