@@ -5,8 +5,9 @@ pixel), and on request ``NAME_probabilities.EXT`` (``(C, *spatial)``
 float32) and ``NAME_instances.EXT`` (objects numbered from 1), each
 atomically. ``EXT`` follows ``output_format``: ``"same"`` keeps the input's
 format where it can be written (NIfTI ``.nii.gz``/``.nii``, ``.tif``,
-``.npy``; NIfTI keeps the source geometry, TIFF the spacing) and writes
-``.tif`` for the others (DICOM, zarr, pictures); ``"tif"``, ``"nii.gz"``,
+``.npy``; NIfTI keeps the source geometry, TIFF the spacing), writes a
+DICOM series as ``.nii.gz`` on its geometry, and ``.tif`` for the others
+(zarr, pictures); ``"tif"``, ``"nii.gz"``,
 ``"npy"`` force one; ``"ome-zarr"`` writes ``NAME_labels.ome.zarr`` with a
 multiscale pyramid (:mod:`.omezarr`).
 
@@ -181,6 +182,9 @@ class PredictPipeline:
         for suffix in (".nii", ".npy"):
             if name.endswith(suffix):
                 return suffix
+        dicom_folder = item.path.is_dir() and not name.endswith(".zarr")
+        if dicom_folder or name.endswith((".dcm", ".dicom", ".ima")):
+            return ".nii.gz"  # keeps the series' geometry (as the sam pipeline does)
         return ".tif"
 
     def output_kinds(self) -> list[str]:
