@@ -128,6 +128,23 @@ def test_bad_forms_are_refused_before_any_work(make_napari_viewer, tmp_path, mod
     assert len(errors) == 2
 
 
+def test_an_ome_zarr_output_opens_as_a_lazy_labels_layer(make_napari_viewer, tmp_path):
+    from napari_seglab._widgets.batch import open_output
+    from napari_seglab.batch.omezarr import write_ome_zarr
+
+    labels = np.random.default_rng(0).integers(0, 3, (6, 40, 40)).astype(np.uint8)
+    path = write_ome_zarr(
+        labels, tmp_path / "ct_labels.ome.zarr", spacing=(3, 1, 1), kind="labels"
+    )
+    viewer = make_napari_viewer()
+    [layer] = open_output(viewer, path)
+    assert layer.__class__.__name__ == "Labels"
+    data = layer.data[0] if layer.multiscale else layer.data
+    assert not isinstance(data, np.ndarray)  # read lazily
+    np.testing.assert_array_equal(np.asarray(data), labels)
+    np.testing.assert_allclose(layer.scale, (3, 1, 1))
+
+
 BATCH_QUIT_SCRIPT = """
 import time
 import numpy as np

@@ -201,13 +201,18 @@ def open_output(viewer, path: Path) -> list:
 
     stem = path.name.split(".")[0]
     is_labels = stem.rsplit("_", 1)[-1] in LABEL_KINDS
-    if path.name.lower().endswith((".nii", ".nii.gz")):
+    if path.name.lower().endswith((".nii", ".nii.gz", ".zarr")):
         from .._io_plugin import read_nifti_layers
+        from ..batch.omezarr import is_ome_zarr, ome_zarr_layers
 
-        return [
-            viewer.add_layer(_layer(data, kwargs, kind))
-            for data, kwargs, kind in read_nifti_layers(str(path))
-        ]
+        if path.name.lower().endswith(".zarr") and is_ome_zarr(path):
+            layers = ome_zarr_layers(path)  # multiscale, lazy
+        elif not path.name.lower().endswith(".zarr"):
+            layers = read_nifti_layers(str(path))
+        else:
+            layers = []
+        if layers:
+            return [viewer.add_layer(_layer(data, kwargs, kind)) for data, kwargs, kind in layers]
     source = read_array(path, lazy=True, what="batch output")
     kwargs = {"name": stem}
     if source.spacing is not None:
