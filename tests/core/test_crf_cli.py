@@ -46,6 +46,21 @@ def test_single_foreground_map_and_options(files):
     assert np.array_equal(np.load(out), expected)
 
 
+def test_the_no_harm_checks_can_be_set_from_the_command_line(files):
+    folder, sample, probs = files
+    out = folder / "plain.npy"
+    argv = ["crf", str(folder / "image.tif"), str(folder / "probs.npy"), "-o", str(out)]
+    argv += ["--no-verify", "--no-keep-objects", "--keep-confident", "0.95", "--quiet"]
+    assert main(argv) == 0
+    expected = crf.refine(
+        sample.image, probs, verify=False, keep_objects=False, keep_confident=0.95
+    )
+    assert np.array_equal(np.load(out), expected)
+    default = crf.refine(sample.image, probs)
+    plain = crf.refine(sample.image, probs, verify=False, keep_objects=False)
+    assert not np.array_equal(default, plain)  # the flags change something here
+
+
 def test_labels_are_refined_per_object(files):
     folder, sample, _ = files
     out = folder / "refined.tif"

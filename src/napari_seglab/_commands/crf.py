@@ -93,6 +93,35 @@ def register(subparsers) -> None:
         default=DEFAULT_MAX_BLOCK_VOXELS,
         help="largest block per CRF; bigger volumes are tiled (bounds memory)",
     )
+    safety = parser.add_argument_group(
+        "no-harm checks (see docs/crf.md, 'Real data: no harm by default')"
+    )
+    safety.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="keep changes the image contradicts (the plain CRF)",
+    )
+    safety.add_argument(
+        "--no-keep-objects",
+        dest="keep_objects",
+        action="store_false",
+        help="probabilities only: let the CRF erase input objects whole",
+    )
+    safety.add_argument(
+        "--keep-confident",
+        type=float,
+        default=None,
+        metavar="P",
+        help="probabilities only: pixels whose input probability is at least P keep their class",
+    )
+    safety.add_argument(
+        "--warn-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="probabilities only: warn when more than F of the confident pixels change",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_damaged(parser)
     add_overwrite(parser)
@@ -143,13 +172,17 @@ def run(args: argparse.Namespace) -> int:
         "channel_axis": args.channel_axis,
         "intensity_range": args.intensity_range,
         "max_block_voxels": args.max_block_voxels,
+        "verify": args.verify,
     }
     if args.labels:
         job = crf.refine_labels_steps(
             image, given, confidence=args.confidence, mode=args.mode, **common
         )
     else:
-        job = crf.refine_steps(image, given, **common)
+        checks = {"keep_objects": args.keep_objects, "keep_confident": args.keep_confident}
+        if args.warn_fraction is not None:
+            checks["warn_fraction"] = args.warn_fraction
+        job = crf.refine_steps(image, given, **common, **checks)
     result = run_to_end(job, progress_printer("crf", quiet=args.quiet))
     written = write_array(args.out, result, spacing=common["spacing"])
     values = np.unique(result)
