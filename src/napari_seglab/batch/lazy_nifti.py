@@ -16,7 +16,6 @@ needs the intent code and, for integer voxels, their range and count; with
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -107,15 +106,10 @@ def _as_labels(values: Any, path: Path) -> Any:
 def _reorient(data: Any, ras_affine: np.ndarray, name: str) -> tuple[Any, dict, np.ndarray]:
     """:func:`napari_seglab.io.volume.volume_from_source` on a dask array (no copy)."""
     import dask.array as da
-    from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+    from nibabel.orientations import inv_ornt_aff
 
-    from ..io.orientation import (
-        LAYER_AXCODES,
-        is_oblique,
-        layer_affine_from_ras,
-        obliquity_degrees,
-        split_layer_affine,
-    )
+    from ..io.orientation import layer_affine_from_ras, layer_transform, split_layer_affine
+    from ..io.volume import orientation_record
 
     source_shape = tuple(int(n) for n in data.shape)
     padded = max(0, 3 - data.ndim)
@@ -124,13 +118,7 @@ def _reorient(data: Any, ras_affine: np.ndarray, name: str) -> tuple[Any, dict, 
     if len(extra_shape) > 1:
         arr = arr.reshape((*arr.shape[:3], int(np.prod(extra_shape))))
     ras_affine = np.asarray(ras_affine, dtype=np.float64)
-    source = io_orientation(ras_affine)
-    if np.isnan(source).any():
-        raise ValueError(
-            "The affine maps two voxel axes to the same world axis (degenerate), got\n"
-            f"{ras_affine}"
-        )
-    transform = ornt_transform(source, axcodes2ornt(LAYER_AXCODES))
+    source, transform = layer_transform(ras_affine)
     shape3 = arr.shape[:3]
     for axis, flip in enumerate(transform[:, 1]):
         if flip == -1:
@@ -153,23 +141,7 @@ def _reorient(data: Any, ras_affine: np.ndarray, name: str) -> tuple[Any, dict, 
         del spatial_origin[dropped]
     layer_spacing = ([1.0] if has_extra else []) + spatial_spacing
     layer_origin = ([0.0] if has_extra else []) + spatial_origin
-    oblique = is_oblique(rotation)
-    orientation: dict[str, Any] = {
-        "source_axcodes": list(_axcodes(source)),
-        "layer_axcodes": list(LAYER_AXCODES),
-        "convention": "slice axis first: (Z, Y, X) = (Inferior, Posterior, Left), world I = -S",
-        "oblique": oblique,
-        "obliquity_degrees": obliquity_degrees(rotation),
-        "residual_rotation": rotation.tolist(),
-    }
-    if oblique:
-        orientation["warning"] = (
-            f"{name}: the voxel grid is tilted {orientation['obliquity_degrees']:.2f} degrees "
-            "against the patient axes (oblique or sheared); napari shows it on its voxel grid, "
-            "so world positions away from voxel 0 are approximate. The full affine is kept "
-            "(Volume.affine, metadata) and the NIfTI writer restores it."
-        )
-        warnings.warn(orientation["warning"], UserWarning, stacklevel=4)
+    orientation = orientation_record(name, _axcodes(source), rotation, stacklevel=5)
     geometry = {
         "source_shape": list(source_shape),
         "source_affine": ras_affine.tolist(),

@@ -102,6 +102,35 @@ def ras_affine_from_layer(layer_affine: np.ndarray) -> np.ndarray:
     return out
 
 
+def layer_transform(ras_affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The source orientation of ``ras_affine`` and the transform to the layer axes.
+
+    Parameters
+    ----------
+    ras_affine : ndarray, shape ``(4, 4)``
+        Maps ``(i, j, k, 1)`` to RAS+ millimetres.
+
+    Returns
+    -------
+    source, transform : ndarray, shape ``(3, 2)``
+        nibabel orientations: the source axes, and the flips and permutation
+        that take them to :data:`LAYER_AXCODES`.
+
+    Raises
+    ------
+    ValueError
+        Two voxel axes map to the same world axis (a degenerate affine).
+    """
+    ras_affine = np.asarray(ras_affine, dtype=np.float64)
+    source = io_orientation(ras_affine)
+    if np.isnan(source).any():
+        raise ValueError(
+            "The affine maps two voxel axes to the same world axis (degenerate), got\n"
+            f"{ras_affine}"
+        )
+    return source, ornt_transform(source, axcodes2ornt(LAYER_AXCODES))
+
+
 def to_layer_axes(data: np.ndarray, ras_affine: np.ndarray) -> Reoriented:
     """Flip and permute the first three axes of ``data`` to ``(I, P, L)``.
 
@@ -120,13 +149,7 @@ def to_layer_axes(data: np.ndarray, ras_affine: np.ndarray) -> Reoriented:
     if data.ndim < 3:
         raise ValueError(f"Expected an array with at least 3 axes, got shape {data.shape}.")
     ras_affine = np.asarray(ras_affine, dtype=np.float64)
-    source = io_orientation(ras_affine)
-    if np.isnan(source).any():
-        raise ValueError(
-            "The affine maps two voxel axes to the same world axis (degenerate), got\n"
-            f"{ras_affine}"
-        )
-    transform = ornt_transform(source, axcodes2ornt(LAYER_AXCODES))
+    source, transform = layer_transform(ras_affine)
     shape3 = data.shape[:3]
     reoriented = apply_orientation(data, transform)
     new_ras = ras_affine @ inv_ornt_aff(transform, shape3)

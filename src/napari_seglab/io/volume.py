@@ -134,6 +134,44 @@ class Volume:
         return self.data, kwargs, "image"
 
 
+def orientation_record(
+    name: str, source_axcodes, rotation: np.ndarray, *, stacklevel: int = 3
+) -> dict[str, Any]:
+    """The ``metadata["orientation"]`` of a volume; warns when its grid is oblique.
+
+    Parameters
+    ----------
+    name : str
+        The volume's name, for the warning.
+    source_axcodes : sequence of str
+        The source voxel axes' directions (nibabel axis codes).
+    rotation : ndarray, shape ``(3, 3)``
+        The layer affine's residual rotation (see ``split_layer_affine``).
+    stacklevel : int
+        Of the warning, counted from this function.
+    """
+    oblique = is_oblique(rotation)
+    orientation: dict[str, Any] = {
+        "source_axcodes": list(source_axcodes),
+        "layer_axcodes": list(LAYER_AXCODES),
+        "convention": "slice axis first: (Z, Y, X) = (Inferior, Posterior, Left), world I = -S",
+        "oblique": oblique,
+        "obliquity_degrees": obliquity_degrees(rotation),
+        "residual_rotation": np.asarray(rotation).tolist(),
+    }
+    if oblique:
+        orientation["warning"] = (
+            f"{name}: the voxel grid is tilted {orientation['obliquity_degrees']:.2f} degrees "
+            "against the patient axes (oblique or sheared); napari shows it on its voxel grid, "
+            "so world positions away from voxel 0 are approximate. The full affine is kept "
+            "(Volume.affine, metadata) and the NIfTI writer restores it; for exact positions "
+            "(3D views, overlays with other series) set SEGLAB_OBLIQUE=affine before starting "
+            "napari, or use layer_data(rotate_oblique=True)."
+        )
+        warnings.warn(orientation["warning"], UserWarning, stacklevel=stacklevel)
+    return orientation
+
+
 def volume_from_source(
     data: np.ndarray,
     ras_affine: np.ndarray,
@@ -193,25 +231,7 @@ def volume_from_source(
     layer_origin = ([0.0] if has_extra else []) + spatial_origin
     out = np.array(out, order="C") if detach else np.ascontiguousarray(out)
 
-    oblique = is_oblique(rotation)
-    orientation: dict[str, Any] = {
-        "source_axcodes": list(reoriented.source_axcodes),
-        "layer_axcodes": list(LAYER_AXCODES),
-        "convention": "slice axis first: (Z, Y, X) = (Inferior, Posterior, Left), world I = -S",
-        "oblique": oblique,
-        "obliquity_degrees": obliquity_degrees(rotation),
-        "residual_rotation": rotation.tolist(),
-    }
-    if oblique:
-        orientation["warning"] = (
-            f"{name}: the voxel grid is tilted {orientation['obliquity_degrees']:.2f} degrees "
-            "against the patient axes (oblique or sheared); napari shows it on its voxel grid, "
-            "so world positions away from voxel 0 are approximate. The full affine is kept "
-            "(Volume.affine, metadata) and the NIfTI writer restores it; for exact positions "
-            "(3D views, overlays with other series) set SEGLAB_OBLIQUE=affine before starting "
-            "napari, or use layer_data(rotate_oblique=True)."
-        )
-        warnings.warn(orientation["warning"], UserWarning, stacklevel=3)
+    orientation = orientation_record(name, reoriented.source_axcodes, rotation, stacklevel=4)
 
     geometry = {
         "source_shape": list(source_shape),
