@@ -11,6 +11,8 @@ COMMAND_MODULES = (
     "sample",
     "io",
     "sam",
+    "sam_refine",
+    "sam_everything",
     "unet",
     "crf",
     "evaluate",
