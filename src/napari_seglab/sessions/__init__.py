@@ -7,7 +7,31 @@ controls onto a session and back; two widgets that share work share the
 session object. Sessions never touch napari or Qt.
 """
 
+from .sam_objects import class_image
 from .sam_prompting import SamPromptSession
-from .sam_records import PlanePrompts, PredictionResult, PropagationResult
+from .sam_records import PendingObject, PlanePrompts, PredictionResult, PropagationResult
+from .sam_store import (
+    SavedSession,
+    SessionMismatch,
+    SessionStore,
+    find_session,
+    image_fingerprint,
+    load_session,
+    restore_session,
+)
 
-__all__ = ["PlanePrompts", "PredictionResult", "PropagationResult", "SamPromptSession"]
+__all__ = [
+    "PendingObject",
+    "PlanePrompts",
+    "PredictionResult",
+    "PropagationResult",
+    "SamPromptSession",
+    "SavedSession",
+    "SessionMismatch",
+    "SessionStore",
+    "class_image",
+    "find_session",
+    "image_fingerprint",
+    "load_session",
+    "restore_session",
+]

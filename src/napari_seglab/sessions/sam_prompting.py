@@ -30,13 +30,18 @@ from psygnal import Signal
 
 from ..jobs import CancelLike, ProgressEvent, run_to_end
 from ..objects import grow_object, new_object
+from .sam_objects import ObjectsMixin
 from .sam_records import PlanePrompts, PredictionResult, PropagationResult, Writer
 
 __all__ = ["SamPromptSession"]
 
 
-class SamPromptSession:
+class SamPromptSession(ObjectsMixin):
     """What a user is doing while prompting SAM on one image or stack.
+
+    Several objects may be pending at once (:mod:`.sam_objects`): prompts,
+    proposals and :meth:`commit` act on the active one, :meth:`commit_all`
+    writes them all.
 
     Parameters
     ----------
@@ -58,6 +63,8 @@ class SamPromptSession:
         The proposals or the chosen proposal changed (or were cleared).
     committed(int)
         An object was committed with this id.
+    objects_changed(), classes_changed(), committed_all(list)
+        See :class:`~.sam_objects.ObjectsMixin`.
     status(str)
         A one-line message for the user.
     """
@@ -79,12 +86,9 @@ class SamPromptSession:
         self.model_decoder = ""
         self.segmenter = None
         self.source = None
-        self.prediction = None
-        self.proposal = 0
-        self.prediction_plane: int | None = None
         self.last_object: tuple[Any, int] | None = None
-        self._prompts: dict[int | None, PlanePrompts] = {}
         self.generation = 0
+        self._init_objects()
 
     # -- model and image -----------------------------------------------------------------
     def set_model(self, model, source: str = "", *, decoder: str = "") -> None:
@@ -104,7 +108,7 @@ class SamPromptSession:
         self.model_source = source or getattr(model, "name", "")
         self.model_decoder = str(decoder)
         self.segmenter = PromptSegmenter(model, self.cache)
-        self.generation += 1  # a result computed with the previous model is stale
+        self._touch_all()  # a result computed with the previous model is stale
         self._forget_prediction()
         self.model_changed.emit(model)
         self.status.emit(f"Model {model.name} on {model.device}.")
@@ -126,10 +130,12 @@ class SamPromptSession:
         from ..sam import SamInput
 
         self.source = data if isinstance(data, SamInput) else SamInput(data, rgb=rgb)
-        self._prompts.clear()
+        self.objects, self.committed_objects, self.store = [], {}, None
+        self._active = self._make_object(self._active.class_id)
         self.last_object = None
-        self.generation += 1  # a result computed on the previous image is stale
+        self._touch_all()  # a result computed on the previous image is stale
         self._forget_prediction()
+        self.objects_changed.emit()
         self.image_changed.emit()
         return self.source
 
@@ -203,12 +209,12 @@ class SamPromptSession:
             self._prompts.pop(key, None)
         else:
             self._prompts[key] = prompts
-        self.generation += 1
+        self._touch()
         self.prompts_changed.emit()
 
     @property
     def has_prompts(self) -> bool:
-        """Whether any plane holds a prompt."""
+        """Whether any plane holds a prompt of the active object."""
         return bool(self._prompts)
 
     def is_embedded(self, plane: int | None = None) -> bool:
@@ -237,9 +243,9 @@ class SamPromptSession:
         )
 
     def clear_prompts(self) -> None:
-        """Forget every prompt and proposal; the next object starts fresh."""
+        """Forget the active object's prompts and proposals; it starts fresh."""
         self._prompts.clear()
-        self.generation += 1
+        self._touch()
         self._forget_prediction()
         self.prompts_changed.emit()
         self.status.emit("Prompts cleared.")
@@ -252,9 +258,15 @@ class SamPromptSession:
 
     # -- prediction ----------------------------------------------------------------------
     def prediction_job(
-        self, plane: int | None = None
+        self, plane: int | None = None, *, obj: int | None = None
     ) -> Generator[ProgressEvent, None, PredictionResult]:
         """Embed (cached) and prompt ``plane``; safe to run in a worker thread.
+
+        Parameters
+        ----------
+        plane : int or None
+        obj : int, optional
+            ``uid`` of the pending object to prompt (default the active one).
 
         Returns
         -------
@@ -264,15 +276,15 @@ class SamPromptSession:
         self._require_model()
         self._require_image()
         key = self._plane_key(plane)
-        generation = self.generation
-        prompts = self.prompts(key)
+        generation, target = self.generation, self._object(obj)
+        prompts = target.prompts.get(key, PlanePrompts())
         if prompts.empty:
-            return PredictionResult(key, None, generation)
+            return PredictionResult(key, None, generation, target.uid)
         yield ProgressEvent("embedding", 0, 1)
         self.segmenter.set_image(self.source, key)
         prediction = self.segmenter.predict(**prompts.predict_kwargs())
         _ = prediction.mask  # upsample the shown proposal here, off the caller's thread
-        return PredictionResult(key, prediction, generation)
+        return PredictionResult(key, prediction, generation, target.uid)
 
     def accept(self, result: PredictionResult) -> bool:
         """Show ``result`` unless the prompts changed since it was computed.
@@ -282,15 +294,20 @@ class SamPromptSession:
         bool
             False for a stale result (dropped).
         """
-        if result.generation != self.generation:
+        obj = self._result_object(result)
+        if obj is None:
             return False
+        n = 0 if result.prediction is None else len(result.prediction.scores)
+        chosen = obj.resume_proposal if obj.resume_proposal in range(n) else None
+        obj.prediction, obj.plane, obj.resume_proposal = result.prediction, result.plane, None
+        obj.proposal = int(result.prediction.best) if chosen is None and n else (chosen or 0)
+        if obj is not self._active:
+            self.objects_changed.emit()
+            return True
         if result.prediction is None:
             self._forget_prediction()
             self.status.emit("No prompts on this plane.")
             return True
-        self.prediction = result.prediction
-        self.proposal = int(result.prediction.best)
-        self.prediction_plane = result.plane
         self.prediction_changed.emit()
         self.status.emit(
             f"{int(self.mask().sum())} pixels. Enter commits, N shows the next proposal."
@@ -352,33 +369,8 @@ class SamPromptSession:
         int
             The new id, or 0 when nothing was new (prompts are kept then).
         """
-        if self.prediction is None:
-            self.status.emit("Nothing to commit: click on an object first.")
-            return 0
-        shape = self.labels_shape
-        if tuple(np.shape(labels)) != shape:
-            raise ValueError(
-                f"Expected labels of the image's shape {shape}, got {tuple(np.shape(labels))}."
-            )
-        mask = self.mask()
-        if self.prediction_plane is None:
-            write = new_object(labels, mask, overwrite=overwrite)
-        else:
-            write = new_object(
-                labels, mask[None], offset=(self.prediction_plane, 0, 0), overwrite=overwrite
-            )
-        if not write.value:
-            self.status.emit("Nothing new to commit: the mask lies on existing objects.")
-            return 0
-        if writer is None:
-            write.apply(labels)
-        else:
-            writer(write.indices, write.value)
-        self.last_object = (labels if handle is None else handle, write.value)
-        self.clear_prompts()
-        self.committed.emit(write.value)
-        self.status.emit(f"Committed object {write.value} ({write.size} pixels).")
-        return write.value
+        ids = self._commit_objects([self._active], labels, overwrite, writer, handle)
+        return ids[0] if ids else 0
 
     # -- stacks --------------------------------------------------------------------------
     def neighbour_order(self, plane: int | None) -> list[int]:
@@ -474,10 +466,13 @@ class SamPromptSession:
         object_id = result.object_id or write.value
         if not result.object_id and object_id:
             self.last_object = (labels if handle is None else handle, object_id)
+            self._record_committed(object_id, self._active)
             self.clear_prompts()
         planes = np.flatnonzero(result.volume.any(axis=tuple(range(1, result.volume.ndim))))
         if object_id and planes.size:
             self.status.emit(f"Object {object_id} spans planes {planes.min()}–{planes.max()}.")
+        if write.size:
+            self._autosave(labels)
         return object_id
 
     def propagate(self, labels, *, plane: int | None = None, overwrite: bool = False) -> int:
