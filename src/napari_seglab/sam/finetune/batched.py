@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..frames import to_model_xy
+from ..frames import mask_to_logits, to_model_xy
 from .data import AnnotatedObject, Plane
 from .prompts import PromptBatch
 from .store import EmbeddingStore
@@ -129,6 +129,27 @@ class BatchDecoder:
             )
             boxes = torch.as_tensor(corners, dtype=torch.float, device=device)
         return points, boxes
+
+    def mask_tensor(
+        self, objects: list[AnnotatedObject], prompts: PromptBatch
+    ) -> torch.Tensor | None:
+        """Mask prompts as low-res logits ``(B, 1, L, L)`` (None without mask prompts).
+
+        Each full-size mask goes through :func:`..frames.mask_to_logits` with its
+        plane's geometry, as :meth:`PromptSegmenter.predict` converts a mask input.
+        """
+        import torch
+
+        if prompts.masks is None:
+            return None
+        model = self.model
+        logits = [
+            mask_to_logits(
+                mask, self.planes[o.plane].input_size, model.img_size, model.low_res_size
+            )
+            for o, mask in zip(objects, prompts.masks)
+        ]
+        return torch.as_tensor(np.stack(logits)[:, None], device=model.device)
 
     def embeddings(self, objects: list[AnnotatedObject]) -> torch.Tensor:
         """``(B, C, h, w)``: the embedding of each object's plane."""

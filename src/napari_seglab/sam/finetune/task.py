@@ -162,7 +162,8 @@ class DecoderTask:
         model, decoder = self.model, self.decoder
         target = self.targets.batch(batch.ids, model.device)
         points, boxes = decoder.prompt_tensors(batch.objects, batch.prompts)
-        logits, iou = decoder(batch.objects, points, boxes)
+        masks = decoder.mask_tensor(batch.objects, batch.prompts)
+        logits, iou = decoder(batch.objects, points, boxes, mask_input=masks)
         per_mask = mask_losses(logits, target)
         # Single-mask output for every prompt; best of the three proposals
         # (SAM's ambiguity-aware loss) so multimask prediction is trained too.
@@ -188,7 +189,9 @@ class DecoderTask:
         """Mean Dice per prompt kind of the single-mask outputs at full size, and their mean.
 
         Validation prompts are deterministic (the exact box, one click at the
-        object's most interior pixel); Dice is :func:`napari_seglab.metrics.foreground_dice`.
+        object's most interior pixel, or the object shrunk by half of the
+        recipe's ``mask_change`` as mask prompt); Dice is
+        :func:`napari_seglab.metrics.foreground_dice`.
         Empty without validation objects.
         """
         import torch
@@ -207,8 +210,11 @@ class DecoderTask:
                 dices = []
                 for start in range(0, len(self.val), self.batch_size):
                     chunk = self.val[start : start + self.batch_size]
-                    points, boxes = decoder.prompt_tensors(chunk, validation_prompts(chunk, kind))
-                    low, _ = decoder(chunk, points, boxes)
+                    shapes = [self.shapes[o.plane] for o in chunk]
+                    prompts = validation_prompts(chunk, kind, shapes, self.recipe)
+                    points, boxes = decoder.prompt_tensors(chunk, prompts)
+                    masks = decoder.mask_tensor(chunk, prompts)
+                    low, _ = decoder(chunk, points, boxes, mask_input=masks)
                     for obj, logits in zip(chunk, low[:, :1].float()):
                         plane = self.planes[obj.plane]
                         mask = upsample_logits(
