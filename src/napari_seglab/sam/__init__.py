@@ -31,6 +31,8 @@ Modules, each importing only the ones above it:
 * prompting: :mod:`.decoder_prepare`, :mod:`.decoder_masks`, :mod:`.decoder`
   (the fast mask decoder), :mod:`.prompt` (:class:`PromptSegmenter`);
 * :mod:`.propagate` (through a stack);
+* :mod:`.mask_prompts` (prompts from a mask), :mod:`.refine` and
+  :mod:`.refine_all` (refining existing labels with their own masks as prompts);
 * :mod:`.finetune` (decoder fine-tuning on the shared training loop).
 
 ``__all__`` lists what a user calls; everything else stays importable from its module.
@@ -55,6 +57,11 @@ from .precompute import precompute_embeddings
 from .prompt import Prediction, PromptSegmenter
 from .propagate import PropagationStep as PropagationStep
 from .propagate import propagate, propagate_steps
+from .refine import RefinedObject, refine_object
+from .refine_all import LabelChange as LabelChange
+from .refine_all import ObjectRecord as ObjectRecord
+from .refine_all import RefineResult, refine_all, refine_all_job
+from .refine_all import RefineStep as RefineStep
 from .registry import ARCHITECTURES as ARCHITECTURES
 from .registry import CHECKPOINTS as CHECKPOINTS
 from .registry import CheckpointSpec as CheckpointSpec
@@ -67,6 +74,8 @@ __all__ = [
     "Prediction",
     "PromptRecipe",
     "PromptSegmenter",
+    "RefineResult",
+    "RefinedObject",
     "SamInput",
     "SamModel",
     "build_tiny_sam",
@@ -78,5 +87,8 @@ __all__ = [
     "precompute_embeddings",
     "propagate",
     "propagate_steps",
+    "refine_all",
+    "refine_all_job",
+    "refine_object",
     "save_decoder",
 ]
