@@ -44,11 +44,13 @@ from ._layers import (
 )
 from ._layers import write_labels as _write_labels
 from ._sessions import sam_session
+from .sam_objects import ObjectsPanel
+from .sam_prompt_choices import NEW_LABELS, LayerChoices
 from .sam_prompt_layers import PromptLayers
 from .sam_prompt_stack import StackPrompting
 
 MODEL_CHOICES = ("vit_b", "vit_l", "vit_h", "medsam")
-NEW_LABELS = "<new labels layer>"
+__all__ = ["NEW_LABELS", "SamPromptWidget"]
 HELP = (
     "Click: positive point · Shift+click: negative point · rectangle in 'SAM box': box prompt.<br>"
     "Keys (with 'SAM points' selected): <b>Enter</b> commit · <b>Esc</b> clear · "
@@ -56,7 +58,7 @@ HELP = (
 )
 
 
-class SamPromptWidget(StackPrompting, DockShell):
+class SamPromptWidget(LayerChoices, StackPrompting, DockShell):
     """Interactive SAM segmentation into a Labels layer.
 
     Parameters
@@ -133,6 +135,7 @@ class SamPromptWidget(StackPrompting, DockShell):
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(lambda: self.jobs.cancel("propagate"))
         self.status_label = QLabel("Load a model to start.")
+        self.objects_panel = ObjectsPanel(self)  # several objects, classes, saved sessions
         self.forms = [self.form]
         self.set_rows(
             [
@@ -145,21 +148,10 @@ class SamPromptWidget(StackPrompting, DockShell):
                 [self.scores_label],
                 [self.next_button, self.commit_button, self.clear_button],
                 [self.propagate_button, self.cancel_button],
+                [self.objects_panel],
                 [self.status_label],
             ]
         )
-
-    def _own_layers(self) -> tuple:
-        return self.prompt_layers.layers if self.prompt_layers is not None else ()
-
-    def _image_choices(self, widget=None) -> list:
-        own = self._own_layers()
-        return [(x.name, x) for x in self.viewer.layers if isinstance(x, Image) and x not in own]
-
-    def _labels_choices(self, widget=None) -> list:
-        own = self._own_layers()
-        layers = [x for x in self.viewer.layers if isinstance(x, Labels) and x not in own]
-        return [(NEW_LABELS, None), *((x.name, x) for x in layers)]
 
     def _set_status(self, text: str) -> None:
         if not self.jobs.closed:
@@ -249,6 +241,7 @@ class SamPromptWidget(StackPrompting, DockShell):
             KeyMod.CtrlCmd | KeyCode.KeyZ: self.undo_commit,
         }
         self.prompt_layers = PromptLayers(self.viewer, shape, geometry, self._on_prompts, keys)
+        self.objects_panel.started(image)
         self.reset_choices()
         self._set_status("Click on the object.")
         self._precompute_neighbours()
@@ -364,18 +357,20 @@ class SamPromptWidget(StackPrompting, DockShell):
             self.prompt_layers.activate()
         return value
 
-    def commit(self) -> int:
-        """Write the previewed mask as a new object (id = max + 1); returns the id (0: none)."""
-        if self.session.prediction is None or self.prompt_layers is None:
+    def commit(self) -> list[int]:
+        """Write every pending object's proposal as new objects, one undo step; returns the ids."""
+        ready = any(obj.prediction is not None for obj in self.session.objects)
+        if not ready or self.prompt_layers is None:
             show_info("Nothing to commit: click on an object first.")
-            return 0
-        return self._write(self.target_labels(), self.session.commit)
+            return []
+        return self._write(self.target_labels(), self.session.commit_all) or []
 
     def undo_commit(self) -> None:
         """Take back the last write into the target labels (Ctrl+Z while prompting)."""
         last = self.session.last_object
         if last is not None and last[0] in self.viewer.layers:
             last[0].undo()
+            self.objects_panel.save_after_undo(last[0])
 
     # -- closing ---------------------------------------------------------------------------
     def _on_layer_removed(self, event=None) -> None:

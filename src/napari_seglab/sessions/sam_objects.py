@@ -342,17 +342,27 @@ class ObjectsMixin:
     def pending_predictions_job(self) -> Generator[ProgressEvent, None, list[PredictionResult]]:
         """Predict every pending object that has prompts but no proposal (a reopened session).
 
+        Uses a segmenter of its own, so it may run beside the prompt thread.
+
         Returns
         -------
         list of PredictionResult
             Hand each to :meth:`accept`.
         """
+        from ..sam import PromptSegmenter
+
+        self._require_model()
+        self._require_image()
+        segmenter, generation = PromptSegmenter(self.model, self.cache), self.generation
         todo = [obj for obj in self.objects if obj.has_prompts and obj.prediction is None]
         results = []
         for done, obj in enumerate(todo):
             yield ProgressEvent("predicting", done, len(todo))
             plane = obj.plane if obj.plane in obj.prompts else next(iter(obj.prompts))
-            results.append((yield from self.prediction_job(plane, obj=obj.uid)))
+            segmenter.set_image(self.source, plane)
+            prediction = segmenter.predict(**obj.prompts[plane].predict_kwargs())
+            _ = prediction.mask  # upsampled here, off the caller's thread
+            results.append(PredictionResult(plane, prediction, generation, obj.uid))
         return results
 
     def predict_pending(self) -> int:
