@@ -79,18 +79,18 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def tuned(make_tiny_sam):
-    """The tiny SAM with its decoder tuned on mask prompts (about 15 s on one thread)."""
+    """The tiny SAM with its decoder tuned on mask prompts (15-25 s on one thread)."""
     images, labels = zip(*[disks(seed) for seed in range(8)])
     result = finetune_decoder(
         make_tiny_sam(seed=0),
         list(images),
         list(labels),
         steps=150,
-        learning_rate=3e-3,
+        learning_rate=1e-2,  # the decoder starts from random weights
         patience=1000,
         device="cpu",
         seed=0,
-        prompt=PromptRecipe(kind="mask"),
+        prompt=PromptRecipe(kind="mask", mask_change=0.5),
         train_prompt_encoder=True,
     )
     assert result.after["mask"] > result.before["mask"] + 0.5, (result.before, result.after)
@@ -159,8 +159,8 @@ def test_refining_a_shrunken_disk_with_its_mask_improves_dice(tuned, make_tiny_s
                 / np.count_nonzero(refined.mask | (labels == i))
             )
     before, after = np.array(before), np.array(after)
-    assert np.mean(after) >= np.mean(before) + 0.05, (before.mean(), after.mean())
-    assert np.mean(after > before) >= 0.8
+    assert np.mean(after) >= np.mean(before) + 0.1, (before.mean(), after.mean())
+    assert np.mean(after > before) >= 0.9
     assert np.mean(untrained) < np.mean(before)  # the refinement is the training's doing
 
 
