@@ -286,6 +286,49 @@ def test_refine_all_on_a_stack_refines_plane_by_plane(tuned):
     np.testing.assert_array_equal(rebuilt, result.labels)
 
 
+def test_refine_all_through_propagation_judges_each_plane(tuned):
+    image0, truth0 = disks(100)
+    image = np.stack([image0] * 3)
+    truth = np.stack([truth0] * 3)
+    labels = np.stack([shrunk(truth0, 2), shrunk(truth0, 3), shrunk(truth0, 4)])
+    labels[1][labels[1] == 3] = 0  # object 3 is missing on plane 1: that plane stays as it is
+    kept = labels.copy()
+    steps = []
+    result = refine_all(
+        tuned,
+        image,
+        labels,
+        min_score=-np.inf,
+        min_overlap=0.0,
+        through="propagation",
+        callback=steps.append,
+    )
+    np.testing.assert_array_equal(labels, kept)
+    pairs = sorted((r.plane, r.object_id) for r in result.records)
+    assert pairs == [(z, i) for z in range(3) for i in (1, 2, 3, 4) if (z, i) != (1, 3)]
+    assert [s.done for s in steps] == list(range(1, 12))
+    assert not (result.labels[1] == 3).any()
+    changed = result.labels != labels
+    assert np.all((labels[changed] == 0) | (result.labels[changed] == 0))
+    before = [
+        dice(labels[r.plane] == r.object_id, truth[r.plane] == r.object_id) for r in result.records
+    ]
+    after = [
+        dice(result.labels[r.plane] == r.object_id, truth[r.plane] == r.object_id)
+        for r in result.records
+    ]
+    assert np.mean(after) >= np.mean(before) + 0.1, (np.mean(before), np.mean(after))
+    # Where propagation stops, the planes keep their labels, and say why.
+    strict = refine_all(tuned, image, labels, min_score=2.0, through="propagation")
+    reasons = {r.reason for r in strict.records}
+    assert reasons == {"score below min_score", "propagation stopped"}
+    np.testing.assert_array_equal(strict.labels, labels)
+    with pytest.raises(ValueError, match="needs a stack"):
+        refine_all(tuned, image0, truth0, through="propagation")
+    with pytest.raises(ValueError, match="through one of"):
+        refine_all(tuned, image, labels, through="volume")
+
+
 def test_cancel_leaves_nothing_changed(tuned):
     image, truth = disks(100)
     labels = shrunk(truth)
@@ -343,6 +386,20 @@ def test_sam_refine_command_matches_the_api(tuned, tmp_path, capsys):
     rows = report.read_text().splitlines()
     assert rows[0].startswith("object_id,plane,accepted,score,overlap,pixels_added")
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "3"]
+    # A stack through propagation, as the API does it.
+    np.save(tmp_path / "stack.npy", np.stack([image, image]))
+    np.save(tmp_path / "stack_labels.npy", np.stack([labels, shrunk(truth, 2)]))
+    stack_argv = ["sam-refine", str(tmp_path / "stack.npy"), str(tmp_path / "stack_labels.npy")]
+    stack_argv += ["-o", str(tmp_path / "stack_out.npy"), "--propagate", "--quiet"]
+    stack_argv += ["--model", "tiny", "--checkpoint", str(checkpoint), "--device", "cpu"]
+    assert cli.main(stack_argv) == 0
+    expected = refine_all(
+        tuned,
+        np.stack([image, image]),
+        np.stack([labels, shrunk(truth, 2)]),
+        through="propagation",
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "stack_out.npy"), expected.labels)
     # No output may overwrite an input, even with --overwrite.
     argv[argv.index("-o") + 1] = str(tmp_path / "labels.tif")
     assert cli.main([*argv, "--overwrite"]) == 2

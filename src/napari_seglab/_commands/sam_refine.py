@@ -29,7 +29,8 @@ def register(subparsers) -> None:
             "replaces the object only where SAM's score >= --min-score and its IoU with the "
             "original >= --min-overlap; rejected objects are left as they were, ids are "
             "kept, other objects' pixels are never taken, background claimed by two "
-            "refined objects stays background. A stack (Z, Y, X) is refined plane by plane. "
+            "refined objects stays background. A stack (Z, Y, X) is refined plane by plane "
+            "(or, with --propagate, from each object's largest plane through the others). "
             "LABELS is never modified: the result goes to -o."
         ),
     )
@@ -56,6 +57,12 @@ def register(subparsers) -> None:
         type=float,
         default=0.1,
         help="growth of the box on each side, as a fraction of its size (default 0.1)",
+    )
+    parser.add_argument(
+        "--propagate",
+        action="store_true",
+        help="stacks: refine each object's largest plane and carry it through its other "
+        "planes (each plane still accepted on its own) instead of plane by plane",
     )
     parser.add_argument("--report", type=Path, help="per-object CSV (id, plane, accepted, ...)")
     parser.add_argument(
@@ -133,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         min_overlap=args.min_overlap,
         use_box=not args.no_box,
         box_margin=args.box_margin,
+        through="propagation" if args.propagate else "planes",
         callback=progress_printer("sam-refine", quiet=args.quiet),
     )
     accepted = len(result.accepted)

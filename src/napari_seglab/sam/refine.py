@@ -37,9 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from ..jobs import ProgressEvent
 from .mask_prompts import DEFAULT_BOX_MARGIN, interior_point, mask_box
 
-__all__ = ["RefinedObject", "check_labels", "iou", "refine_object"]
+__all__ = ["RefineStep", "RefinedObject", "check_labels", "iou", "outcome", "refine_object"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,26 @@ class RefinedObject:
     def removed(self) -> int:
         """Pixels the refinement takes away from the object."""
         return int(np.count_nonzero(self.original & ~self.mask))
+
+
+@dataclass(frozen=True)
+class RefineStep(ProgressEvent):
+    """One object refined on one plane (``stage == "refining"``).
+
+    Attributes
+    ----------
+    done, total : int
+        Objects (object-plane pairs in a stack) refined so far / in all.
+    object_id : int
+    plane : int or None
+        None for a 2D label image.
+    accepted : bool
+        Whether the refinement passed the thresholds.
+    """
+
+    object_id: int = 0
+    plane: int | None = None
+    accepted: bool = False
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -274,3 +295,35 @@ def refine_object(
         logits=np.asarray(prediction.logits[prediction.best], dtype=np.float32),
         raw_mask=raw,
     )
+
+
+def _reason(score: float, overlap: float, empty: bool, min_score: float, min_overlap: float):
+    if empty:
+        return "empty mask"
+    reasons = []
+    if score < min_score:
+        reasons.append("score below min_score")
+    if overlap < min_overlap:
+        reasons.append("overlap below min_overlap")
+    return "; ".join(reasons) or "accepted"
+
+
+def outcome(
+    result: RefinedObject, min_score: float, min_overlap: float
+) -> tuple[float, float, str, np.ndarray, np.ndarray]:
+    """What :func:`refine_all` keeps of a refinement: score, overlap, reason, pixels.
+
+    Returns
+    -------
+    score, overlap : float
+    reason : str
+        ``"accepted"``, or why not (see :class:`~.refine_all.ObjectRecord`).
+    grow, lost : int arrays
+        Flat indices into the plane of the pixels the object would gain and
+        lose (the full-size masks are not kept).
+    """
+    empty = not result.mask.any()
+    reason = _reason(result.score, result.overlap, empty, min_score, min_overlap)
+    grow = np.flatnonzero(result.mask & ~result.original)
+    lost = np.flatnonzero(result.original & ~result.mask)
+    return result.score, result.overlap, reason, grow, lost

@@ -11,8 +11,11 @@ Rules, in order:
 1. **Acceptance.** A refinement is accepted where SAM's score is at least
    ``min_score`` *and* its IoU with the original object is at least
    ``min_overlap``; otherwise the object is left exactly as it was, byte for
-   byte. A stack ``(Z, Y, X)`` is refined plane by plane: each plane where an
-   object appears is a separate refinement, accepted or not on its own.
+   byte. A stack ``(Z, Y, X)`` is refined plane by plane (each plane where an
+   object appears refined on its own embedding) or, with
+   ``through="propagation"``, from the object's largest plane through its
+   other planes (:mod:`.refine_stack`); either way each plane is a separate
+   refinement, accepted or not on its own.
 2. **Other objects are never eaten.** A refined object only takes pixels that
    were background (0) in the input labels or its own; pixels of another
    object stay that object's whatever SAM says. Pixels an object loses become
@@ -36,12 +39,17 @@ from typing import Any
 
 import numpy as np
 
-from ..jobs import CancelCheck, CancelLike, ProgressEvent, Stopwatch, run_to_end
+from ..jobs import CancelCheck, CancelLike, Stopwatch, run_to_end
 from .image import SamInput
 from .mask_prompts import DEFAULT_BOX_MARGIN
-from .refine import check_labels, refine_object
+from .refine import RefineStep, check_labels, outcome, refine_object
+from .refine_stack import propagated_refinements
+
+#: How a stack is refined (see :func:`refine_all_job`).
+THROUGH = ("planes", "propagation")
 
 __all__ = [
+    "THROUGH",
     "LabelChange",
     "ObjectRecord",
     "RefineResult",
@@ -49,26 +57,6 @@ __all__ = [
     "refine_all",
     "refine_all_job",
 ]
-
-
-@dataclass(frozen=True)
-class RefineStep(ProgressEvent):
-    """One object refined on one plane (``stage == "refining"``).
-
-    Attributes
-    ----------
-    done, total : int
-        Objects (object-plane pairs in a stack) refined so far / in all.
-    object_id : int
-    plane : int or None
-        None for a 2D label image.
-    accepted : bool
-        Whether the refinement passed the thresholds.
-    """
-
-    object_id: int = 0
-    plane: int | None = None
-    accepted: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,13 +177,15 @@ class RefineResult:
         return indices, np.concatenate([c.values for c in self.changes])
 
 
-def _segmenter(segmenter_or_model: Any) -> Any:
+def _segmenter(segmenter_or_model: Any, planes: int = 8) -> Any:
+    """The segmenter given, or one for the model given with a cache of ``planes`` embeddings."""
     if hasattr(segmenter_or_model, "set_image") and hasattr(segmenter_or_model, "predict"):
         return segmenter_or_model
     if hasattr(segmenter_or_model, "sam") and hasattr(segmenter_or_model, "img_size"):
+        from .embedding import EmbeddingCache
         from .prompt import PromptSegmenter
 
-        return PromptSegmenter(segmenter_or_model)
+        return PromptSegmenter(segmenter_or_model, EmbeddingCache(max_items=max(planes, 8)))
     raise TypeError(
         f"Expected a PromptSegmenter or a SamModel, got {type(segmenter_or_model).__name__}."
     )
@@ -229,17 +219,6 @@ def _wanted_ids(labels: np.ndarray, ids: Sequence[int] | None) -> np.ndarray:
     return wanted
 
 
-def _reason(score: float, overlap: float, empty: bool, min_score: float, min_overlap: float):
-    if empty:
-        return "empty mask"
-    reasons = []
-    if score < min_score:
-        reasons.append("score below min_score")
-    if overlap < min_overlap:
-        reasons.append("overlap below min_overlap")
-    return "; ".join(reasons) or "accepted"
-
-
 def refine_all_job(
     segmenter_or_model: Any,
     image: Any,
@@ -253,6 +232,7 @@ def refine_all_job(
     use_point: bool = True,
     box_margin: float = DEFAULT_BOX_MARGIN,
     multimask: bool = False,
+    through: str = "planes",
     cancel: CancelLike = None,
 ) -> Generator[RefineStep, None, RefineResult]:
     """Refine every object (or ``ids``) of ``labels``; a job yielding :class:`RefineStep`.
@@ -264,7 +244,9 @@ def refine_all_job(
     Parameters
     ----------
     segmenter_or_model : PromptSegmenter or SamModel
-        A segmenter shares its embedding cache; a model gets a new segmenter.
+        A segmenter shares its embedding cache; a model gets a new segmenter
+        (through propagation: with a cache holding every plane of the stack,
+        4 MiB per plane for ViT-B embeddings).
     image : array or SamInput
         ``(Y, X)``, ``(Y, X, 3)``, or a stack ``(Z, Y, X[, 3])``; finite values.
     labels : int array
@@ -279,6 +261,11 @@ def refine_all_job(
         Whether the image's last axis is colour (None: guess).
     use_box, use_point, box_margin, multimask
         The prompt, as in :func:`.refine.refine_object`.
+    through : {"planes", "propagation"}
+        Stacks: refine each plane where an object appears on its own (default),
+        or refine the object's largest plane and carry the result through its
+        other planes (:mod:`.refine_stack`); either way each plane is accepted
+        or rejected on its own.
     cancel : threading.Event or callable, optional
         Checked before each plane and each object.
 
@@ -296,14 +283,21 @@ def refine_all_job(
         When ``cancel`` is set (``partial`` is None: nothing was written).
     """
     check, clock = CancelCheck(cancel), Stopwatch()
-    segmenter = _segmenter(segmenter_or_model)
     source = image if isinstance(image, SamInput) else SamInput(image, rgb=rgb)
+    segmenter = _segmenter(segmenter_or_model, source.n_planes if through != "planes" else 8)
     expected = ((source.n_planes,) if source.is_stack else ()) + tuple(source.plane_shape)
     labels = check_labels(labels, expected)
     if np.isnan(min_score):
         raise ValueError(f"Expected a number as min_score (-inf accepts any), got {min_score}.")
     if not 0.0 <= min_overlap <= 1.0:
         raise ValueError(f"Expected min_overlap in [0, 1], got {min_overlap}.")
+    if through not in THROUGH:
+        raise ValueError(f"Expected through one of {THROUGH}, got {through!r}.")
+    if through == "propagation" and not source.is_stack:
+        raise ValueError(
+            f"Refining through propagation needs a stack (Z, Y, X), got an image of shape "
+            f"{np.shape(source.data)}; use through='planes'."
+        )
     wanted = _wanted_ids(labels, ids)
     if isinstance(source.data, np.ndarray) and not isinstance(source.data, np.memmap):
         _check_finite(source.data, "")
@@ -315,32 +309,44 @@ def refine_all_job(
         if here.size:
             work.append((z, [int(i) for i in here]))
     total = sum(len(here) for _, here in work)
-    records: list[ObjectRecord] = []
-    changes: list[LabelChange] = []
+    prompt = {
+        "use_box": use_box,
+        "use_point": use_point,
+        "box_margin": box_margin,
+        "multimask": multimask,
+    }
+    by_plane: dict[int | None, dict[int, tuple]] = {}
+    if through == "propagation":
+        for z, _ in work:
+            _check_finite(source.raw_plane(z), f" on plane {z}")
+        spans: dict[int, list[int]] = {}
+        for z, here in work:
+            for object_id in here:
+                spans.setdefault(object_id, []).append(z)
+        yield from propagated_refinements(
+            segmenter,
+            source,
+            labels,
+            dict(sorted(spans.items())),
+            min_score=min_score,
+            min_overlap=min_overlap,
+            prompt=prompt,
+            check=check,
+            clock=clock,
+            total=total,
+            by_plane=by_plane,
+        )
     done = 0
-    for z, here in work:
+    for z, here in work if through == "planes" else ():
         check.raise_if_set("Refining labels")
         _check_finite(source.raw_plane(z), "" if z is None else f" on plane {z}")
         segmenter.set_image(source, z)
-        refined = {}
+        refined = by_plane.setdefault(z, {})
         for object_id in here:
             check.raise_if_set("Refining labels")
-            result = refine_object(
-                segmenter,
-                labels,
-                object_id,
-                plane=z,
-                use_box=use_box,
-                use_point=use_point,
-                box_margin=box_margin,
-                multimask=multimask,
-            )
-            empty = not result.mask.any()
-            reason = _reason(result.score, result.overlap, empty, min_score, min_overlap)
+            result = refine_object(segmenter, labels, object_id, plane=z, **prompt)
             # Keep the changed pixels only (flat indices), not the full-size masks.
-            grow = np.flatnonzero(result.mask & ~result.original)
-            lost = np.flatnonzero(result.original & ~result.mask)
-            refined[object_id] = (result.score, result.overlap, reason, grow, lost)
+            refined[object_id] = outcome(result, min_score, min_overlap)
             done += 1
             yield RefineStep(
                 "refining",
@@ -349,9 +355,13 @@ def refine_all_job(
                 clock.elapsed,
                 object_id=object_id,
                 plane=z,
-                accepted=reason == "accepted",
+                accepted=refined[object_id][2] == "accepted",
             )
-        shape = tuple(source.plane_shape)
+    records: list[ObjectRecord] = []
+    changes: list[LabelChange] = []
+    shape = tuple(source.plane_shape)
+    for z, _ in work:
+        refined = dict(sorted(by_plane[z].items()))
         plane_records, plane_changes = _resolve(refined, shape, labels.dtype, z)
         records += plane_records
         changes += plane_changes
