@@ -31,7 +31,7 @@ Modules, each importing only the ones above it:
 * prompting: :mod:`.decoder_prepare`, :mod:`.decoder_masks`, :mod:`.decoder`
   (the fast mask decoder), :mod:`.prompt` (:class:`PromptSegmenter`);
 * :mod:`.propagate` (through a stack);
-* :mod:`.mask_prompts` (prompts from a mask), :mod:`.refine` and
+* :mod:`.mask_prompts` (prompts from a mask), :mod:`.refine`, :mod:`.refine_stack` and
   :mod:`.refine_all` (refining existing labels with their own masks as prompts);
 * :mod:`.finetune` (decoder fine-tuning on the shared training loop).
 
