@@ -175,6 +175,14 @@ def test_refine_object_never_takes_other_objects_and_takes_corrections(tuned):
     refined = refine_object(segmenter, labels, 1)
     assert not (refined.mask & (labels == 2)).any()
     assert refined.raw_mask.sum() >= refined.mask.sum()
+    # Its change, written into a copy, replaces the object by the refined mask and nothing else.
+    change = refined.change(labels.dtype)
+    written = labels.copy()
+    change.apply(written)
+    expected = np.where(labels == 1, 0, labels)
+    expected[refined.mask] = 1
+    np.testing.assert_array_equal(written, expected)
+    assert change.size == refined.added + refined.removed
     # The prompt: interior point, grown box, own mask, plus the corrective clicks.
     own = labels == 1
     click = np.argwhere(ring)[0]

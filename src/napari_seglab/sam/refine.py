@@ -40,7 +40,46 @@ import numpy as np
 from ..jobs import ProgressEvent
 from .mask_prompts import DEFAULT_BOX_MARGIN, interior_point, mask_box
 
-__all__ = ["RefineStep", "RefinedObject", "check_labels", "iou", "outcome", "refine_object"]
+__all__ = [
+    "LabelChange",
+    "RefineStep",
+    "RefinedObject",
+    "check_labels",
+    "iou",
+    "label_change",
+    "outcome",
+    "refine_object",
+]
+
+
+@dataclass(frozen=True)
+class LabelChange:
+    """The pixels one accepted refinement changes.
+
+    Attributes
+    ----------
+    object_id : int
+    plane : int or None
+    indices : tuple of int arrays
+        ``np.nonzero``-style indices into the whole label array (its axis order).
+    values : array
+        The value for each index: the object's id where it grows, 0 where it shrinks.
+    """
+
+    object_id: int
+    plane: int | None
+    indices: tuple[np.ndarray, ...] = field(repr=False)
+    values: np.ndarray = field(repr=False)
+
+    @property
+    def size(self) -> int:
+        """Number of pixels changed."""
+        return int(self.values.size)
+
+    def apply(self, labels: np.ndarray) -> None:
+        """Write into a numpy label array in place."""
+        if self.size:
+            labels[self.indices] = self.values
 
 
 @dataclass(frozen=True)
@@ -87,6 +126,18 @@ class RefinedObject:
         """Pixels the refinement takes away from the object."""
         return int(np.count_nonzero(self.original & ~self.mask))
 
+    def change(self, dtype: Any = np.int64) -> LabelChange:
+        """The pixels to write to replace the object by :attr:`mask` (gained and lost).
+
+        Indices address the whole label array (a plane index first for a
+        stack); values are the id where the object grows, 0 where it shrinks.
+        A widget writes them with ``layer.data_setitem(change.indices,
+        change.values)`` (one undo step).
+        """
+        grow = np.flatnonzero(self.mask & ~self.original)
+        lost = np.flatnonzero(self.original & ~self.mask)
+        return label_change(self.object_id, self.plane, grow, lost, self.mask.shape, dtype)
+
 
 @dataclass(frozen=True)
 class RefineStep(ProgressEvent):
@@ -106,6 +157,24 @@ class RefineStep(ProgressEvent):
     object_id: int = 0
     plane: int | None = None
     accepted: bool = False
+
+
+def label_change(
+    object_id: int,
+    plane: int | None,
+    grow: np.ndarray,
+    lost: np.ndarray,
+    shape: tuple[int, int],
+    dtype: Any,
+) -> LabelChange:
+    """A :class:`LabelChange` from flat indices into a ``shape`` plane gained and lost."""
+    local = np.unravel_index(np.concatenate([grow, lost]).astype(np.intp), shape)
+    if plane is not None:
+        local = (np.full(local[0].size, plane, dtype=np.intp), *local)
+    values = np.concatenate(
+        [np.full(grow.size, object_id, dtype=dtype), np.zeros(lost.size, dtype=dtype)]
+    )
+    return LabelChange(object_id=object_id, plane=plane, indices=tuple(local), values=values)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -34,7 +34,7 @@ Rules, in order:
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,14 @@ import numpy as np
 from ..jobs import CancelCheck, CancelLike, Stopwatch, run_to_end
 from .image import SamInput
 from .mask_prompts import DEFAULT_BOX_MARGIN
-from .refine import RefineStep, check_labels, outcome, refine_object
+from .refine import (
+    LabelChange,
+    RefineStep,
+    check_labels,
+    label_change,
+    outcome,
+    refine_object,
+)
 from .refine_stack import propagated_refinements
 
 #: How a stack is refined (see :func:`refine_all_job`).
@@ -103,36 +110,6 @@ class ObjectRecord:
         row["plane"] = "" if self.plane is None else self.plane
         row["pixels_changed"] = self.pixels_changed
         return row
-
-
-@dataclass(frozen=True)
-class LabelChange:
-    """The pixels one accepted refinement changes.
-
-    Attributes
-    ----------
-    object_id : int
-    plane : int or None
-    indices : tuple of int arrays
-        ``np.nonzero``-style indices into the whole label array (its axis order).
-    values : array
-        The value for each index: the object's id where it grows, 0 where it shrinks.
-    """
-
-    object_id: int
-    plane: int | None
-    indices: tuple[np.ndarray, ...] = field(repr=False)
-    values: np.ndarray = field(repr=False)
-
-    @property
-    def size(self) -> int:
-        """Number of pixels changed."""
-        return int(self.values.size)
-
-    def apply(self, labels: np.ndarray) -> None:
-        """Write into a numpy label array in place."""
-        if self.size:
-            labels[self.indices] = self.values
 
 
 @dataclass
@@ -391,7 +368,7 @@ def _resolve(refined: dict, shape: tuple[int, int], dtype: np.dtype, plane: int 
             grow = grow[free]
             added, removed = int(grow.size), int(lost.size)
             if added or removed:
-                changes.append(_change(oid, plane, grow, lost, shape, dtype))
+                changes.append(label_change(oid, plane, grow, lost, shape, dtype))
         records.append(
             ObjectRecord(
                 object_id=oid,
@@ -406,17 +383,6 @@ def _resolve(refined: dict, shape: tuple[int, int], dtype: np.dtype, plane: int 
             )
         )
     return records, changes
-
-
-def _change(oid, plane, grow: np.ndarray, lost: np.ndarray, shape, dtype) -> LabelChange:
-    """A :class:`LabelChange` from flat plane indices gained and lost."""
-    local = np.unravel_index(np.concatenate([grow, lost]), shape)
-    if plane is not None:
-        local = (np.full(local[0].size, plane, dtype=np.intp), *local)
-    values = np.concatenate(
-        [np.full(grow.size, oid, dtype=dtype), np.zeros(lost.size, dtype=dtype)]
-    )
-    return LabelChange(object_id=oid, plane=plane, indices=tuple(local), values=values)
 
 
 def refine_all(
