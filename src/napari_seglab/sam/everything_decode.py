@@ -74,6 +74,12 @@ def _queries(attn: Attention, tokens: torch.Tensor) -> torch.Tensor:
     return q.view(q.shape[0], q.shape[1], heads, per_head).transpose(1, 2)
 
 
+def _head_major(per_head: torch.Tensor) -> torch.Tensor:
+    """``(B, H, M, d)`` -> ``(H, B*M, d)`` contiguous."""
+    b, h, m, d = per_head.shape
+    return per_head.transpose(0, 1).reshape(h, b * m, d)
+
+
 def _merge(attn: Attention, per_head: torch.Tensor) -> torch.Tensor:
     """``(B, H, M, d)`` -> ``(B, M, C)`` through the output projection."""
     import torch.nn.functional as F
@@ -141,9 +147,15 @@ def _folded_projections(
     scale = rstd.transpose(1, 2)  # (B, 1, N)
     left = torch.cat([weights * scale, -scale * mean.transpose(1, 2)], dim=1)
     right = torch.cat([projected @ fold.through, fold.column_sums.expand(b, -1, -1)], dim=1)
-    stacked = torch.baddbmm(fold.shift + fold.base * scale, right.transpose(1, 2), left)
-    keys, values, queries = stacked.view(b, 3, heads, -1, stacked.shape[-1]).unbind(1)
-    return keys, values, queries
+    right = right.transpose(1, 2)  # (B, 3D, HM + 1)
+    inner = fold.base.shape[0] // 3
+    out = []
+    for part in range(3):  # keys, values, queries: each contiguous (B, D, N)
+        rows = slice(part * inner, (part + 1) * inner)
+        projected_part = torch.addcmul(fold.shift[rows], fold.base[rows], scale)
+        projected_part.baddbmm_(right[:, rows], left)
+        out.append(projected_part.view(b, heads, -1, projected_part.shape[-1]))
+    return out[0], out[1], out[2]
 
 
 def _image_projections(
@@ -195,14 +207,19 @@ def decode_tokens(
     first = layers[0]
     queries = _self_attention(first, query_pe, query_pe)
     t2i = first.cross_attn_token_to_image
-    weights = torch.softmax(
-        torch.matmul(_queries(t2i, queries + query_pe), prepared.first_keys), dim=-1
-    )  # (B, H, M, N)
-    queries = first.norm2(queries + _merge(t2i, torch.matmul(weights, prepared.first_values)))
+    m = query_pe.shape[1]
+    # The prepared per-head image tensors (H, d, N) are shared by all prompts: (H, B*M, .)
+    # products read them once instead of broadcasting a copy per prompt.
+    q = _head_major(_queries(t2i, queries + query_pe))
+    weights = torch.softmax(torch.bmm(q, prepared.first_keys), dim=-1)  # (H, B*M, N)
+    attended = torch.bmm(weights, prepared.first_values).view(-1, b, m, q.shape[-1])
+    queries = first.norm2(queries + _merge(t2i, attended.transpose(0, 1)))
     queries = first.norm3(queries + first.mlp(queries))
     i2t = first.cross_attn_image_to_token
     keys, projected = _keys_values(i2t, queries + query_pe, queries)
-    weights = _image_to_token_weights(keys, prepared.first_queries)
+    logits = torch.bmm(_head_major(keys), prepared.first_queries).view(-1, b, m, weights.shape[-1])
+    weights = torch.softmax(logits, dim=2).transpose(0, 1).reshape(b, -1, logits.shape[-1])
+    del logits
     image, mean, rstd = _update_image(
         prepared.first_residual.expand(b, -1, -1), weights, projected, first.norm4
     )
@@ -305,8 +322,8 @@ def decode_masks(
         if index > 0:
             layer_left.append(rho)
         left[:0] = layer_left
-    base = prepared.last_shift + prepared.upscale_base * rho.transpose(1, 2)  # (U, N, C')
-    first_conv = torch.baddbmm(base, torch.cat(left, dim=1).transpose(1, 2), right)
+    first_conv = torch.addcmul(prepared.last_shift, prepared.upscale_base, rho.transpose(1, 2))
+    first_conv.baddbmm_(torch.cat(left, dim=1).transpose(1, 2), right)  # (U, N, C')
     features = upscale(decoder.output_upscaling, first_conv.flatten(0, 1))  # (U*16N, c'')
     features = features.view(u, -1, features.shape[-1])
     every = torch.bmm(features, state.hyper[unique].transpose(1, 2))  # (U, 16N, K)
