@@ -34,7 +34,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..sessions import class_image
-from ._layers import layer_geometry, notify_error, replace_labels
+from ._layers import layer_geometry, notify_error, replace_labels, show_warning
 from .sam_prompt_layers import NEGATIVE_COLOUR, POSITIVE_COLOUR
 from .sam_session_files import SessionFiles
 
@@ -315,10 +315,16 @@ class ObjectsPanel(SessionFiles, QWidget):
 
         table = pd.DataFrame(self.session.class_features())
         current = layer.features
-        if "index" in current and len(current.columns) > 1:
-            others = current.drop(columns=[c for c in table.columns[1:] if c in current])
-            table = others.merge(table, on="index", how="outer")
-        layer.features = table
+        if len(current.columns) and "index" not in current:
+            show_warning(  # rows by position: merging could mislabel the user's features
+                f"Layer {layer.name!r} has features without an 'index' column: the classes "
+                "were not added to them."
+            )
+        else:
+            if len(current.columns) > 1:
+                others = current.drop(columns=[c for c in table.columns[1:] if c in current])
+                table = others.merge(table, on="index", how="outer")
+            layer.features = table
         if self.class_layer_box.isChecked():
             self._write_class_layer(layer)
 

@@ -471,6 +471,8 @@ class SamPromptSession(ObjectsMixin):
         planes = np.flatnonzero(result.volume.any(axis=tuple(range(1, result.volume.ndim))))
         if object_id and planes.size:
             self.status.emit(f"Object {object_id} spans planes {planes.min()}–{planes.max()}.")
+        if not result.object_id and object_id:
+            self.committed_all.emit([object_id])
         if write.size:
             self._autosave(labels)
         return object_id
