@@ -31,6 +31,9 @@ Modules, each importing only the ones above it:
 * prompting: :mod:`.decoder_prepare`, :mod:`.decoder_masks`, :mod:`.decoder`
   (the fast mask decoder), :mod:`.prompt` (:class:`PromptSegmenter`);
 * :mod:`.propagate` (through a stack);
+* segment everything: :mod:`.everything` (:func:`segment_everything`), with
+  :mod:`.everything_grid`, :mod:`.everything_filters`, :mod:`.everything_decode`
+  (batched prompts) and :mod:`.everything_stack`;
 * :mod:`.mask_prompts` (prompts from a mask), :mod:`.refine`, :mod:`.refine_stack` and
   :mod:`.refine_all` (refining existing labels with their own masks as prompts);
 * :mod:`.finetune` (decoder fine-tuning on the shared training loop).
@@ -46,6 +49,8 @@ from .download import download_file as download_file
 from .download import ensure_checkpoint
 from .embedding import Embedding as Embedding
 from .embedding import EmbeddingCache
+from .everything import EverythingResult, segment_everything, segment_everything_job
+from .everything_grid import EverythingSettings
 from .finetune import FinetuneResult, PromptRecipe, finetune_decoder, finetune_decoder_events
 from .image import SamInput
 from .loading import load_model
@@ -70,6 +75,8 @@ from .registry import SamArchitecture as SamArchitecture
 __all__ = [
     "DecoderMismatchError",
     "EmbeddingCache",
+    "EverythingResult",
+    "EverythingSettings",
     "FinetuneResult",
     "Prediction",
     "PromptRecipe",
@@ -91,4 +98,6 @@ __all__ = [
     "refine_all_job",
     "refine_object",
     "save_decoder",
+    "segment_everything",
+    "segment_everything_job",
 ]
