@@ -102,8 +102,16 @@ def test_two_objects_with_classes_commit_together_and_undo_together(
     assert session.active_object.class_id == 2  # the next object keeps the last class
     assert not panel.pending_layer.data.any()
 
+    saved = load_session(session.store.folder)  # autosaved after the commit
+    np.testing.assert_array_equal(saved.labels, labels.data)
+    assert [(c["id"], c["class_id"]) for c in saved.committed] == [(1, 1), (2, 2)]
+
     key(viewer, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # one undo
     assert not labels.data.any()  # both objects went together
+    saved = load_session(session.store.folder)  # and the saved session follows the undo
+    assert not saved.labels.any()
+    assert saved.committed == []
+    assert len(labels.features) == 0
 
 
 def test_class_layer_on_request(make_napari_viewer, qtbot, tiny_sam, image):

@@ -321,9 +321,9 @@ class ObjectsPanel(SessionFiles, QWidget):
                 "were not added to them."
             )
         else:
-            if len(current.columns) > 1:
-                others = current.drop(columns=[c for c in table.columns[1:] if c in current])
-                table = others.merge(table, on="index", how="outer")
+            extra = [c for c in current.columns if c not in table.columns]
+            if extra:  # the user's own columns are kept, rows matched by label id
+                table = current[["index", *extra]].merge(table, on="index", how="outer")
             layer.features = table
         if self.class_layer_box.isChecked():
             self._write_class_layer(layer)
