@@ -76,21 +76,20 @@ class SessionFiles:
         self._on_objects()
 
     def _find(self, image) -> None:
+        """Offer the first saved session made on this image; else autosave to a free folder."""
         path = getattr(image.source, "path", None)
-        store = SessionStore.for_session(self.session, path, name=image.name)
-        cache = session_folder(None, store.image["fingerprint"])
-        for folder in dict.fromkeys([store.folder, cache]):
-            store = SessionStore(folder, store.image)
-            if not store.exists():
-                break
+        first = SessionStore.for_session(self.session, path, name=image.name)
+        cache = session_folder(None, first.image["fingerprint"])
+        stores = [SessionStore(f, first.image) for f in dict.fromkeys([first.folder, cache])]
+        for store in (s for s in stores if s.exists()):
             try:
-                saved = load_session(folder)
+                saved = load_session(store.folder)
                 saved.check_image(self.session.source.data)
             except SessionMismatch as exc:
-                show_warning(str(exc))
+                show_warning(str(exc))  # another image's session: never applied nor overwritten
                 continue
             except (OSError, ValueError) as exc:
-                show_warning(f"Saved session in {folder} not read ({exc}); autosave is off.")
+                show_warning(f"Saved session in {store.folder} not read ({exc}); autosave is off.")
                 return
             self.saved, self.store = saved, store
             pending = sum(bool(p.get("prompts")) for p in saved.pending)
@@ -99,10 +98,11 @@ class SessionFiles:
                 f"committed, {pending} pending objects. Autosave is off until you choose."
             )
             return
-        else:
+        free = [s for s in stores if not s.exists()]
+        if not free:
             show_warning("No session folder free for this image: autosave is off.")
             return
-        self.store = self.session.store = store
+        self.store = self.session.store = free[0]
 
     # -- the user's choice -----------------------------------------------------------------
     def resume(self) -> None:
