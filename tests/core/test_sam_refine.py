@@ -16,6 +16,7 @@ import threading
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
@@ -136,6 +137,16 @@ def test_change_mask_shrinks_and_grows_by_distance():
     dot[4, 4] = True
     assert change_mask(dot, -5).sum() == 1  # never empty
     np.testing.assert_array_equal(change_mask(disk, 0), disk)
+
+
+def test_interior_point_on_the_box_equals_the_whole_plane():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        mask = np.zeros((50, 60), bool)
+        mask[5:35, 8:50] = rng.random((30, 42)) < 0.6
+        distance = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+        expected = np.unravel_index(int(np.argmax(distance)), mask.shape)
+        assert interior_point(mask) == tuple(int(v) for v in expected)
 
 
 # -- refine_object ------------------------------------------------------------------------------

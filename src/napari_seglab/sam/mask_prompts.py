@@ -26,12 +26,19 @@ def interior_point(mask: np.ndarray) -> tuple[int, int]:
     """``(row, col)`` of the pixel of a non-empty ``(Y, X)`` mask farthest from its border.
 
     The maximum of the Euclidean distance transform (the image edge counts as
-    border); the first such pixel in row-major order on ties.
+    border); the first such pixel in row-major order on ties. Computed on the
+    mask's bounding box padded by one background pixel, which gives the same
+    distances as the whole plane at a cost that follows the object's size.
     """
     mask = np.asarray(mask, dtype=bool)
-    distance = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    row, col = np.unravel_index(int(np.argmax(distance)), mask.shape)
-    return int(row), int(col)
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("Expected a non-empty mask to take a point from, got an empty one.")
+    crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    distance = ndi.distance_transform_edt(np.pad(crop, 1))[1:-1, 1:-1]
+    row, col = np.unravel_index(int(np.argmax(distance)), crop.shape)
+    return int(row + rows[0]), int(col + cols[0])
 
 
 def mask_box(mask: np.ndarray, margin: float = DEFAULT_BOX_MARGIN) -> np.ndarray:
