@@ -115,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
     outputs = [("-o", args.out, WRITE_SUFFIXES), ("--report", args.report, (".csv",))]
     check_outputs(outputs, inputs, overwrite=args.overwrite)
     image = np.asarray(read_array(args.image, what="image file", damaged=args.damaged).data)
-    label_file = read_array(args.labels, what="label file", damaged=args.damaged)
+    label_file = read_array(
+        args.labels, what="label file", layer_type="labels", damaged=args.damaged
+    )
     labels = np.asarray(label_file.data)
     source = SamInput(image)
     expected = ((source.n_planes,) if source.is_stack else ()) + tuple(source.plane_shape)
