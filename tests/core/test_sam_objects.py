@@ -170,3 +170,12 @@ def test_class_table_refuses_unknown_and_duplicate_ids(model, image):
         session.set_object_class(3)
     session.rename_class(5, "apple")
     assert session.classes == {5: "apple", 6: "b"}
+    session.set_object_class(6)
+    session.remove_class(6)
+    assert session.classes == {5: "apple"}
+    assert session.active_object.class_id == 0
+    session.set_object_class(5)
+    _prompt(session, (20, 30))
+    session.commit(np.zeros((48, 64), np.int32))
+    with pytest.raises(ValueError, match=r"objects \[1\] are of class 5"):
+        session.remove_class(5)

@@ -30,7 +30,8 @@ def image():
 
 def open_widget(viewer, qtbot, image, model, name="cells"):
     show_viewer(viewer, qtbot)
-    viewer.add_image(image, name=name)
+    if image is not None:
+        viewer.add_image(image, name=name)
     dock, widget = viewer.window.add_plugin_dock_widget("napari-seglab", WIDGET)
     widget.set_model(model)
     widget.form.image.value = viewer.layers[name]
@@ -174,3 +175,32 @@ def test_session_reopened_after_the_widget_closed(make_napari_viewer, qtbot, tin
     assert other.prompt_layers.preview.data.any()
     key(again, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert not labels.data.any()  # the resumed labels came in one undoable write
+
+
+def test_session_beside_the_image_file_never_applied_to_a_changed_file(
+    make_napari_viewer, qtbot, tiny_sam, image, tmp_path
+):
+    path = tmp_path / "cells.npy"
+    np.save(path, image)
+    viewer = make_napari_viewer()
+    show_viewer(viewer, qtbot)
+    viewer.open(str(path), plugin="napari")
+    dock, widget = open_widget(viewer, qtbot, None, tiny_sam, name="cells")
+    folder = tmp_path / "cells.npy.seglab-session"
+    assert widget.session.store.folder == folder  # beside the image file
+    prompt(viewer, qtbot, widget, (40, 50))
+    key(viewer, qtbot, Qt.Key.Key_Return)
+    viewer.window.remove_dock_widget(dock)  # its last save done
+    before = (folder / "session.json").read_text()
+
+    np.save(path, image[::-1])  # the file changed since: same name, same shape, other pixels
+    again = make_napari_viewer()
+    show_viewer(again, qtbot)
+    again.open(str(path), plugin="napari")
+    _, other = open_widget(again, qtbot, None, tiny_sam, name="cells")
+    assert not other.objects_panel.resume_button.isVisible()
+    assert other.session.store.folder != folder  # autosave goes to the cache folder
+    prompt(again, qtbot, other, (40, 50))
+    key(again, qtbot, Qt.Key.Key_Return)
+    assert (folder / "session.json").read_text() == before  # the other session is untouched
+    assert load_session(other.session.store.folder).labels.max() == 1

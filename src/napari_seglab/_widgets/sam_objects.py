@@ -102,6 +102,9 @@ class ObjectsPanel(SessionFiles, QWidget):
         self.class_name.returnPressed.connect(self.add_class)
         self.add_class_button = QPushButton("Add class")
         self.add_class_button.clicked.connect(self.add_class)
+        self.remove_class_button = QPushButton("Remove class")
+        self.remove_class_button.setToolTip("Remove the class shown (no committed object has it)")
+        self.remove_class_button.clicked.connect(self.remove_class)
         self.class_layer_box = QCheckBox("Class layer (class id per pixel)")
         self.class_layer_box.toggled.connect(self._on_setting)
         layout = QVBoxLayout(self)
@@ -110,7 +113,8 @@ class ObjectsPanel(SessionFiles, QWidget):
         layout.addWidget(self.object_list)
         rows = [
             [self.new_button, self.delete_button, self.commit_all_button],
-            [QLabel("Class"), self.class_box, self.class_name, self.add_class_button],
+            [QLabel("Class"), self.class_box, self.remove_class_button],
+            [self.class_name, self.add_class_button],
             [self.class_layer_box],
             *self._file_rows(),
         ]
@@ -291,6 +295,15 @@ class ObjectsPanel(SessionFiles, QWidget):
             return
         self.class_name.clear()
         self.session.set_object_class(class_id)
+
+    def remove_class(self) -> None:
+        """Remove the class shown in the class box from the table."""
+        class_id = int(self.class_box.currentData() or 0)
+        if class_id:
+            try:
+                self.session.remove_class(class_id)
+            except ValueError as exc:
+                notify_error(exc, "SAM classes")
 
     def choose_class(self, class_id: int) -> None:
         """Give the selected object the class ``class_id`` (as the class box does)."""

@@ -204,6 +204,21 @@ class ObjectsMixin:
         self.classes[int(class_id)] = str(name).strip()
         self.classes_changed.emit()
 
+    def remove_class(self, class_id: int) -> None:
+        """Drop a class no committed object carries; pending objects of it get no class."""
+        class_id = self._check_class(class_id)
+        used = sorted(k for k, v in self.committed_objects.items() if v["class_id"] == class_id)
+        if used:
+            raise ValueError(
+                f"Expected a class no committed object carries; objects {used} are of class "
+                f"{class_id}."
+            )
+        self.classes.pop(class_id, None)
+        for obj in self.objects:
+            obj.class_id = 0 if obj.class_id == class_id else obj.class_id
+        self.classes_changed.emit()
+        self.objects_changed.emit()
+
     def set_object_class(self, class_id: int, uid: int | None = None) -> None:
         """Give a pending object (default the active one) the class ``class_id`` (0: none)."""
         self._object(uid).class_id = self._check_class(class_id)
