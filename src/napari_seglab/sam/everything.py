@@ -312,7 +312,7 @@ class _CropContext:
             keep = torch.ones_like(stability, dtype=torch.bool)
             if options.stability_score_thresh > 0.0:
                 keep = stability >= options.stability_score_thresh
-            masks = logits[keep] > self.threshold
+            masks = (logits > self.threshold)[keep]
             boxes = mask_boxes(masks)
             inside = ~near_crop_edge(boxes, self.crop, self.image_box)
             out["masks"].append(masks[inside])

@@ -44,7 +44,9 @@ def upsample_crop_logits(
     square = (img_size, img_size)
     up = F.interpolate(low_res[:, None], square, mode="bilinear", align_corners=False)
     up = up[..., : input_size[0], : input_size[1]]
-    return F.interpolate(up, tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    if tuple(input_size) != tuple(size):  # (resizing to the same size is the identity)
+        up = F.interpolate(up, tuple(size), mode="bilinear", align_corners=False)
+    return up[:, 0]
 
 
 def stability_scores(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
@@ -53,15 +55,12 @@ def stability_scores(logits: torch.Tensor, threshold: float, offset: float) -> t
     The higher threshold's mask lies inside the lower one's, so the IoU is the
     ratio of their pixel counts. ``logits`` ``(R, Y, X)``; returns ``(R,)`` float32.
     """
-    inner = (logits > threshold + offset).sum((-1, -2), dtype=_int32())
-    outer = (logits > threshold - offset).sum((-1, -2), dtype=_int32())
-    return inner / outer
-
-
-def _int32():
     import torch
 
-    return torch.int32
+    flat = logits.flatten(1)
+    inner = torch.count_nonzero(flat > threshold + offset, dim=1)
+    outer = torch.count_nonzero(flat > threshold - offset, dim=1)
+    return inner.to(torch.int32) / outer.to(torch.int32)
 
 
 def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
