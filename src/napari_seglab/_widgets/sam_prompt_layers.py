@@ -14,6 +14,8 @@ from collections.abc import Callable
 import numpy as np
 from napari.layers import Points
 
+from ._preview import PreviewPainter, RepaintHold
+
 __all__ = ["NEGATIVE_MODIFIER", "PromptLayers", "is_negative_click"]
 
 NEGATIVE_MODIFIER = "Shift"
@@ -54,7 +56,10 @@ class PromptLayers:
         on_prompts: Callable[[], None],
         keys: dict[str, Callable[[], object]],
     ) -> None:
-        self.viewer = viewer
+        # napari hands plugin widgets a proxy of the viewer that checks every attribute access
+        # (and wraps each result) and warns on private ones; these layers are our own, so we
+        # work with the viewer and layers themselves (a click touches them many times).
+        self.viewer = viewer = getattr(viewer, "__wrapped__", viewer)
         ndim = len(shape)
         self.preview = viewer.add_labels(
             np.zeros(shape, dtype=np.uint8), name="SAM preview", opacity=0.5, **geometry
@@ -68,15 +73,19 @@ class PromptLayers:
             size=max(3.0, min(shape[-2:]) / 60),
             features={"positive": np.zeros(0, dtype=bool)},
             feature_defaults={"positive": True},
+            face_color="positive",  # a new point takes its colour from its feature when added
+            face_color_cycle={True: POSITIVE_COLOUR, False: NEGATIVE_COLOUR},
             **geometry,
         )
         self.points.mouse_drag_callbacks.insert(0, self._remember_modifier)
-        self.points.events.data.connect(self._changed)
-        self.box.events.data.connect(self._changed)
+        # First in line: the prediction starts before napari's own handlers of the change run.
+        self.points.events.data.connect(self._changed, position="first")
+        self.box.events.data.connect(self._changed, position="first")
+        self.painter = PreviewPainter(self.preview)
+        self.hold = RepaintHold(self._window)
         self._on_prompts = on_prompts
         for key, action in keys.items():
             self.points.bind_key(key, lambda layer, action=action: action(), overwrite=True)
-        self._shown_plane: int | None = None
         self.activate()
 
     @property
@@ -104,23 +113,33 @@ class PromptLayers:
         layers.insert(index, layer)
         self.activate()
 
+    def _window(self):
+        """The viewer's main window (its repaints are held while a click is predicted)."""
+        qt_viewer = getattr(self.viewer.window, "_qt_viewer", None)
+        return None if qt_viewer is None else qt_viewer.window()
+
     def _remember_modifier(self, layer: Points, event) -> None:
         """Mouse press: the point added by this click is negative when Shift is held."""
-        layer.feature_defaults = {"positive": not is_negative_click(event.modifiers)}
+        positive = not is_negative_click(event.modifiers)
+        if bool(np.asarray(layer.feature_defaults["positive"])[0]) != positive:
+            layer.feature_defaults = {"positive": positive}
 
     def _changed(self, event=None) -> None:
         if str(getattr(event, "action", "")) in ("adding", "removing", "changing"):
             return  # napari announces a change before making it; act once it is made
         self._colour_points()
+        self.hold.hold()  # draw the new prompt together with its preview
         self._on_prompts()
 
     def _colour_points(self) -> None:
+        """Colours from the ``positive`` feature (set when a point is added; this catches
+        points whose feature was changed afterwards)."""
         layer = self.points
         if not len(layer.data):
             return
         positive = np.asarray(layer.features["positive"], dtype=bool)
         colours = np.where(positive[:, None], POSITIVE_COLOUR, NEGATIVE_COLOUR)
-        if not np.array_equal(np.asarray(layer.face_color), colours):
+        if not np.allclose(np.asarray(layer.face_color), colours, atol=1e-6):
             layer.face_color = colours
 
     def prompts(self, plane: int | None) -> dict:
@@ -155,23 +174,16 @@ class PromptLayers:
         self.points.feature_defaults = {"positive": True}
 
     def show(self, mask: np.ndarray | None, plane: int | None) -> None:
-        """Show ``mask`` ``(Y, X)`` on ``plane`` (None: 2D or nothing) in the preview."""
-        data = self.preview.data
-        if self._shown_plane is None:
-            data[...] = 0
-        else:
-            data[self._shown_plane] = 0
-        self._shown_plane = None
-        if mask is not None:
-            if plane is None:
-                data[...] = mask
-            else:
-                data[plane] = mask
-                self._shown_plane = plane
-        self.preview.refresh()
+        """Show ``mask`` ``(Y, X)`` on ``plane`` (None: 2D or nothing) in the preview.
+
+        Only the region that changed is rewritten and redrawn; held repaints resume.
+        """
+        self.painter.show(mask, plane)
+        self.hold.done()
 
     def remove(self) -> None:
         """Take the helper layers out of the viewer."""
+        self.hold.release()
         for layer in self.layers:
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
