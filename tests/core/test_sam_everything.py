@@ -242,6 +242,10 @@ def test_progress_events_and_cancel(model, image):
             break
     assert isinstance(result, EverythingResult)
     assert all(isinstance(e, ProgressEvent) for e in events)
+    assert [e.stage for e in events[:2]] == ["segment everything: embedding"] + [
+        "segment everything"
+    ]
+    events = [e for e in events if not e.stage.endswith("embedding")]
     assert [e.done for e in events] == [1, 2, 3, 4]
     assert {e.total for e in events} == {4}
 

@@ -182,7 +182,9 @@ def segment_everything_job(
     """:func:`segment_everything` as a job: yields a ``ProgressEvent`` per batch of prompts.
 
     ``stage`` is ``"segment everything"`` (stacks: ``"segment everything, plane z"``);
-    ``done``/``total`` count prompt batches over all crops (and planes).
+    ``done``/``total`` count prompt batches over all crops (and planes). Before each
+    crop's embedding is looked up (or computed: the slow step on a CPU) an event with
+    the stage ``"...: embedding"`` and an unchanged ``done`` is yielded.
     """
     from .everything_stack import segment_stack_job
     from .image import SamInput
@@ -239,6 +241,7 @@ def segment_plane_job(
     for crop, layer in zip(boxes, layers):
         x0, y0, x1, y1 = crop
         check.raise_if_set("Segment everything")
+        yield ProgressEvent(f"{stage}: embedding", done, total, clock.elapsed)
         embedding = cache.get_or_compute(model, np.ascontiguousarray(rgb[y0:y1, x0:x1]))
         crop_size = (y1 - y0, x1 - x0)
         points = grids[layer] * np.array([[x1 - x0, y1 - y0]], dtype=np.float64)
