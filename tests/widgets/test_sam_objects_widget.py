@@ -12,6 +12,7 @@ pytest.importorskip("napari")
 from _canvas import SHIFT, click, key, near, show_viewer
 from qtpy.QtCore import Qt
 
+from napari_seglab._widgets.sam_prompt_layers import NEGATIVE_COLOUR, POSITIVE_COLOUR
 from napari_seglab.data import nuclei_2d
 from napari_seglab.sessions import find_session, image_fingerprint, load_session
 
@@ -171,6 +172,9 @@ def test_session_reopened_after_the_widget_closed(make_napari_viewer, qtbot, tin
     assert near(points.data[0], (20, 80))
     assert near(points.data[1], (70, 20))
     assert points.features["positive"].tolist() == [True, False]
+    colours = np.asarray(points.face_color)
+    np.testing.assert_allclose(colours[0], POSITIVE_COLOUR)
+    np.testing.assert_allclose(colours[1], NEGATIVE_COLOUR)
     qtbot.waitUntil(lambda: other.session.prediction is not None, timeout=30000)
     assert other.prompt_layers.preview.data.any()
     key(again, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)

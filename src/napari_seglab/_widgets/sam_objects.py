@@ -35,7 +35,6 @@ from qtpy.QtWidgets import (
 
 from ..sessions import class_image
 from ._layers import layer_geometry, notify_error, replace_labels, show_warning
-from .sam_prompt_layers import NEGATIVE_COLOUR, POSITIVE_COLOUR
 from .sam_session_files import SessionFiles
 
 __all__ = ["CLASS_LAYER", "PENDING_LAYER", "ObjectsPanel"]
@@ -208,9 +207,7 @@ class ObjectsPanel(SessionFiles, QWidget):
         with layers.points.events.data.blocker():
             layers.points.data = np.asarray(points, dtype=float).reshape(-1, ndim)
             layers.points.features = {"positive": np.asarray(flags, dtype=bool)}
-            if flags:
-                positive = np.asarray(flags, bool)[:, None]
-                layers.points.face_color = np.where(positive, POSITIVE_COLOUR, NEGATIVE_COLOUR)
+            layers.points.refresh_colors()  # colours follow the "positive" feature
         with layers.box.events.data.blocker():
             layers.box.data = []
             if boxes:
