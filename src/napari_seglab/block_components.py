@@ -1,7 +1,7 @@
 """Connected components of a labels volume, block by block, equal to the whole-volume ones.
 
 :class:`BlockComponents` is fed one block at a time, in raster order (see
-:func:`~.windows.block_grid`). Each block's objects are labelled on their own
+:func:`napari_seglab.batch.windows.block_grid`). Each block's objects are labelled on their own
 (connected components per class, face connectivity, as
 :func:`napari_seglab.unet.to_instances` with ``method="connected"``) and given
 provisional ids unique over the volume. An object cut by a block face has a
@@ -20,6 +20,7 @@ across faces, relabel), written for this package.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -111,6 +112,54 @@ class BlockComponents:
             self._union(int(a), int(b))
         return len(pairs)
 
+    def join_block(
+        self,
+        ids: np.ndarray,
+        labels: np.ndarray,
+        block: Sequence[slice],
+        stored_ids: Any,
+        stored_labels: Any,
+    ) -> None:
+        """Join ``block``'s objects with those of the blocks before it (raster order).
+
+        Parameters
+        ----------
+        ids, labels : arrays, the block's shape
+            The block's provisional ids (:meth:`label_block`) and its labels.
+        block : tuple of slice
+            Where the block lies in the volume.
+        stored_ids, stored_labels : array-likes of the volume's shape
+            Provisional ids and labels of the blocks already labelled (numpy,
+            zarr, ...); only the plane before each of ``block``'s lower faces is read.
+        """
+        for axis, part in enumerate(block):
+            if part.start == 0:
+                continue
+            face = list(block)
+            face[axis] = slice(part.start - 1, part.start)
+            own: list[slice] = [slice(None)] * len(block)
+            own[axis] = slice(0, 1)
+            self.join_face(
+                np.asarray(stored_ids[tuple(face)]),
+                np.asarray(stored_labels[tuple(face)]),
+                ids[tuple(own)],
+                labels[tuple(own)],
+            )
+
+    def roots(self) -> tuple[np.ndarray, np.ndarray]:
+        """The joined object of every provisional id, and its class.
+
+        Returns
+        -------
+        roots : int64 array ``(count + 1,)``
+            ``roots[provisional]``: the smallest provisional id of its object
+            (0 for background).
+        classes : int64 array ``(count + 1,)``
+            Label value of each provisional id (``background`` for 0).
+        """
+        roots = np.array([self._find(i) for i in range(self.count + 1)], dtype=np.int64)
+        return roots, np.asarray(self._cls, dtype=np.int64)
+
     def _find(self, i: int) -> int:
         parent = self._parent
         root = i
@@ -137,7 +186,7 @@ class BlockComponents:
         objects : int
         """
         n = self.count
-        roots = np.array([self._find(i) for i in range(n + 1)], dtype=np.int64)
+        roots = self.roots()[0]
         size = np.bincount(
             roots, weights=np.asarray(self._size, dtype=np.float64), minlength=n + 1
         )

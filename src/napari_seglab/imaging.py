@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -148,25 +149,60 @@ def check_finite(image: np.ndarray, *, what: str = "image") -> None:
         )
 
 
+def sample_step(size: int, limit: int = PERCENTILE_SAMPLE) -> int:
+    """Stride of the sample :func:`percentile_range` takes of ``size`` values (1: all)."""
+    return int(np.ceil(size / limit)) if size > limit else 1
+
+
 def _sample(values: np.ndarray, limit: int = PERCENTILE_SAMPLE) -> np.ndarray:
     flat = np.asarray(values).reshape(-1)
-    if flat.size > limit:
-        flat = flat[:: int(np.ceil(flat.size / limit))]
+    flat = flat[:: sample_step(flat.size, limit)]
     flat = flat.astype(np.float64, copy=False)
     return flat[np.isfinite(flat)]
+
+
+def _range_of(values: np.ndarray, low: float, high: float) -> tuple[float, float]:
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(f"Expected 0 <= low < high <= 100, got low={low}, high={high}.")
+    if values.size == 0:
+        raise ValueError("Cannot normalise an image that holds no finite values.")
+    lo, hi = np.percentile(values, [low, high])
+    return float(lo), float(hi)
 
 
 def percentile_range(
     image: np.ndarray, low: float = 1.0, high: float = 99.8
 ) -> tuple[float, float]:
     """Intensity values at the ``low`` and ``high`` percentiles (sampled for big arrays)."""
-    if not 0.0 <= low < high <= 100.0:
-        raise ValueError(f"Expected 0 <= low < high <= 100, got low={low}, high={high}.")
-    values = _sample(image)
-    if values.size == 0:
-        raise ValueError("Cannot normalise an image that holds no finite values.")
-    lo, hi = np.percentile(values, [low, high])
-    return float(lo), float(hi)
+    return _range_of(_sample(image), low, high)
+
+
+def percentile_range_by_slabs(
+    image: Any, low: float = 1.0, high: float = 99.8, *, slab_elements: int = 2**24
+) -> tuple[float, float]:
+    """:func:`percentile_range` of an array read a slab of axis 0 at a time.
+
+    For arrays too large to load (zarr, dask, memmaps): the same strided
+    sample of the values in C order, hence the same result, with at most about
+    ``slab_elements`` values in memory.
+
+    Parameters
+    ----------
+    image : array-like
+        Anything with ``shape`` that numpy slicing along axis 0 reads.
+    """
+    shape = tuple(int(n) for n in image.shape)
+    size = int(np.prod(shape, dtype=np.int64))
+    step = sample_step(size)
+    row = max(1, size // max(shape[0], 1)) if shape else 1
+    rows = max(1, slab_elements // row)
+    parts = []
+    for start in range(0, shape[0] if shape else 1, rows):
+        slab = np.asarray(image[start : start + rows] if shape else image).reshape(-1)
+        offset = (-start * row) % step
+        part = slab[offset::step].astype(np.float64, copy=False)
+        parts.append(part[np.isfinite(part)])
+    return _range_of(np.concatenate(parts) if parts else np.zeros(0), low, high)
 
 
 def rescale(image: np.ndarray, lo: float, hi: float, *, clip: bool = True) -> np.ndarray:

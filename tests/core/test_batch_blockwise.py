@@ -15,7 +15,7 @@ from napari_seglab.batch.blockwise import (
     predict_blockwise,
     predict_blockwise_events,
 )
-from napari_seglab.batch.instances import BlockComponents
+from napari_seglab.block_components import BlockComponents
 from napari_seglab.batch.windows import (
     WindowGrid,
     choose_block_shape,

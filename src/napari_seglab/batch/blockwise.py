@@ -19,7 +19,7 @@ count, which is why :func:`~.windows.choose_block_shape` takes the largest
 block that fits the memory budget.
 
 Instances: ``"connected"`` labels each block and joins objects across block
-faces (:class:`~.instances.BlockComponents`), then renumbers every block in a
+faces (:class:`~napari_seglab.block_components.BlockComponents`), then renumbers every block in a
 second pass, giving the same instance image as
 :func:`napari_seglab.unet.to_instances` on the whole volume. ``"watershed"``
 is refused: its seeds come from the distance transform of whole objects,
@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from ..block_components import BlockComponents
 from ..jobs import CancelCheck, ProgressEvent, Stopwatch, run_to_end
-from .instances import BlockComponents
 from .windows import WindowGrid, block_grid, choose_block_shape, importance_map
 
 __all__ = [
@@ -411,21 +411,7 @@ def _write_block(out, block, probabilities, model, components) -> None:
         return
     ids = components.label_block(labels, block)
     out["instances"][block] = ids
-    for axis, part in enumerate(block):
-        if part.start == 0:
-            continue
-        face = list(block)
-        face[axis] = slice(part.start - 1, part.start)
-        face = tuple(face)
-        own = [slice(None)] * len(block)
-        own[axis] = slice(0, 1)
-        own = tuple(own)
-        components.join_face(
-            np.asarray(out["instances"][face]),
-            np.asarray(out["labels"][face]),
-            ids[own],
-            labels[own],
-        )
+    components.join_block(ids, labels, block, out["instances"], out["labels"])
 
 
 def _renumber(array, blocks, components, min_size, check, clock):

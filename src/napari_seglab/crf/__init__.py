@@ -11,6 +11,7 @@ Public API::
     from napari_seglab import crf
     labels = crf.refine(image, probabilities, spacing=(2.0, 0.5, 0.5))
     refined = crf.refine_labels(image, labels, confidence=0.7)
+    crf.refine_blockwise(zarr_image, zarr_probabilities, zarr_out)   # larger than memory
 
 ``refine_steps`` and ``refine_labels_steps`` are jobs (:mod:`napari_seglab.jobs`):
 generators yielding :class:`CrfProgress` (a :class:`~napari_seglab.jobs.ProgressEvent`
@@ -26,6 +27,7 @@ the input is confident about (``keep_confident``), and warns when it would
 change more than ``warn_fraction`` of the confident pixels.
 """
 
+from ._blockwise import BlockwiseRefinement, refine_blockwise, refine_blockwise_steps
 from ._engine import CrfProgress, plan_blocks
 from ._labels import DEFAULT_CONFIDENCE, MODES, refine_labels, refine_labels_steps
 from ._params import (
@@ -52,10 +54,13 @@ __all__ = [
     "DEFAULT_SPATIAL_SIGMA_VOXELS",
     "DEFAULT_WARN_FRACTION",
     "MODES",
+    "BlockwiseRefinement",
     "CrfParameters",
     "CrfProgress",
     "plan_blocks",
     "refine",
+    "refine_blockwise",
+    "refine_blockwise_steps",
     "refine_labels",
     "refine_labels_steps",
     "refine_steps",

@@ -112,6 +112,45 @@ def _check_fraction(name: str, value: float | None, low: float) -> None:
         raise ValueError(f"Expected {name} in [{low:g}, 1] or None, got {value!r}.")
 
 
+def input_classes(probs: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The input's class (``argmax``, ties to the lower class) and confidence per pixel.
+
+    Parameters
+    ----------
+    probs : float32 array ``(K, *spatial)``, ``K >= 2``
+    dtype : numpy dtype of the class map
+
+    Returns
+    -------
+    given : array ``(*spatial)`` of ``dtype``
+    confidence : float32 array ``(*spatial)``, the largest probability
+    """
+    if probs.shape[0] == 2:
+        given = (probs[1] > probs[0]).astype(dtype)  # argmax, ties to class 0
+    else:
+        given = np.argmax(probs, axis=0).astype(dtype)
+    return given, probs.max(axis=0)
+
+
+def warn_if_changed(changed: float, warn_fraction: float | None, keep_confident_at) -> None:
+    """The ``RuntimeWarning`` of :func:`refine` when ``changed`` exceeds ``warn_fraction``."""
+    if warn_fraction is None or changed <= warn_fraction:
+        return
+    kept = (
+        f" (pixels at or above keep_confident={keep_confident_at:g} kept their class)"
+        if keep_confident_at is not None
+        else ""
+    )
+    warnings.warn(
+        f"CRF refinement changed {100 * changed:.1f} % of the pixels whose input "
+        f"probability is at least {WARN_CONFIDENCE:g} (more than warn_fraction="
+        f"{warn_fraction:g}){kept}. Check that the image and the probabilities are "
+        "aligned; otherwise lower bilateral_weight and smoothness_weight.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 def _guard(
     labels, probs, intensities, spacing, keep_confident_at, keep_objects, warn_fraction
 ) -> None:
@@ -126,27 +165,10 @@ def _guard(
         and intensities is None
     ):
         return
-    if probs.shape[0] == 2:
-        given = (probs[1] > probs[0]).astype(labels.dtype)  # argmax, ties to class 0
-    else:
-        given = np.argmax(probs, axis=0).astype(labels.dtype)
-    confidence = probs.max(axis=0)
+    given, confidence = input_classes(probs, labels.dtype)
     if warn_fraction is not None:
         changed = confident_change_fraction(labels, given, confidence)
-        if changed > warn_fraction:
-            kept = (
-                f" (pixels at or above keep_confident={keep_confident_at:g} kept their class)"
-                if keep_confident_at is not None
-                else ""
-            )
-            warnings.warn(
-                f"CRF refinement changed {100 * changed:.1f} % of the pixels whose input "
-                f"probability is at least {WARN_CONFIDENCE:g} (more than warn_fraction="
-                f"{warn_fraction:g}){kept}. Check that the image and the probabilities are "
-                "aligned; otherwise lower bilateral_weight and smoothness_weight.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        warn_if_changed(changed, warn_fraction, keep_confident_at)
     if intensities is not None:
         verify_changes(labels, given, intensities, spacing)
     if keep_objects:

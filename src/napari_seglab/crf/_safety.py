@@ -132,6 +132,36 @@ def _cell_sums(volume: np.ndarray, factor: tuple[int, ...]) -> np.ndarray:
     return padded.reshape(split).sum(axis=tuple(range(1, 2 * len(factor), 2)), dtype=np.float32)
 
 
+def verify_cells(
+    spacing: tuple[float, ...], width_voxels: float = VERIFY_WIDTH_VOXELS
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Cells and box of :func:`verify_changes`: voxels per cell and cells per box, per axis.
+
+    Local means are summed on cells of about a quarter of the box's reach
+    (cells start at index 0 of each axis); the box spans ``window`` cells
+    centred on the pixel's cell. A region processed on its own gives the same
+    sums for its inner part when it starts on a cell boundary and reaches
+    ``window // 2`` cells beyond that part (``crf.refine_blockwise``).
+    """
+    reach = [width_voxels * float(min(spacing)) / s for s in spacing]
+    factor = tuple(max(1, int(r // 4)) for r in reach)  # coarse cells: local means are smooth
+    window = tuple(2 * max(1, round(r / f)) + 1 for r, f in zip(reach, factor))
+    return factor, window
+
+
+def box_sums(values: np.ndarray, window: tuple[int, ...]) -> np.ndarray:
+    """Sum of ``values`` over a centred box of ``window`` elements per axis (zeros outside).
+
+    Each sum is taken over its own box in a fixed order (not as a running
+    sum), so it does not depend on where the array starts: a block with
+    enough margin gives its inner part bit for bit what the whole array gives.
+    """
+    out = values
+    for axis, width in enumerate(window):
+        out = ndi.correlate1d(out, np.ones(width), axis=axis, mode="constant")
+    return out
+
+
 def verify_changes(
     refined: np.ndarray,
     given: np.ndarray,
@@ -172,9 +202,7 @@ def verify_changes(
     changed = refined != given
     if not changed.any():
         return refined
-    reach = [width_voxels * float(min(spacing)) / s for s in spacing]
-    factor = tuple(max(1, int(r // 4)) for r in reach)  # coarse cells: local means are smooth
-    window = tuple(2 * max(1, round(r / f)) + 1 for r, f in zip(reach, factor))
+    factor, window = verify_cells(spacing, width_voxels)
     where = np.flatnonzero(changed)
     cells = tuple(c // f for c, f in zip(np.unravel_index(where, refined.shape), factor))
     old, new = given.ravel()[where], refined.ravel()[where]
@@ -182,8 +210,7 @@ def verify_changes(
 
     def local_sum(volume: np.ndarray) -> np.ndarray:
         """Sum of ``volume`` over the box around each changed pixel (coarse cells)."""
-        coarse = _cell_sums(volume, factor)
-        return ndi.uniform_filter(coarse, window, mode="constant")[cells]
+        return box_sums(_cell_sums(volume, factor), window)[cells]
 
     distance = {}
     for cls in np.union1d(np.unique(old), np.unique(new)):
