@@ -16,7 +16,7 @@ pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 pytest.importorskip("napari")
 
-from _canvas import click, show_viewer
+from _canvas import NO_MODIFIER, SHIFT, canvas_pos, click, show_viewer
 from qtpy.QtCore import Qt
 
 from napari_seglab.data import nuclei_2d, nuclei_3d
@@ -77,6 +77,8 @@ def test_preview_equals_mask_and_full_redraw_after_each_click(make_napari_viewer
     assert layers.painter.partial_updates > 0  # redrawn through the partial path
     assert layers.hold.holds > 0
     assert not layers.hold.held
+    # The layer list's thumbnail follows a moment later.
+    qtbot.waitUntil(lambda: np.asarray(layers.preview.thumbnail)[..., 3].any(), timeout=3000)
     # What the canvas shows equals a redraw of the whole preview layer.
     partial = canvas_pixels(viewer)
     layers.preview.refresh()
@@ -142,3 +144,34 @@ def test_held_repaints_resume_without_a_result(make_napari_viewer, qtbot, tiny_s
     qtbot.wait(int(layers.hold.max_hold * 1000) + 200)
     assert not layers.hold.held
     assert len(draws) > held_draws  # the new point was drawn after all
+
+
+def test_a_click_asks_once_and_a_drag_adds_nothing(make_napari_viewer, qtbot, tiny_sam):
+    """The prediction is asked for on release, before napari adds the point: once per click."""
+    viewer = make_napari_viewer()
+    image = nuclei_2d((96, 96), n_objects=8, seed=1).image
+    widget = open_widget(viewer, qtbot, image, tiny_sam)
+    layers = widget.prompt_layers
+    asked = []
+    request = widget.request_prediction
+    widget.request_prediction = lambda plane: (asked.append(plane), request(plane))
+    previous = None
+    for n, position in enumerate(((40, 50), (60, 20)), start=1):
+        click(viewer, qtbot, position, SHIFT if n == 2 else NO_MODIFIER)
+        assert len(asked) == n  # not a second time when napari adds the point
+        previous = settled(qtbot, widget, previous)
+        assert layers._pending is None
+        np.testing.assert_allclose(widget.session.prompts().points, layers.points.data)
+        assert widget.session.prompts().positive.tolist() == [True, False][:n]
+    # A drag in add mode pans the view: no point, no prompt, no request.
+    native = viewer.window._qt_viewer.canvas.native
+    start, end = canvas_pos(viewer, (30, 30)), canvas_pos(viewer, (70, 70))
+    qtbot.mousePress(native, Qt.MouseButton.LeftButton, NO_MODIFIER, start)
+    for k in range(1, 6):
+        qtbot.mouseMove(native, start + (end - start) * (k / 5))
+    qtbot.mouseRelease(native, Qt.MouseButton.LeftButton, NO_MODIFIER, end)
+    qtbot.wait(50)
+    assert len(layers.points.data) == 2
+    assert len(widget.session.prompts().points) == 2
+    assert len(asked) == 2
+    assert layers._pending is None

@@ -57,11 +57,18 @@ class PreviewPainter:
         ``(Y, X)`` or ``(Z, Y, X)``; its pixels outside the shown mask stay 0.
     """
 
+    THUMBNAIL_DELAY_MS = 300
+
     def __init__(self, layer) -> None:
         self.layer = layer
         self._plane: int | None = None  # plane of the shown mask (None: 2D)
         self._box: tuple[int, int, int, int] | None = None  # its bounding box
         self.partial_updates = 0  # regions redrawn through the partial path (for tests)
+        # The layer list's thumbnail follows a moment later, off the click's path.
+        self._thumbnail = QTimer()
+        self._thumbnail.setSingleShot(True)
+        self._thumbnail.setInterval(self.THUMBNAIL_DELAY_MS)
+        self._thumbnail.timeout.connect(self._update_thumbnail)
 
     def show(self, mask: np.ndarray | None, plane: int | None) -> None:
         """Show ``mask`` ``(Y, X)`` on ``plane`` (None: 2D, or nothing when ``mask`` is None)."""
@@ -86,6 +93,16 @@ class PreviewPainter:
         self._plane, self._box = (plane if stack else None), box
         if full_refresh:
             self.layer.refresh(extent=False, highlight=False)
+        elif regions:
+            self._thumbnail.start()
+
+    def _update_thumbnail(self) -> None:
+        with suppress(AttributeError, RuntimeError):  # another napari; a closed viewer
+            self.layer._update_thumbnail()
+
+    def stop(self) -> None:
+        """No more thumbnail updates (the layer is going away)."""
+        self._thumbnail.stop()
 
     def _redraw(self, plane: int | None, region: tuple[slice, slice]) -> bool:
         """Redraw ``region`` of ``plane`` on the canvas; False when a full refresh is needed."""

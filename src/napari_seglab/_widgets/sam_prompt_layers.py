@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 from napari.layers import Points
+from qtpy.QtCore import QTimer
 
 from ._preview import PreviewPainter, RepaintHold
 
@@ -21,6 +22,7 @@ __all__ = ["NEGATIVE_MODIFIER", "PromptLayers", "is_negative_click"]
 NEGATIVE_MODIFIER = "Shift"
 POSITIVE_COLOUR = np.array([0.1, 0.9, 0.2, 1.0])
 NEGATIVE_COLOUR = np.array([1.0, 0.1, 0.6, 1.0])
+CLICK_DISTANCE = 5  # canvas pixels: napari adds a point when press and release are closer
 
 
 def is_negative_click(modifiers) -> bool:
@@ -77,7 +79,8 @@ class PromptLayers:
             face_color_cycle={True: POSITIVE_COLOUR, False: NEGATIVE_COLOUR},
             **geometry,
         )
-        self.points.mouse_drag_callbacks.insert(0, self._remember_modifier)
+        self._pending: tuple[np.ndarray, bool] | None = None  # a clicked point napari adds next
+        self.points.mouse_drag_callbacks.insert(0, self._on_click)
         # First in line: the prediction starts before napari's own handlers of the change run.
         self.points.events.data.connect(self._changed, position="first")
         self.box.events.data.connect(self._changed, position="first")
@@ -118,16 +121,51 @@ class PromptLayers:
         qt_viewer = getattr(self.viewer.window, "_qt_viewer", None)
         return None if qt_viewer is None else qt_viewer.window()
 
-    def _remember_modifier(self, layer: Points, event) -> None:
-        """Mouse press: the point added by this click is negative when Shift is held."""
+    def _on_click(self, layer: Points, event):
+        """Mouse press on the points layer, then its release.
+
+        The point added by this click is negative when Shift is held. In add
+        mode a click (released within :data:`CLICK_DISTANCE` of the press)
+        asks for its prediction at once, with the clicked point as pending,
+        before napari adds the point (and updates the viewer's dimensions,
+        selection and drawing, all on the path of the click otherwise).
+        """
         positive = not is_negative_click(event.modifiers)
         if bool(np.asarray(layer.feature_defaults["positive"])[0]) != positive:
             layer.feature_defaults = {"positive": positive}
+        if layer.mode != "add":
+            return
+        press = np.asarray(event.pos, dtype=float)
+        yield
+        while event.type == "mouse_move":
+            yield
+        if np.linalg.norm(press - np.asarray(event.pos, dtype=float)) >= CLICK_DISTANCE:
+            return  # a drag: napari pans, no point
+        position = np.asarray(layer.world_to_data(event.position), dtype=float)
+        self._pending = (position.reshape(-1)[-layer.ndim :], positive)
+        QTimer.singleShot(0, self._pending_not_added)
+        self._prompts_changed()
+
+    def _pending_not_added(self) -> None:
+        """After the click: napari did not add the pending point, so it is no prompt."""
+        if self._pending is not None:
+            self._pending = None
+            self._prompts_changed()
 
     def _changed(self, event=None) -> None:
         if str(getattr(event, "action", "")) in ("adding", "removing", "changing"):
             return  # napari announces a change before making it; act once it is made
+        pending, self._pending = self._pending, None
+        if pending is not None and event is not None and event.source is self.points:
+            data = np.asarray(self.points.data, dtype=float)
+            positive = np.asarray(self.points.features["positive"], dtype=bool)
+            if len(data) and np.allclose(data[-1], pending[0]) and positive[-1] == pending[1]:
+                self._colour_points()
+                return  # the point asked for on release: its prediction is on its way
         self._colour_points()
+        self._prompts_changed()
+
+    def _prompts_changed(self) -> None:
         self.hold.hold()  # draw the new prompt together with its preview
         self._on_prompts()
 
@@ -150,6 +188,9 @@ class PromptLayers:
         """
         points = np.asarray(self.points.data, dtype=float).reshape(-1, self.points.ndim)
         positive = np.asarray(self.points.features.get("positive", np.ones(len(points), bool)))
+        if self._pending is not None:  # clicked, napari adds it next
+            points = np.vstack([points, self._pending[0]])
+            positive = np.append(positive, self._pending[1])
         if plane is not None:
             keep = np.round(points[:, 0]) == plane
             points, positive = points[keep], positive[keep]
@@ -184,6 +225,7 @@ class PromptLayers:
     def remove(self) -> None:
         """Take the helper layers out of the viewer."""
         self.hold.release()
+        self.painter.stop()
         for layer in self.layers:
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
