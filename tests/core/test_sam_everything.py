@@ -31,7 +31,7 @@ from napari_seglab.sam import (  # noqa: E402
     segment_everything_job,
 )
 from napari_seglab.sam.everything_grid import crop_boxes, point_grid  # noqa: E402
-from napari_seglab.sam.everything_stack import link_planes, match_ids  # noqa: E402
+from napari_seglab.sam.everything_labels import link_planes, match_ids  # noqa: E402
 
 SIZE = 96
 #: Lowered thresholds: the official generator returns 13 objects for these.

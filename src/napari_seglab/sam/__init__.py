@@ -33,7 +33,7 @@ Modules, each importing only the ones above it:
 * :mod:`.propagate` (through a stack);
 * segment everything: :mod:`.everything` (:func:`segment_everything`), with
   :mod:`.everything_grid`, :mod:`.everything_filters`, :mod:`.everything_decode`
-  (batched prompts) and :mod:`.everything_stack`;
+  (batched prompts) and :mod:`.everything_labels`;
 * :mod:`.mask_prompts` (prompts from a mask), :mod:`.refine`, :mod:`.refine_stack` and
   :mod:`.refine_all` (refining existing labels with their own masks as prompts);
 * :mod:`.finetune` (decoder fine-tuning on the shared training loop).

@@ -19,7 +19,8 @@ checks IoU >= 0.99 per object). What differs is the work:
   masks stay boolean arrays (no run-length encoding).
 
 Coordinates in the records are SAM's ``(x, y)`` (see :func:`segment_everything`);
-the label image is ``(Y, X)`` as napari shows it. Stacks: :mod:`.everything_stack`.
+the label image is ``(Y, X)`` as napari shows it. Painting and linking the labels
+of a stack: :mod:`.everything_labels`.
 """
 
 from __future__ import annotations
@@ -35,25 +36,26 @@ from .decoder_prepare import prepare_image
 from .embedding import EmbeddingCache
 from .everything_decode import decode_masks, decode_tokens
 from .everything_filters import (
+    clean_small_regions,
     mask_boxes,
     near_crop_edge,
     non_max_suppression,
-    remove_small_regions,
     stability_scores,
     upsample_crop_logits,
 )
 from .everything_grid import EverythingSettings, crop_boxes
+from .everything_labels import label_objects, link_planes
 from .frames import to_model_xy
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from .image import SamInput
     from .model import SamModel
 
 __all__ = [
     "EverythingResult",
     "check_model",
-    "label_objects",
     "segment_everything",
     "segment_everything_job",
     "segment_plane_job",
@@ -84,7 +86,7 @@ class EverythingResult:
         Instance labels, 0 background. In a plane, ids ``1..N`` follow object
         area (largest first) and objects are painted in id order, so a smaller
         object overlapping a larger one stays visible on top of it. In a stack,
-        ids are linked across planes (:mod:`.everything_stack`).
+        ids are linked across planes (:func:`.everything_labels.link_planes`).
     objects : list of dict
         One record per object, in id order (stacks: by plane, then id). Keys
         of the official generator: ``segmentation`` (``(Y, X)`` bool, the whole
@@ -186,7 +188,6 @@ def segment_everything_job(
     crop's embedding is looked up (or computed: the slow step on a CPU) an event with
     the stage ``"...: embedding"`` and an unchanged ``done`` is yielded.
     """
-    from .everything_stack import segment_stack_job
     from .image import SamInput
 
     check_model(model)
@@ -197,7 +198,7 @@ def segment_everything_job(
     if cache is None:
         cache = EmbeddingCache(max_items=8)
     if source.is_stack:
-        return (yield from segment_stack_job(model, source, options, cache, cancel, link_iou))
+        return (yield from _segment_stack_job(model, source, options, cache, cancel, link_iou))
     labels, objects = yield from segment_plane_job(
         model, source.plane(None), options, cache=cache, cancel=cancel
     )
@@ -257,7 +258,8 @@ def segment_plane_job(
     check.raise_if_set("Segment everything")
     kept = _merge_crops(found, options, shape)
     if options.min_mask_region_area > 0:
-        kept = _remove_small_regions(kept, options)
+        threshold = max(options.box_nms_thresh, options.crop_nms_thresh)
+        kept = clean_small_regions(kept, options.min_mask_region_area, threshold)
     labels, objects = label_objects(kept, shape)
     return labels, objects
 
@@ -400,65 +402,34 @@ def _merge_crops(
     return objects
 
 
-def _remove_small_regions(objects: list[dict], options: EverythingSettings) -> list[dict]:
-    """Remove small holes and islands of every mask, then duplicates again.
-
-    A mask that changed ranks below the unchanged ones in the duplicate removal.
-    """
-    import torch
-
-    if not objects:
-        return objects
-    area = options.min_mask_region_area
-    masks, unchanged = [], []
-    for obj in objects:
-        mask, changed_holes = remove_small_regions(obj["segmentation"], area, "holes")
-        mask, changed_islands = remove_small_regions(mask, area, "islands")
-        masks.append(mask)
-        unchanged.append(not (changed_holes or changed_islands))
-    boxes = mask_boxes(torch.as_tensor(np.stack(masks)))
-    scores = torch.as_tensor(unchanged, dtype=torch.float32)
-    threshold = max(options.box_nms_thresh, options.crop_nms_thresh)
-    out = []
-    for k in non_max_suppression(boxes, scores, threshold).tolist():
-        obj = dict(objects[k])
-        if not unchanged[k]:
-            obj["segmentation"] = masks[k]
-            obj["box"] = [int(v) for v in boxes[k].tolist()]
-        out.append(obj)
-    return out
-
-
-def label_objects(
-    objects: list[dict], shape: tuple[int, int]
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Paint the objects into a label image ``(Y, X)`` int32 and make their records.
-
-    Ids ``1..N`` by area, largest first (ties keep the generator's order);
-    painted in id order, so smaller objects lie on top.
-    """
-    areas = [int(np.count_nonzero(obj["segmentation"])) for obj in objects]
-    order = sorted(range(len(objects)), key=lambda i: -areas[i])
-    labels = np.zeros(shape, dtype=np.int32)
-    for number, i in enumerate(order, start=1):
-        labels[objects[i]["segmentation"]] = number
-    visible = np.bincount(labels.ravel(), minlength=len(objects) + 1)
-    records = []
-    for number, i in enumerate(order, start=1):
-        obj = objects[i]
-        x0, y0, x1, y1 = obj["box"]
-        cx0, cy0, cx1, cy1 = obj["crop"]
-        records.append(
-            {
-                "id": number,
-                "segmentation": obj["segmentation"],
-                "area": areas[i],
-                "visible_area": int(visible[number]),
-                "bbox": [x0, y0, x1 - x0, y1 - y0],
-                "predicted_iou": obj["predicted_iou"],
-                "point_coords": [obj["point"]],
-                "stability_score": obj["stability_score"],
-                "crop_box": [cx0, cy0, cx1 - cx0, cy1 - cy0],
-            }
+def _segment_stack_job(
+    model: SamModel,
+    source: SamInput,
+    options: EverythingSettings,
+    cache: EmbeddingCache,
+    cancel: Any,
+    link_iou: float,
+) -> Generator[ProgressEvent, None, EverythingResult]:
+    """Segment every plane of ``source`` (a stack) and link the ids; a job."""
+    if not 0.0 < link_iou <= 1.0:
+        raise ValueError(f"Expected link_iou in (0, 1], got {link_iou!r}.")
+    clock = Stopwatch()
+    per_plane = batches_per_plane(source.plane_shape, options)
+    total = per_plane * source.n_planes
+    planes, records = [], []
+    for z in range(source.n_planes):
+        labels, objects = yield from segment_plane_job(
+            model,
+            source.plane(z),
+            options,
+            cache=cache,
+            cancel=cancel,
+            stage=f"segment everything, plane {z}",
+            offset=z * per_plane,
+            total=total,
+            clock=clock,
         )
-    return labels, records
+        planes.append(labels)
+        records.append(objects)
+    labels, objects = link_planes(planes, records, link_iou)
+    return EverythingResult(labels, objects, options)

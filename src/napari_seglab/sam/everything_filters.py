@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "CROP_EDGE_TOLERANCE",
+    "clean_small_regions",
     "mask_boxes",
     "near_crop_edge",
     "non_max_suppression",
@@ -139,3 +140,34 @@ def remove_small_regions(mask: np.ndarray, min_area: int, mode: str) -> tuple[np
     if keep.size == 0:
         keep = np.array([int(np.argmax(sizes)) + 1])
     return np.isin(regions, keep), True
+
+
+def clean_small_regions(objects: list[dict], min_area: int, nms_thresh: float) -> list[dict]:
+    """Remove small holes and islands of every object's mask, then duplicates again.
+
+    ``objects`` are dicts with ``segmentation`` ``(Y, X)`` bool and ``box``; a
+    mask that changed ranks below the unchanged ones in the duplicate removal
+    (box NMS at ``nms_thresh``). Returns new dicts, kept ones first by that rank.
+    """
+    import torch
+
+    if not objects:
+        return objects
+    area = min_area
+    masks, unchanged = [], []
+    for obj in objects:
+        mask, changed_holes = remove_small_regions(obj["segmentation"], area, "holes")
+        mask, changed_islands = remove_small_regions(mask, area, "islands")
+        masks.append(mask)
+        unchanged.append(not (changed_holes or changed_islands))
+    boxes = mask_boxes(torch.as_tensor(np.stack(masks)))
+    scores = torch.as_tensor(unchanged, dtype=torch.float32)
+    threshold = nms_thresh
+    out = []
+    for k in non_max_suppression(boxes, scores, threshold).tolist():
+        obj = dict(objects[k])
+        if not unchanged[k]:
+            obj["segmentation"] = masks[k]
+            obj["box"] = [int(v) for v in boxes[k].tolist()]
+        out.append(obj)
+    return out

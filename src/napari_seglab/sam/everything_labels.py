@@ -1,30 +1,22 @@
-"""Segment everything in a stack: plane by plane, with ids linked across planes.
+"""Label images of segment everything (:mod:`.everything`): objects painted by area, and ids
+linked across the planes of a stack.
 
-Each plane is segmented on its own (:func:`.everything.segment_plane_job`);
-then, going up the stack, an object of plane ``z + 1`` takes the id of the
-object of plane ``z`` it overlaps best, when their IoU (of their visible
-pixels in the label image) is at least ``link_iou`` and that object was not
-taken by a better-overlapping one (one-to-one, greedy by IoU); otherwise it
-gets a new id. An object that skips a plane therefore gets a new id.
+:func:`label_objects` paints one plane. In a stack each plane is segmented on
+its own; then (:func:`link_planes`), going up the stack, an object of plane
+``z + 1`` takes the id of the object of plane ``z`` it overlaps best, when
+their IoU (of their visible pixels in the label image) is at least
+``link_iou`` and that object was not taken by a better-overlapping one
+(one-to-one, greedy by IoU); otherwise it gets a new id. An object that skips
+a plane therefore gets a new id.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ..jobs import ProgressEvent, Stopwatch
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .embedding import EmbeddingCache
-    from .everything import EverythingResult
-    from .everything_grid import EverythingSettings
-    from .image import SamInput
-    from .model import SamModel
-
-__all__ = ["link_planes", "match_ids", "segment_stack_job"]
+__all__ = ["label_objects", "link_planes", "match_ids"]
 
 
 def match_ids(previous: np.ndarray, current: np.ndarray, min_iou: float) -> dict[int, int]:
@@ -86,36 +78,36 @@ def link_planes(
     return out, linked
 
 
-def segment_stack_job(
-    model: SamModel,
-    source: SamInput,
-    options: EverythingSettings,
-    cache: EmbeddingCache,
-    cancel: Any,
-    link_iou: float,
-) -> Generator[ProgressEvent, None, EverythingResult]:
-    """Segment every plane of ``source`` (a stack) and link the ids; a job."""
-    from .everything import EverythingResult, batches_per_plane, segment_plane_job
+def label_objects(
+    objects: list[dict], shape: tuple[int, int]
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Paint the objects into a label image ``(Y, X)`` int32 and make their records.
 
-    if not 0.0 < link_iou <= 1.0:
-        raise ValueError(f"Expected link_iou in (0, 1], got {link_iou!r}.")
-    clock = Stopwatch()
-    per_plane = batches_per_plane(source.plane_shape, options)
-    total = per_plane * source.n_planes
-    planes, records = [], []
-    for z in range(source.n_planes):
-        labels, objects = yield from segment_plane_job(
-            model,
-            source.plane(z),
-            options,
-            cache=cache,
-            cancel=cancel,
-            stage=f"segment everything, plane {z}",
-            offset=z * per_plane,
-            total=total,
-            clock=clock,
+    Ids ``1..N`` by area, largest first (ties keep the generator's order);
+    painted in id order, so smaller objects lie on top.
+    """
+    areas = [int(np.count_nonzero(obj["segmentation"])) for obj in objects]
+    order = sorted(range(len(objects)), key=lambda i: -areas[i])
+    labels = np.zeros(shape, dtype=np.int32)
+    for number, i in enumerate(order, start=1):
+        labels[objects[i]["segmentation"]] = number
+    visible = np.bincount(labels.ravel(), minlength=len(objects) + 1)
+    records = []
+    for number, i in enumerate(order, start=1):
+        obj = objects[i]
+        x0, y0, x1, y1 = obj["box"]
+        cx0, cy0, cx1, cy1 = obj["crop"]
+        records.append(
+            {
+                "id": number,
+                "segmentation": obj["segmentation"],
+                "area": areas[i],
+                "visible_area": int(visible[number]),
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "predicted_iou": obj["predicted_iou"],
+                "point_coords": [obj["point"]],
+                "stability_score": obj["stability_score"],
+                "crop_box": [cx0, cy0, cx1 - cx0, cy1 - cy0],
+            }
         )
-        planes.append(labels)
-        records.append(objects)
-    labels, objects = link_planes(planes, records, link_iou)
-    return EverythingResult(labels, objects, options)
+    return labels, records
