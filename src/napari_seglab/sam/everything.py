@@ -301,10 +301,10 @@ class _CropContext:
         out: dict[str, list] = {
             "masks": [torch.zeros((0, *self.crop_size), dtype=torch.bool)],
             "boxes": [torch.zeros((0, 4), dtype=torch.int64)],
-            "iou": [iou[:0]],
-            "stability": [iou[:0]],
-            "which": [chosen[:0]],
-        }
+            "iou": [torch.zeros(0)],
+            "stability": [torch.zeros(0)],
+            "which": [torch.zeros(0, dtype=torch.int64)],
+        }  # on the CPU: what passed the per-mask filters (masks as bool)
         for start in range(0, len(chosen), MASK_CHUNK):
             which = chosen[start : start + MASK_CHUNK]
             low = decode_masks(
@@ -317,16 +317,16 @@ class _CropContext:
             keep = torch.ones_like(stability, dtype=torch.bool)
             if options.stability_score_thresh > 0.0:
                 keep = stability >= options.stability_score_thresh
-            masks = (logits > self.threshold)[keep]
+            masks = (logits > self.threshold)[keep].cpu()
             boxes = mask_boxes(masks)
             inside = ~near_crop_edge(boxes, self.crop, self.image_box)
             out["masks"].append(masks[inside])
             out["boxes"].append(boxes[inside])
-            out["iou"].append(iou[which][keep][inside])
-            out["stability"].append(stability[keep][inside])
-            out["which"].append(which[keep][inside])
+            out["iou"].append(iou[which][keep].cpu()[inside])
+            out["stability"].append(stability[keep].cpu()[inside])
+            out["which"].append(which[keep].cpu()[inside])
         merged = {k: _cat(v) for k, v in out.items()}
-        merged["points"] = points[(merged["which"] // count).cpu().numpy()]
+        merged["points"] = points[(merged["which"] // count).numpy()]
         return merged
 
     def deduplicate(self, parts: list[dict[str, Any]], crop_size) -> dict[str, Any]:
