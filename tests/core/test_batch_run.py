@@ -411,3 +411,37 @@ def test_killed_worker_mid_run_still_completes_every_item(
         labels = np.load(tmp_path / "out" / f"v{i:02d}_labels.npy")
         np.testing.assert_array_equal(labels, expected[i % 2])
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".seglab-tmp")]
+
+
+@pytest.mark.filterwarnings("ignore:CRF refinement changed:RuntimeWarning")  # tiny model
+def test_crf_over_the_memory_budget_runs_block_by_block_like_the_whole_volume(
+    model_file, model, tmp_path
+):
+    from napari_seglab import crf
+    from napari_seglab.batch.crf_blocks import crf_block_voxels
+
+    volume = data.nuclei_3d(shape=(8, 80, 80), n_objects=5, seed=4).image
+    np.save(tmp_path / "v.npy", volume)
+    pipeline = PredictPipeline(
+        model_file,
+        outputs=("labels",),
+        crf=True,
+        instances="connected",
+        device="cpu",
+        output_format="npy",
+        memory_budget="200kB",
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    outcome = pipeline.run_item(BatchItem("v", tmp_path / "v.npy"), out, pipeline.load())
+    assert outcome.row["blocks"] > 1
+    assert sorted(p.name for p in out.iterdir()) == ["v_instances.npy", "v_labels.npy"]
+    whole = predict_and_split(model, volume, instances="none", device="cpu")
+    index = crf.refine(volume, whole.probabilities, max_block_voxels=crf_block_voxels(200_000, 2))
+    expected = np.asarray(model.classes)[index]
+    labels = np.load(out / "v_labels.npy")
+    assert (labels != whole.labels).any()  # the CRF changed something
+    np.testing.assert_array_equal(labels, expected)
+    objects = np.load(out / "v_instances.npy")
+    assert outcome.row["objects"] == int(objects.max()) > 0
+    np.testing.assert_array_equal(objects > 0, expected > model.classes[0])

@@ -16,7 +16,9 @@ An input is predicted whole, in memory, with
 ``seglab predict`` and the widget, so the labels are identical), followed by
 the dense CRF (:func:`napari_seglab.crf.refine`) when ``crf``. An input whose
 prediction would need more than ``memory_budget`` bytes is predicted block
-by block (:mod:`.blockwise`) into OME-Zarr.
+by block (:mod:`.blockwise`) into zarr arrays, and the CRF then runs block by
+block too (:mod:`.crf_blocks`); both paths give the CRF blocks of the same size
+(:func:`.crf_blocks.crf_block_voxels` of the budget).
 
 The model file's bytes travel inside the pipeline object, so workers on
 other machines need no copy of the file; each worker process builds the
@@ -262,7 +264,10 @@ class PredictPipeline:
         from .. import crf
 
         result = predict_and_split(model, image, instances="none", **kwargs)
-        index = crf.refine(image, result.probabilities, spacing=spacing)
+        from .crf_blocks import crf_block_voxels
+
+        blocks = crf_block_voxels(self.memory_budget, len(model.classes))
+        index = crf.refine(image, result.probabilities, spacing=spacing, max_block_voxels=blocks)
         classes = np.asarray(model.classes).astype(result.labels.dtype)
         arrays = {"labels": classes[index], "probabilities": result.probabilities}
         used = None
@@ -361,28 +366,29 @@ class PredictPipeline:
             arrays, used = self._predict(model, image, spacing, device)
             written = self._write(item, output_dir, arrays, source, spacing)
             return ItemOutcome(written, self._row(source, spacing, arrays, used, model))
-        if self.crf:
-            raise ValueError(
-                f"{item.name} needs more than the memory budget ({self.memory_budget} bytes) and "
-                "is predicted block by block, where the dense CRF is not available; raise "
-                "--memory-budget or leave out --crf"
-            )
         shape = _spatial_shape(source.shape, model)
         scratch = _scratch_dir(output_dir, item.name)
+        kinds = self.output_kinds()
+        if self.crf:
+            kinds = list(dict.fromkeys(["probabilities", "labels", *kinds]))
         try:
-            out = create_outputs(scratch / "blocks.zarr", model, shape, what=self.output_kinds())
+            out = create_outputs(scratch / "blocks.zarr", model, shape, what=kinds)
+            predicted = {"probabilities": out["probabilities"]} if self.crf else out
             with dask.config.set(scheduler="synchronous"):
                 result = predict_blockwise(
                     model,
                     source.data,
-                    out,
+                    predicted,
                     memory_budget=self.memory_budget,
-                    instances=self.instances,
+                    instances="none" if self.crf else self.instances,
                     device=device,
                     overlap=self.overlap,
                     tta=self.tta,
                     batch_size=self.batch_size,
                 )
+                objects = result.objects
+                if self.crf:
+                    objects = self._refine_blocks(source, out, model, spacing, scratch)
                 written = self._write(item, output_dir, out, source, spacing)
         finally:
             import shutil
@@ -392,10 +398,28 @@ class PredictPipeline:
             "shape": list(source.shape),
             "spacing": None if spacing is None else [float(s) for s in spacing],
             "format": source.format,
-            "objects": result.objects,
+            "objects": objects,
             "blocks": int(result.blocks),
         }
         return ItemOutcome(written, row)
+
+    def _refine_blocks(self, source, out, model, spacing, scratch) -> int | None:
+        """The dense CRF (and the object split) over the blockwise probabilities."""
+        from ..jobs import run_to_end
+        from .crf_blocks import crf_block_voxels, refine_and_split_events
+
+        return run_to_end(
+            refine_and_split_events(
+                source.data,
+                out,
+                model.classes,
+                spacing=spacing,
+                channel_axis=-1 if model.rgb else model.channel_axis,
+                scratch=scratch,
+                max_block_voxels=crf_block_voxels(self.memory_budget, len(model.classes)),
+                instances=self.instances,
+            )
+        )
 
 
 def _scratch_dir(output_dir: Path, name: str) -> Path:
