@@ -91,3 +91,33 @@ def test_evaluation_of_dask_and_zarr_layers_equals_numpy(make_napari_viewer, qtb
     qtbot.waitUntil(lambda: not widget.busy and widget.evaluation is not None, timeout=60_000)
     expected = metrics.evaluate(pred, gt)
     assert widget.evaluation.table() == expected.table()
+
+
+def test_crf_refines_lazy_layers_block_by_block(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    from napari_seglab import crf, data
+
+    monkeypatch.setenv("SEGLAB_CACHE_DIR", str(tmp_path / "cache"))
+    sample = data.nuclei_3d(shape=(6, 48, 48), n_objects=4, seed=2)
+    probs = data.degrade_probabilities(sample.labels)
+    viewer = make_napari_viewer()
+    viewer.add_image(zarr.array(sample.image, chunks=(2, 24, 24)), name="stack", scale=(2, 1, 1))
+    viewer.add_image(da.from_array(probs[1], chunks=(2, 24, 24)), name="P(nuclei)")
+    viewer.add_labels(da.from_array(sample.labels, chunks=(2, 24, 24)), name="lazy labels")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-seglab", "CRF refinement")
+    widget.form.image.value = viewer.layers["stack"]
+    widget.form.given.value = viewer.layers["P(nuclei)"]
+    widget.apply_button.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+
+    result = viewer.layers["P(nuclei) CRF"]
+    assert isinstance(result.data, zarr.Array)  # never loaded whole: a store in the cache
+    expected = crf.refine(sample.image, probs, spacing=(2.0, 1.0, 1.0))
+    np.testing.assert_array_equal(result.data[:], expected)
+    np.testing.assert_allclose(result.scale, (2, 1, 1))
+    [store] = (tmp_path / "cache" / "crf").glob("crf-*.zarr")
+    assert not (store / "scratch").exists()
+
+    widget.form.given.value = viewer.layers["lazy labels"]  # only maps go block by block
+    widget.apply_button.click()
+    assert "only probability maps are refined block by block" in widget.status.text()
+    assert "lazy labels CRF" not in viewer.layers

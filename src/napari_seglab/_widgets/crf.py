@@ -27,7 +27,7 @@ from ._layers import (
     notify_error,
     replace_labels,
 )
-from .crf_form import crf_form, crf_inputs
+from .crf_form import crf_form, crf_inputs, lazy_crf_inputs
 
 NEW_LAYER = "New Labels layer"
 REPLACE_INPUT = "Replace input labels (Ctrl+Z undoes)"
@@ -176,12 +176,20 @@ class CrfWidget(DockShell):
         self._start(inputs, lambda result: self._show_preview(result, source, plane))
 
     def apply(self) -> None:
-        """Refine the whole image or stack and write the result."""
+        """Refine the whole image or stack and write the result.
+
+        Layers backed by dask or zarr are refined block by block into a zarr
+        store in the cache folder (``crf/``) and never loaded whole.
+        """
         try:
             target, source = self._layers()[1], self._source()
-            inputs = crf_inputs(*self._layers(), None)
+            lazy = lazy_crf_inputs(*self._layers())
+            inputs = crf_inputs(*self._layers(), None) if lazy is None else None
         except ValueError as exc:
             self._fail(exc)
+            return
+        if lazy is not None:
+            self._start_lazy(lazy, source, target)
             return
         replace = self.form.output.value == REPLACE_INPUT
         self._start(inputs, lambda result: self._write(result, source, target, replace))
@@ -205,9 +213,6 @@ class CrfWidget(DockShell):
             notify_error(exc, "CRF refinement")
 
     def _start(self, inputs, on_result) -> None:
-        if self._busy:
-            self.status.setText("CRF refinement is already running.")
-            return
         image, given, spacing, is_labels = inputs
         kwargs = dict(self.parameters(), spacing=spacing)
         if is_labels:
@@ -215,6 +220,27 @@ class CrfWidget(DockShell):
             kwargs.update(confidence=self.form.confidence.value, mode=self.form.mode.value)
         else:
             function = crf.refine_steps
+        self._run(function, (image, given), kwargs, on_result)
+
+    def _start_lazy(self, inputs, source: Layer, target: Layer) -> None:
+        from ..batch.crf_blocks import refine_into_store_events
+        from ..cache import cache_dir
+
+        image, probabilities, spacing = inputs
+        kwargs = dict(self.parameters(), spacing=spacing)
+
+        def add(result) -> None:
+            name = f"{target.name} CRF"
+            self.viewer.add_labels(result, name=name, **layer_geometry(source))
+            self.status.setText(f"Result in new layer {name!r} (a zarr store in the cache).")
+
+        args = (image, probabilities, cache_dir("crf"))
+        self._run(refine_into_store_events, args, kwargs, add)
+
+    def _run(self, function, args, kwargs, on_result) -> None:
+        if self._busy:
+            self.status.setText("CRF refinement is already running.")
+            return
 
         def returned(result) -> None:
             try:
@@ -228,8 +254,7 @@ class CrfWidget(DockShell):
         self.jobs.start(
             "crf",
             function,
-            image,
-            given,
+            *args,
             what="CRF refinement",
             on_yielded=self._progress,
             on_returned=returned,

@@ -186,3 +186,40 @@ def crf_inputs(image_layer: Image, given_layer: Layer, plane: int | None):
             f"got {given.shape} in layer {given_layer.name!r}."
         )
     return image, given, spacing, is_labels
+
+
+def lazy_crf_inputs(image_layer: Image, given_layer: Layer):
+    """``(image, probabilities, spacing)`` kept lazy when a layer is backed by dask/zarr.
+
+    Returns None when both layers are in memory (:func:`crf_inputs` applies).
+    ``probabilities`` is ``(C, *spatial)`` as the layer holds it, or a
+    :class:`~napari_seglab.batch.crf_blocks.ForegroundMap` over a single map.
+
+    Raises
+    ------
+    ValueError
+        For a lazy Labels layer to refine (only probability maps are refined
+        block by block), or shapes that do not fit (both named).
+    """
+    from ..batch.crf_blocks import ForegroundMap
+    from ..batch.stores import is_lazy
+
+    data, rgb = spatial_image(image_layer)
+    given = given_layer.data[0] if given_layer.multiscale else given_layer.data
+    if not (is_lazy(data) or is_lazy(given)):
+        return None
+    if isinstance(given_layer, Labels):
+        raise ValueError(
+            f"Layer {given_layer.name!r} or {image_layer.name!r} is backed by dask/zarr and "
+            "only probability maps are refined block by block; refine a probability layer "
+            "(e.g. the U-Net's 'P(label ...)' layer), or load the layers into memory."
+        )
+    spatial = tuple(data.shape[:-1] if rgb else data.shape)
+    if tuple(given.shape) == spatial:
+        given = ForegroundMap(given)
+    elif tuple(given.shape[1:]) != spatial:
+        raise ValueError(
+            f"Expected probabilities of shape {spatial} or (C, *{spatial}) to match image "
+            f"{image_layer.name!r}, got {tuple(given.shape)} in layer {given_layer.name!r}."
+        )
+    return data, given, layer_spacing(image_layer)

@@ -22,7 +22,12 @@ from ..jobs import CancelCheck, CancelLike, Stopwatch
 from .blockwise import BlockProgress, _renumber
 from .windows import block_grid
 
-__all__ = ["crf_block_voxels", "refine_and_split_events"]
+__all__ = [
+    "ForegroundMap",
+    "crf_block_voxels",
+    "refine_and_split_events",
+    "refine_into_store_events",
+]
 
 #: Smallest CRF block (voxels, margins included) a memory budget can ask for: below it the
 #: kernel margins dominate and blocks multiply (about 8 MB for two classes).
@@ -135,3 +140,89 @@ def refine_and_split_events(
     if components is None:
         return None
     return (yield from _renumber(out["instances"], blocks, components, 0, check, clock))
+
+
+class ForegroundMap:
+    """A foreground probability array ``(*spatial)`` seen as ``(1, *spatial)``, read lazily.
+
+    Parameters
+    ----------
+    data : array-like
+        zarr, dask, memory map or numpy; only the regions asked for are read.
+    """
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+        self.shape = (1, *(int(n) for n in data.shape))
+        self.dtype = data.dtype
+
+    def __getitem__(self, index: tuple) -> np.ndarray:
+        return np.asarray(self.data[tuple(index[1:])])[np.newaxis]
+
+
+def refine_into_store_events(
+    image: Any,
+    probabilities: Any,
+    folder: str | Path,
+    *,
+    cancel: CancelLike = None,
+    **crf_kwargs: Any,
+) -> Generator[Any, None, Any]:
+    """Refine lazy probabilities into a new zarr store in ``folder``, as a job.
+
+    What the CRF widget runs for layers that are not in memory.
+
+    Parameters
+    ----------
+    image : array-like
+        As :func:`napari_seglab.crf.refine`'s, read a region at a time.
+    probabilities : array-like ``(K, *spatial)``, or a :class:`ForegroundMap`
+    folder : path-like
+        Where the store ``crf-*.zarr`` is created (made if missing).
+    cancel : threading.Event or callable, optional
+    **crf_kwargs
+        Keywords of :func:`napari_seglab.crf.refine_blockwise_steps`
+        (``spacing``, kernel settings, ``max_block_voxels``, guards).
+
+    Returns
+    -------
+    zarr.Array ``(*spatial)``
+        Class index per voxel (writable: a Labels layer can be painted).
+
+    Raises
+    ------
+    JobCancelled, ValueError
+        The store is removed first: a cancelled or failed refinement leaves
+        nothing on disk.
+    """
+    import shutil
+    import tempfile
+
+    import zarr
+
+    from ..crf import refine_blockwise_steps
+
+    folder = Path(folder).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = tuple(int(n) for n in probabilities.shape[1:])
+    classes = max(int(probabilities.shape[0]), 2)
+    store = Path(tempfile.mkdtemp(prefix="crf-", suffix=".zarr", dir=folder))
+    try:
+        group = zarr.open_group(str(store), mode="w")
+        out = group.create_array(
+            "labels",
+            shape=shape,
+            chunks=tuple(min(n, 64) for n in shape),
+            dtype=np.uint8 if classes <= 256 else np.int32,
+            fill_value=0,
+        )
+        scratch = store / "scratch"
+        scratch.mkdir()
+        yield from refine_blockwise_steps(
+            image, probabilities, out, scratch=scratch, cancel=cancel, **crf_kwargs
+        )
+        shutil.rmtree(scratch, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(store, ignore_errors=True)
+        raise
+    return out
