@@ -48,6 +48,7 @@ from .sam_objects import ObjectsPanel
 from .sam_prompt_choices import NEW_LABELS, LayerChoices
 from .sam_prompt_layers import PromptLayers
 from .sam_prompt_stack import StackPrompting
+from .sam_tools import SamToolsPanel
 
 MODEL_CHOICES = ("vit_b", "vit_l", "vit_h", "medsam")
 __all__ = ["NEW_LABELS", "SamPromptWidget"]
@@ -136,6 +137,7 @@ class SamPromptWidget(LayerChoices, StackPrompting, DockShell):
         self.cancel_button.clicked.connect(lambda: self.jobs.cancel("propagate"))
         self.status_label = QLabel("Load a model to start.")
         self.objects_panel = ObjectsPanel(self)  # several objects, classes, saved sessions
+        self.tools_panel = SamToolsPanel(self)  # refine labels, segment everything
         self.forms = [self.form]
         self.set_rows(
             [
@@ -149,6 +151,7 @@ class SamPromptWidget(LayerChoices, StackPrompting, DockShell):
                 [self.next_button, self.commit_button, self.clear_button],
                 [self.propagate_button, self.cancel_button],
                 [self.objects_panel],
+                [self.tools_panel],
                 [self.status_label],
             ]
         )
@@ -387,6 +390,7 @@ class SamPromptWidget(LayerChoices, StackPrompting, DockShell):
         for signal, slot in self._connections:
             with suppress(Exception):
                 signal.disconnect(slot)
+        self.tools_panel.remove_preview()
         if self.prompt_layers is not None:
             self.prompt_layers.remove()
             self.prompt_layers = None

@@ -21,8 +21,8 @@ class LayerChoices:
 
     def _own_layers(self) -> tuple:
         layers = self.prompt_layers.layers if self.prompt_layers is not None else ()
-        panel = getattr(self, "objects_panel", None)
-        return (*layers, *(panel.layers if panel is not None else ()))
+        panels = (getattr(self, "objects_panel", None), getattr(self, "tools_panel", None))
+        return (*layers, *(x for p in panels if p is not None for x in p.layers))
 
     def _image_choices(self, widget=None) -> list:
         own = self._own_layers()
