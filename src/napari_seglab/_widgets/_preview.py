@@ -9,13 +9,12 @@ that path does not apply (3D display, contours, non-numpy data, a napari
 without it) it falls back to a plain refresh.
 
 :class:`RepaintHold` holds a window's repaints from the moment a click
-changes the prompts until its preview is shown, for at most a little more than
-recent predictions took: the point and its preview are then drawn in one frame
-instead of two, and the prediction does not compete for the CPU with drawing
-the point. With software OpenGL one frame of a 1280x900 viewer costs tens of
-milliseconds, so this takes that much off every click. Predictions slower
-than :attr:`RepaintHold.max_hold` (a plane still being embedded, a slow
-device) are not waited for.
+changes the prompts until its preview is shown, for at most
+:attr:`RepaintHold.max_hold` (0.25 s): the point and its preview are then
+drawn in one frame instead of two, and the prediction does not compete for
+the CPU with drawing the point. With software OpenGL one frame of a 1280x900
+viewer costs tens of milliseconds, so this takes that much off every click.
+When predictions keep taking longer (a slow device), clicks are not held.
 """
 
 from __future__ import annotations
@@ -165,15 +164,16 @@ class RepaintHold:
         Returns the top-level QWidget whose repaints are held (the viewer's
         main window), or None when there is none.
     max_hold : float
-        Seconds; predictions that recently took longer than this are not waited for.
+        Seconds; the longest a click waits for its preview before it is drawn alone.
     """
 
     def __init__(self, window: Callable[[], object], max_hold: float = 0.25) -> None:
         self._window = window
         self.max_hold = float(max_hold)
         self._held = None
-        self._since: float | None = None
-        self.recent: deque[float] = deque(maxlen=5)  # seconds from hold() to done()
+        self._since: float | None = None  # when the held click came
+        self.recent: deque[float] = deque(maxlen=3)  # seconds from a held click to its preview
+        self._skipped = 0  # clicks not held since predictions were found too slow
         self.holds = 0  # how many times repaints were held (for tests and benchmarks)
         self._filter = _UpdateFilter()
         self._timer = QTimer()
@@ -181,11 +181,10 @@ class RepaintHold:
         self._timer.timeout.connect(self.release)
 
     def limit(self) -> float:
-        """How long the next hold may last (0: do not hold)."""
-        expected = float(np.median(self.recent)) if self.recent else 0.05
-        if expected > self.max_hold:
-            return 0.0
-        return min(self.max_hold, 2 * expected + 0.03)
+        """How long the next hold may last: :attr:`max_hold`, or 0 (do not hold) while the
+        last three held clicks all waited longer (every tenth click tries again)."""
+        slow = len(self.recent) == self.recent.maxlen and min(self.recent) > self.max_hold
+        return 0.0 if slow and self._skipped < 10 else self.max_hold
 
     @property
     def held(self) -> bool:
@@ -193,9 +192,11 @@ class RepaintHold:
 
     def hold(self) -> None:
         """Stop repainting until :meth:`done` or :meth:`release` (or the time limit)."""
-        self._since = time.perf_counter()
+        if self._held is not None:
+            return
         limit = self.limit()
-        if self._held is not None or limit <= 0:
+        self._skipped = self._skipped + 1 if limit <= 0 else 0
+        if limit <= 0:
             return
         window = self._window()
         if window is None:
@@ -204,6 +205,7 @@ class RepaintHold:
             window.installEventFilter(self._filter)
             self._filter.active, self._filter.swallowed = True, False
             self._held = window
+            self._since = time.perf_counter()
             self.holds += 1
             self._timer.start(round(limit * 1000))
 
