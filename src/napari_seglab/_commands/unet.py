@@ -16,15 +16,15 @@ from pathlib import Path
 
 def register(subparsers) -> None:
     """Add the ``train``, ``predict`` and ``suggest`` subcommands."""
-    from ..unet.architectures import ARCHITECTURE_NAMES
+    from ..unet.families import FAMILY_NAMES
     from ._shared import add_damaged, add_overwrite
 
     train = subparsers.add_parser(
         "train",
-        help="train a MONAI U-Net on an image and its labels",
+        help="train a segmentation network (U-Net, DeepLabV3+, ...) on an image and its labels",
         description=(
-            "Train a segmentation network (MONAI) on IMAGE with LABELS (same spatial shape; "
-            "each label value is a class) and save it to -o/--out."
+            "Train a segmentation network (a MONAI network, or DeepLabV3+) on IMAGE with LABELS "
+            "(same spatial shape; each label value is a class) and save it to -o/--out."
         ),
     )
     train.add_argument("image", type=Path, help="image file (.tif, .npy, .nii.gz)")
@@ -32,7 +32,18 @@ def register(subparsers) -> None:
     train.add_argument(
         "-o", "--out", type=Path, required=True, help="model file to write (.pt, .pth)"
     )
-    train.add_argument("--architecture", choices=ARCHITECTURE_NAMES, default="unet")
+    train.add_argument(
+        "--family",
+        choices=FAMILY_NAMES,
+        default=None,
+        help="model family (default unet; deeplabv3plus is 2D, plane by plane on stacks)",
+    )
+    train.add_argument(
+        "--architecture", choices=FAMILY_NAMES, default=None, help="same as --family"
+    )
+    train.add_argument(
+        "--encoder", default=None, help="DeepLabV3+ encoder (default resnet34; e.g. resnet18)"
+    )
     train.add_argument("--patch-size", type=int, nargs="+", default=None, help="e.g. 16 64 64")
     train.add_argument("--epochs", type=int, default=None, help="maximum epochs")
     train.add_argument("--time-budget", type=float, default=None, help="maximum seconds")
@@ -65,7 +76,7 @@ def register(subparsers) -> None:
 
     predict = subparsers.add_parser(
         "predict",
-        help="segment an image with a trained U-Net",
+        help="segment an image with a trained model (any family)",
         description="Predict labels for IMAGE with MODEL (sliding windows, Gaussian blending).",
     )
     predict.add_argument("model", type=Path, help="model file written by 'seglab train'")
@@ -195,7 +206,9 @@ def _train(args: argparse.Namespace) -> int:
             image,
             labels,
             spatial_dims=args.spatial_dims,
+            family=args.family,
             architecture=args.architecture,
+            encoder=args.encoder,
             patch_size=args.patch_size,
             max_epochs=args.epochs,
             time_budget_s=args.time_budget,

@@ -6,8 +6,11 @@ Importing this package is cheap: the names below are loaded on first use
 Main entry points
 -----------------
 train, train_events
-    Fit a MONAI network on image/label pairs (sparse labels via ``ignore_label``)
-    through the shared :func:`napari_seglab.training_loop.training_loop`.
+    Fit a network of a model family (``family=``: MONAI networks, or
+    ``"deeplabv3plus"``; see :data:`FAMILY_NAMES`) on image/label pairs (sparse
+    labels via ``ignore_label``) through the shared
+    :func:`napari_seglab.training_loop.training_loop`. The family-neutral name of
+    this API is :mod:`napari_seglab.models`.
 predict, predict_events
     Sliding-window class probabilities ``(C, *spatial)`` float32.
 predict_and_split, predict_and_split_events
@@ -27,6 +30,7 @@ import importlib
 _EXPORTS = {
     "ARCHITECTURES": "architectures",
     "ARCHITECTURE_NAMES": "architectures",
+    "FAMILY_NAMES": "families",
     "PredictionCancelled": "inference",
     "PredictionProgress": "inference",
     "predict": "inference",
@@ -62,6 +66,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "ARCHITECTURES",
     "ARCHITECTURE_NAMES",
+    "FAMILY_NAMES",
     "INSTANCE_METHODS",
     "EpochEvent",
     "Prediction",

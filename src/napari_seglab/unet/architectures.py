@@ -1,10 +1,11 @@
-"""Registry of MONAI segmentation networks with small, CPU-friendly defaults.
+"""Registry of segmentation networks (MONAI, and DeepLabV3+ from segmentation-models-pytorch).
 
 Each entry knows how to fill in constructor arguments for a given number of
 spatial dimensions and voxel spacing, which patch sizes the network accepts
 (every spatial size must be a multiple of :func:`patch_multiple`) and how to
 build the ``torch.nn.Module``. The full argument dictionary is stored with a
 trained model so that :func:`build_network` rebuilds exactly the same network.
+The registry keys are the model families of :mod:`.families`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-#: Architecture names accepted by :func:`build_network`.
-ARCHITECTURE_NAMES = ("unet", "basicunet", "segresnet", "swinunetr", "dynunet")
+from . import families
+
+#: MONAI architecture names (the widget's choices); :func:`build_network` also
+#: accepts every name of :data:`~.families.FAMILY_NAMES`.
+ARCHITECTURE_NAMES = families.MONAI_NAMES
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,12 @@ ARCHITECTURES: dict[str, Architecture] = {
         _dynunet_defaults,
         _dynunet_multiple,
     ),
+    "deeplabv3plus": Architecture(
+        "deeplabv3plus",
+        "DeepLabV3+ (segmentation-models-pytorch; 2D, encoder choice)",
+        families.deeplab_defaults,
+        families.deeplab_multiple,
+    ),
 }
 
 
@@ -139,9 +149,7 @@ def get_architecture(name: str) -> Architecture:
     """Look up an architecture by name (case-insensitive)."""
     key = str(name).strip().lower()
     if key not in ARCHITECTURES:
-        raise ValueError(
-            f"Unknown architecture {name!r}: expected one of {sorted(ARCHITECTURES)}."
-        )
+        raise ValueError(f"Unknown architecture {name!r}: expected one of {list(ARCHITECTURES)}.")
     return ARCHITECTURES[key]
 
 
@@ -193,7 +201,7 @@ def build_network(name: str, spatial_dims: int, in_channels: int, out_channels: 
     Raises
     ------
     ValueError
-        For unknown names or invalid arguments.
+        For unknown names or invalid arguments (DeepLabV3+: 3D, unknown encoder).
     RuntimeError
         If an optional package the network needs is missing (SwinUNETR: einops).
 
@@ -203,9 +211,11 @@ def build_network(name: str, spatial_dims: int, in_channels: int, out_channels: 
         Takes ``(B, in_channels, *spatial)`` and returns logits
         ``(B, out_channels, *spatial)``.
     """
+    arch = get_architecture(name)
+    if arch.name == "deeplabv3plus":
+        return families.build_deeplab(spatial_dims, in_channels, out_channels, kwargs)
     from monai.networks import nets
 
-    arch = get_architecture(name)
     if arch.name == "swinunetr":
         import importlib.util
 

@@ -36,7 +36,8 @@ class SegmentationModel:
     network : torch.nn.Module
         Maps ``(B, in_channels, *patch)`` to logits ``(B, len(classes), *patch)``.
     architecture : str
-        Key of :data:`~napari_seglab.unet.architectures.ARCHITECTURES`.
+        Key of :data:`~napari_seglab.unet.architectures.ARCHITECTURES`: the model
+        family (a MONAI network name or ``"deeplabv3plus"``); also :attr:`family`.
     network_kwargs : dict
         Constructor arguments (JSON-serialisable), besides dims and channels.
     spatial_dims : {2, 3}
@@ -78,6 +79,11 @@ class SegmentationModel:
     spacing: tuple[float, ...] | None = None
     slicewise: bool = False
     history: list[dict] = field(default_factory=list)
+
+    @property
+    def family(self) -> str:
+        """The model family (:data:`~napari_seglab.unet.families.FAMILY_NAMES`)."""
+        return self.architecture
 
     @property
     def num_classes(self) -> int:
@@ -186,6 +192,7 @@ class SegmentationModel:
             "format": _FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "package_version": __version__,
+            "family": self.architecture,
             "architecture": self.architecture,
             "network_kwargs": self.network_kwargs,
             "spatial_dims": int(self.spatial_dims),

@@ -1,4 +1,7 @@
-"""Training a MONAI network on image/label pairs, through the shared training loop.
+"""Training a segmentation network on image/label pairs, through the shared training loop.
+
+The network is a model family of :mod:`.families` (``family=``): a MONAI
+network (``"unet"`` ...) or DeepLabV3+ (``"deeplabv3plus"``).
 
 :func:`train_events` is a job (see :mod:`napari_seglab.jobs`): it describes
 the U-Net as a :class:`UNetTask` and runs
@@ -32,6 +35,7 @@ from ..metrics import mean_dice
 from ..training_loop import EpochEvent, LoopSettings, training_loop
 from . import architectures as arch
 from . import data as udata
+from . import families
 from .inference import sliding_window_probabilities
 from .losses import IgnoreDiceCELoss
 from .model import SegmentationModel
@@ -210,7 +214,10 @@ def train_events(
     labels,
     *,
     spatial_dims: int | None = None,
-    architecture: str = "unet",
+    family: str | None = None,
+    architecture: str | None = None,
+    encoder: str | None = None,
+    pretrained: bool = False,
     network_kwargs: dict | None = None,
     patch_size: Sequence[int] | None = None,
     max_epochs: int | None = None,
@@ -241,19 +248,30 @@ def train_events(
         Same spatial shape as the image(s). Each value is a class;
         ``ignore_label`` marks unannotated pixels.
     spatial_dims : {2, 3}, optional
-        Network dimensionality; default that of the labels. ``2`` on 3D stacks
-        trains slice-wise on the annotated planes.
-    architecture : str
-        One of :data:`~napari_seglab.unet.architectures.ARCHITECTURE_NAMES`.
+        Network dimensionality; default that of the labels (2 for the 2D-only
+        ``"deeplabv3plus"``). ``2`` on 3D stacks trains slice-wise on the
+        annotated planes (prediction then runs plane by plane).
+    family : str, optional
+        One of :data:`~napari_seglab.unet.families.FAMILY_NAMES`: a MONAI
+        network (``"unet"``, ``"basicunet"``, ``"segresnet"``, ``"swinunetr"``,
+        ``"dynunet"``) or ``"deeplabv3plus"``; default ``"unet"``.
+    architecture : str, optional
+        The same names (the keyword before ``family``); give one of the two.
+    encoder : str, optional
+        DeepLabV3+ encoder (a segmentation-models-pytorch name; default
+        ``"resnet34"``). Only for ``"deeplabv3plus"``.
+    pretrained : bool
+        ImageNet encoder weights: not available yet (no pinned hash), so True
+        raises ValueError; networks start from random weights.
     network_kwargs : dict, optional
-        Overrides of the architecture's default constructor arguments.
+        Overrides of the family's default constructor arguments.
     patch_size : sequence of int, optional
         Training window, spatial order; default from the image and network.
     max_epochs, time_budget_s : optional
         Stop after this many epochs / seconds (whichever comes first); with
         neither, :data:`DEFAULT_MAX_EPOCHS`. The budget is checked every step.
     steps_per_epoch, batch_size : int, optional
-        Optimiser steps per epoch and patches per step.
+        Optimiser steps per epoch and patches per step (DeepLabV3+: at least 2).
     learning_rate : float
         AdamW learning rate.
     ignore_label : int, optional
@@ -313,12 +331,26 @@ def train_events(
     )
     settings.check()
     if initial_model is not None:
+        if (family or architecture) and families.resolve_family(family, architecture) != str(
+            initial_model.architecture
+        ):
+            raise ValueError(
+                f"The initial model is a {initial_model.architecture!r} network, not "
+                f"{family or architecture!r}."
+            )
         architecture = initial_model.architecture
         intensity = intensity or initial_model.intensity
         rgb = initial_model.rgb if rgb is None else rgb
         channel_axis = initial_model.channel_axis if channel_axis is None else channel_axis
         spatial_dims = initial_model.spatial_dims if spatial_dims is None else spatial_dims
         patch_size = patch_size or initial_model.patch_size
+    else:
+        architecture = families.resolve_family(family, architecture)
+        network_kwargs = families.family_overrides(
+            architecture, network_kwargs, encoder, pretrained
+        )
+        if spatial_dims is None and architecture == "deeplabv3plus":
+            spatial_dims = 2
     prepared, classes, dims, slicewise, is_rgb, axis, in_channels, recipe = _prepare(
         image,
         labels,
@@ -357,6 +389,11 @@ def train_events(
     batch = int(batch_size) if batch_size else (2 if dims == 3 else 8)
     if batch < 1:
         raise ValueError(f"Expected a positive batch size, got {batch_size}.")
+    if batch < families.MIN_BATCH.get(architecture, 1):
+        raise ValueError(
+            f"The {architecture!r} family trains on at least {families.MIN_BATCH[architecture]} "
+            f"patches per step (its batch normalisation needs them), got batch_size={batch}."
+        )
 
     train_pairs, val_pairs = [], []
     for pair in prepared:

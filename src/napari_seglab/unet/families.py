@@ -1,0 +1,176 @@
+"""Model families beyond MONAI: DeepLabV3+ (segmentation-models-pytorch), and the family choice.
+
+A *family* names the network the trainer builds. The MONAI networks keep
+their architecture names (``"unet"``, ``"basicunet"``, ``"segresnet"``,
+``"swinunetr"``, ``"dynunet"``), so ``family="unet"`` and
+``architecture="unet"`` mean the same; :data:`FAMILY_NAMES` adds
+``"deeplabv3plus"``. A saved model records its family under ``architecture``
+(and ``family``) with its constructor arguments in ``network_kwargs``.
+
+DeepLabV3+ is 2D: on 3D stacks it trains on the annotated planes and predicts
+plane by plane, as the U-Net's 2D models do. Its encoder downsamples by its
+output stride (16 by default), so every patch side is a multiple of it. Its
+ASPP pooling branch applies batch normalisation to one value per patch and
+channel, so it trains on at least 2 patches per step (:data:`MIN_BATCH`);
+prediction runs in eval mode, where any batch size works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+#: The MONAI architecture names (as in :data:`~.architectures.ARCHITECTURE_NAMES`).
+MONAI_NAMES = ("unet", "basicunet", "segresnet", "swinunetr", "dynunet")
+#: Family names accepted by ``train(family=...)``.
+FAMILY_NAMES = (*MONAI_NAMES, "deeplabv3plus")
+#: Default DeepLabV3+ encoder.
+DEFAULT_ENCODER = "resnet34"
+#: Fewest patches per training step of families with batch normalisation.
+MIN_BATCH = {"deeplabv3plus": 2}
+
+
+def encoder_names() -> list[str]:
+    """Encoder names segmentation-models-pytorch can build for DeepLabV3+."""
+    from segmentation_models_pytorch.encoders import get_encoder_names
+
+    return list(get_encoder_names())
+
+
+def check_encoder(name: str) -> str:
+    """Return ``name`` if segmentation-models-pytorch knows it, else raise listing the choices.
+
+    Raises
+    ------
+    ValueError
+        Naming the received encoder and every accepted one.
+    """
+    choices = encoder_names()
+    if name not in choices:
+        raise ValueError(
+            f"Unknown DeepLabV3+ encoder {name!r}: expected one of {', '.join(choices)} "
+            f"(default {DEFAULT_ENCODER!r})."
+        )
+    return name
+
+
+def resolve_family(family: str | None, architecture: str | None) -> str:
+    """The family to train from the ``family=`` and legacy ``architecture=`` keywords.
+
+    Either may be given (they are the same names); both must then agree. With
+    neither, ``"unet"``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (listing :data:`FAMILY_NAMES`) or two different names.
+    """
+    names = {}
+    for keyword, value in (("model family", family), ("architecture", architecture)):
+        if value is None:
+            continue
+        key = str(value).strip().lower()
+        if key not in FAMILY_NAMES:
+            raise ValueError(
+                f"Unknown {keyword} {value!r}: expected one of {', '.join(FAMILY_NAMES)}."
+            )
+        names[keyword] = key
+    if len(set(names.values())) > 1:
+        raise ValueError(
+            f"family={family!r} and architecture={architecture!r} disagree: give one of them "
+            "(they take the same names)."
+        )
+    return next(iter(names.values()), "unet")
+
+
+def family_overrides(
+    family: str, network_kwargs: dict | None, encoder: str | None, pretrained: bool
+) -> dict | None:
+    """``network_kwargs`` with the ``encoder=`` choice folded in, after checking both.
+
+    Raises
+    ------
+    ValueError
+        ``encoder`` for a family without one, an unknown encoder, or
+        ``pretrained=True`` (no pinned, hash-checked ImageNet weights yet).
+    """
+    overrides = dict(network_kwargs or {})
+    if encoder is not None:
+        if family != "deeplabv3plus":
+            raise ValueError(
+                f"encoder={encoder!r} applies to the 'deeplabv3plus' family only, not {family!r}."
+            )
+        overrides["encoder_name"] = encoder
+    if family == "deeplabv3plus":
+        check_encoder(overrides.get("encoder_name", DEFAULT_ENCODER))
+        if "encoder_weights" in overrides:
+            raise ValueError(
+                "network_kwargs may not set 'encoder_weights': networks start from random "
+                "weights (pretrained=True is the opt-in for ImageNet encoders)."
+            )
+    if pretrained:
+        if family != "deeplabv3plus":
+            raise ValueError(
+                f"pretrained=True: the {family!r} family has no pretrained weights; it trains "
+                "from random initialisation."
+            )
+        name = overrides.get("encoder_name", DEFAULT_ENCODER)
+        raise ValueError(
+            f"pretrained=True is not available yet: napari-seglab has no pinned SHA-256 for the "
+            f"ImageNet weights of the {name!r} encoder, and segmentation-models-pytorch would "
+            "download them through the Hugging Face hub, outside the plugin cache and its hash "
+            "check. Train from random weights (pretrained=False), or continue from a saved model "
+            "with initial_model=."
+        )
+    return overrides or None
+
+
+def deeplab_defaults(spatial_dims: int, spacing: Sequence[float] | None) -> dict:
+    """DeepLabV3+ constructor arguments (besides channels), smp's defaults with a ResNet-34."""
+    return {
+        "encoder_name": DEFAULT_ENCODER,
+        "encoder_depth": 5,
+        "encoder_output_stride": 16,
+        "decoder_channels": 256,
+        "decoder_atrous_rates": [12, 24, 36],
+    }
+
+
+def deeplab_multiple(kwargs: dict, spatial_dims: int) -> tuple[int, ...]:
+    """Patch sides must be multiples of the encoder's output stride (16 or 8)."""
+    return (int(kwargs.get("encoder_output_stride", 16)),) * spatial_dims
+
+
+def build_deeplab(spatial_dims: int, in_channels: int, out_channels: int, kwargs: dict):
+    """A randomly initialised ``smp.DeepLabV3Plus`` (no download).
+
+    Returns
+    -------
+    torch.nn.Module
+        ``(B, in_channels, Y, X)`` -> logits ``(B, out_channels, Y, X)``; ``Y`` and
+        ``X`` multiples of the output stride.
+
+    Raises
+    ------
+    ValueError
+        For 3D, an unknown encoder or arguments smp refuses.
+    """
+    if spatial_dims != 2:
+        raise ValueError(
+            f"The 'deeplabv3plus' family is 2D, got spatial_dims={spatial_dims}: pass "
+            "spatial_dims=2 to train on the planes of a 3D stack (it then predicts plane by "
+            "plane)."
+        )
+    import segmentation_models_pytorch as smp
+
+    args = dict(kwargs)
+    if "encoder_weights" in args:
+        raise ValueError("DeepLabV3+ network_kwargs may not set 'encoder_weights'.")
+    check_encoder(args.get("encoder_name", DEFAULT_ENCODER))
+    if "decoder_atrous_rates" in args:
+        args["decoder_atrous_rates"] = tuple(args["decoder_atrous_rates"])
+    try:
+        return smp.DeepLabV3Plus(
+            encoder_weights=None, in_channels=in_channels, classes=out_channels, **args
+        )
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"Invalid arguments for the 'deeplabv3plus' family: {exc}") from exc
