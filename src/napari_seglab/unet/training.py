@@ -257,6 +257,7 @@ def train_events(
         ``"dynunet"``) or ``"deeplabv3plus"``; default ``"unet"``.
     architecture : str, optional
         The same names (the keyword before ``family``); give one of the two.
+        With ``initial_model``, its family is used and both are ignored.
     encoder : str, optional
         DeepLabV3+ encoder (a segmentation-models-pytorch name; default
         ``"resnet34"``). Only for ``"deeplabv3plus"``.
@@ -331,13 +332,6 @@ def train_events(
     )
     settings.check()
     if initial_model is not None:
-        if (family or architecture) and families.resolve_family(family, architecture) != str(
-            initial_model.architecture
-        ):
-            raise ValueError(
-                f"The initial model is a {initial_model.architecture!r} network, not "
-                f"{family or architecture!r}."
-            )
         architecture = initial_model.architecture
         intensity = intensity or initial_model.intensity
         rgb = initial_model.rgb if rgb is None else rgb
