@@ -302,3 +302,35 @@ def test_explicit_point_grids(model, image):
     ours = segment_everything(model, image, **dict(LOW, points_per_side=None, point_grids=[grid]))
     reference = official(model, image, **dict(LOW, points_per_side=None, point_grids=[grid]))
     assert_parity(ours, reference)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_batched_decoder_equals_the_mask_decoder(make_tiny_sam, depth):
+    from napari_seglab.sam.decoder_prepare import prepare_image
+    from napari_seglab.sam.everything_decode import decode_masks, decode_tokens
+
+    model = make_tiny_sam(seed=1, decoder_depth=depth)
+    sam = model.sam
+    generator = torch.Generator().manual_seed(0)
+    arch = model.architecture
+    grid = (arch.embedding_size, arch.embedding_size)
+    features = torch.randn((1, arch.prompt_embed_dim, *grid), generator=generator)
+    points = torch.rand((7, 1, 2), generator=generator) * model.img_size
+    with torch.inference_mode():
+        sparse, dense = sam.prompt_encoder(
+            points=(points, torch.ones((7, 1), dtype=torch.int)), boxes=None, masks=None
+        )
+        low, iou = sam.mask_decoder(
+            image_embeddings=features,
+            image_pe=model.dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
+        prepared = prepare_image(sam.mask_decoder, features, model.dense_pe(), dense[:1])
+        state = decode_tokens(sam.mask_decoder, prepared, sparse)
+        prompts = torch.tensor([0, 0, 3, 6, 6, 6])
+        proposals = torch.tensor([0, 2, 1, 0, 1, 2])
+        masks = decode_masks(sam.mask_decoder, prepared, state, prompts, proposals)
+    torch.testing.assert_close(state.iou, iou, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(masks, low[prompts, proposals], atol=1e-5, rtol=1e-4)
