@@ -15,12 +15,12 @@ from napari_seglab.batch.blockwise import (
     predict_blockwise,
     predict_blockwise_events,
 )
-from napari_seglab.block_components import BlockComponents
 from napari_seglab.batch.windows import (
     WindowGrid,
     choose_block_shape,
     estimate_block_bytes,
 )
+from napari_seglab.block_components import BlockComponents
 from napari_seglab.imaging import IntensityRecipe
 from napari_seglab.jobs import JobCancelled
 from napari_seglab.unet import predict_and_split, to_instances
@@ -251,3 +251,33 @@ def test_window_grid_and_block_shape():
     assert estimate_block_bytes(shape, (32, 32, 32)) <= 256 * 2**20
     assert shape != (32, 32, 32)
     assert choose_block_shape((20, 500, 500), (1, 32, 32), 2**40)[0] == 20
+
+
+def test_a_region_equals_the_whole_volume_there(model3d, volume):
+    ref = predict_and_split(model3d, volume, device="cpu", batch_size=3, instances="connected")
+    region = (slice(5, 17), slice(9, 31), slice(0, 23))
+    shape = tuple(s.stop - s.start for s in region)
+    out = {
+        "probabilities": np.zeros((model3d.num_classes, *shape), np.float32),
+        "labels": np.zeros(shape, ref.labels.dtype),
+        "instances": np.zeros(shape, np.int32),
+    }
+    result = predict_blockwise(
+        model3d,
+        volume,
+        out,
+        region=region,
+        block_shape=(8, 16, 16),
+        device="cpu",
+        instances="connected",
+    )
+    assert result.blocks == 2 * 2 * 2
+    np.testing.assert_allclose(
+        out["probabilities"], ref.probabilities[(slice(None), *region)], atol=1e-5
+    )
+    np.testing.assert_array_equal(out["labels"], ref.labels[region])
+    # objects of the region, connected within it, numbered as a whole split of the region
+    whole_region = predict_and_split(model3d, volume, device="cpu", instances="connected")
+    np.testing.assert_array_equal(out["instances"] > 0, whole_region.instances[region] > 0)
+    with pytest.raises(ValueError, match="inside the volume"):
+        predict_blockwise(model3d, volume, out, region=(slice(0, 30), slice(0, 4), slice(0, 4)))

@@ -70,3 +70,25 @@ def test_a_cancelled_or_refused_store_prediction_leaves_no_store(tmp_path):
     with pytest.raises(ValueError, match="watershed"):
         run_to_end(predict_into_store_events(model, image, tmp_path, instances="watershed"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_regions_on_screen_fill_one_labels_array_as_the_whole_prediction():
+    from napari_seglab.batch.stores import predict_region_events, visible_region
+
+    model = tiny_model(3, (4, 16, 16))
+    volume = smooth_volume((12, 40, 44), seed=3)
+    whole = predict_and_split(model, volume, device="cpu")
+    labels = zarr.zeros(volume.shape, chunks=(4, 16, 16), dtype=whole.labels.dtype)
+    first = visible_region(volume.shape, [[-5.2, 30.4], [20.7, 60.0]], (6,), depth=(4,))
+    assert first == (slice(4, 9), slice(0, 22), slice(30, 44))
+    run_to_end(predict_region_events(model, volume, first, labels, device="cpu"))
+    np.testing.assert_array_equal(labels[first], whole.labels[first])
+    assert not labels[:4].any()  # nothing outside the region
+    second = visible_region(volume.shape, [[10, 0], [39, 20]], (0,))
+    run_to_end(predict_region_events(model, volume, second, labels, device="cpu"))
+    np.testing.assert_array_equal(labels[second], whole.labels[second])
+    np.testing.assert_array_equal(labels[first], whole.labels[first])
+    with pytest.raises(ValueError, match="shows no part of the image"):
+        visible_region(volume.shape, [[50, 50], [60, 60]], (0,))
+    with pytest.raises(ValueError, match="spatial shape"):
+        run_to_end(predict_region_events(model, volume, first, np.zeros((3, 3, 3))))

@@ -161,6 +161,7 @@ def predict_blockwise_events(
     memory_budget: int | None = None,
     instances: str = "none",
     min_size: int = 0,
+    region: Sequence[slice] | None = None,
     cancel=None,
     overlap: float = 0.5,
     tta: bool = False,
@@ -194,6 +195,12 @@ def predict_blockwise_events(
         Object split (``"watershed"`` raises ``ValueError``: not blockwise-exact).
     min_size : int
         Objects with fewer voxels are dropped from the split.
+    region : tuple of slice, optional
+        Predict only this part of the volume (spatial slices with explicit
+        starts and stops, e.g. the part on screen): ``out``'s arrays then have
+        the region's shape, and the values equal the whole-volume prediction
+        there (the same windows, with their context outside the region). The
+        object split covers the region only.
     cancel : threading.Event or callable, optional
         Checked after every batch of windows.
     overlap, tta, device, batch_size, channel_axis, slicewise, mixed_precision
@@ -265,10 +272,14 @@ def predict_blockwise_events(
     block_shape = tuple(max(int(b), 1) for b in block_shape)
     if len(block_shape) != len(shape):
         raise ValueError(f"Expected a block shape per spatial axis of {shape}, got {block_shape}.")
-    _check_outputs(out, model, shape)
-    blocks = list(block_grid(shape, block_shape))
+    corner, extent = _region_bounds(region, shape)
+    _check_outputs(out, model, extent)
+    blocks = [
+        tuple(slice(b.start + o, b.stop + o) for b, o in zip(block, corner))
+        for block in block_grid(extent, block_shape)
+    ]
     weights = torch.from_numpy(importance_map(roi))[None, None]
-    components = BlockComponents(shape, model.classes[0]) if instances != "none" else None
+    components = BlockComponents(extent, model.classes[0]) if instances != "none" else None
     network = model.network.to(device)
     network.eval()
     predictor = make_window_predictor(network, device, tta=tta, mixed_precision=mixed_precision)
@@ -319,11 +330,13 @@ def predict_blockwise_events(
             check.raise_if_set("Blockwise prediction")
             yield BlockProgress("predicting", done, total, clock.elapsed, where, len(blocks))
         acc /= count
-        _write_block(out, block, acc, model, components)
+        local = tuple(slice(b.start - o, b.stop - o) for b, o in zip(block, corner))
+        _write_block(out, local, acc, model, components)
     objects = None
     if components is not None:
+        local_blocks = list(block_grid(extent, block_shape))
         objects = yield from _renumber(
-            out["instances"], blocks, components, min_size, check, clock
+            out["instances"], local_blocks, components, min_size, check, clock
         )
     return BlockwiseResult(shape, block_shape, len(blocks), total, grid.count, objects=objects)
 
@@ -331,6 +344,22 @@ def predict_blockwise_events(
 def predict_blockwise(model: Any, volume: Any, out: MutableMapping[str, Any], **kwargs):
     """:func:`predict_blockwise_events` run to the end (same arguments)."""
     return run_to_end(predict_blockwise_events(model, volume, out, **kwargs))
+
+
+def _region_bounds(region, shape) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Start and shape of ``region`` (whole ``shape`` when None), checked against ``shape``."""
+    if region is None:
+        return (0,) * len(shape), tuple(shape)
+    region = tuple(region)
+    bounds = [(part.start, part.stop) for part in region] if len(region) == len(shape) else []
+    if not bounds or any(
+        a is None or b is None or not 0 <= a < b <= n for (a, b), n in zip(bounds, shape)
+    ):
+        raise ValueError(
+            f"Expected a region of {len(shape)} slices with starts and stops inside the "
+            f"volume {tuple(shape)}, got {region}."
+        )
+    return tuple(int(a) for a, _ in bounds), tuple(int(b - a) for a, b in bounds)
 
 
 def _plan(grid: WindowGrid, blocks: list) -> Iterator[tuple[list, list, set]]:
