@@ -12,7 +12,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, SpinBox
 from napari.layers import Image, Labels
 
-from ..unet.architectures import ARCHITECTURE_NAMES
+from ..unet.families import FAMILY_NAMES
 from ..unet.postprocess import INSTANCE_METHODS
 from ._controls import device_choices
 from ._layers import spatial_image
@@ -111,9 +111,13 @@ class TrainingForm(Container):
             widgets=[
                 ComboBox(
                     name="architecture",
-                    label="Architecture",
-                    choices=ARCHITECTURE_NAMES,
-                    tooltip="MONAI network (small defaults for CPUs).",
+                    label="Family",
+                    choices=FAMILY_NAMES,
+                    tooltip=(
+                        "Model family: MONAI networks (small defaults for CPUs) or "
+                        "deeplabv3plus (2D, ResNet-34 encoder, random weights: trained from "
+                        "scratch it needs many annotations and a GPU)."
+                    ),
                 ),
                 SpinBox(
                     name="epochs",
