@@ -64,17 +64,6 @@ __all__ = [
 #: Proposals upscaled and resized together (bounds memory: ~4 MiB each per 1024² input).
 MASK_CHUNK = 24
 
-#: Keys of an object record that hold no array (what CSV/JSON exports write).
-RECORD_KEYS = (
-    "id",
-    "area",
-    "bbox",
-    "predicted_iou",
-    "point_coords",
-    "stability_score",
-    "crop_box",
-)
-
 
 @dataclass
 class EverythingResult:
@@ -192,6 +181,8 @@ def segment_everything_job(
 
     check_model(model)
     options = EverythingSettings.from_kwargs(settings)
+    if not (isinstance(link_iou, (int, float)) and 0.0 < link_iou <= 1.0):
+        raise ValueError(f"Expected link_iou in (0, 1], got {link_iou!r}.")
     source = image if isinstance(image, SamInput) else SamInput(image, rgb=rgb)
     if min(source.plane_shape) < 1:
         raise ValueError(f"Expected an image with pixels, got plane shape {source.plane_shape}.")
@@ -244,7 +235,6 @@ def segment_plane_job(
         check.raise_if_set("Segment everything")
         yield ProgressEvent(f"{stage}: embedding", done, total, clock.elapsed)
         embedding = cache.get_or_compute(model, np.ascontiguousarray(rgb[y0:y1, x0:x1]))
-        crop_size = (y1 - y0, x1 - x0)
         points = grids[layer] * np.array([[x1 - x0, y1 - y0]], dtype=np.float64)
         with torch.inference_mode():
             context = _CropContext(model, embedding, crop, shape, options)
@@ -254,7 +244,7 @@ def segment_plane_job(
                 parts.append(context.batch(points[start : start + options.points_per_batch]))
                 done += 1
                 yield ProgressEvent(stage, done, total, clock.elapsed)
-            found.append(context.deduplicate(parts, crop_size))
+            found.append(context.deduplicate(parts))
     check.raise_if_set("Segment everything")
     kept = _merge_crops(found, options, shape)
     if options.min_mask_region_area > 0:
@@ -329,7 +319,7 @@ class _CropContext:
         merged["points"] = points[(merged["which"] // count).numpy()]
         return merged
 
-    def deduplicate(self, parts: list[dict[str, Any]], crop_size) -> dict[str, Any]:
+    def deduplicate(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
         """Non-maximum suppression within the crop (by predicted IoU), in the image frame."""
         import torch
 
@@ -411,8 +401,6 @@ def _segment_stack_job(
     link_iou: float,
 ) -> Generator[ProgressEvent, None, EverythingResult]:
     """Segment every plane of ``source`` (a stack) and link the ids; a job."""
-    if not 0.0 < link_iou <= 1.0:
-        raise ValueError(f"Expected link_iou in (0, 1], got {link_iou!r}.")
     clock = Stopwatch()
     per_plane = batches_per_plane(source.plane_shape, options)
     total = per_plane * source.n_planes
