@@ -15,12 +15,18 @@ pytest.importorskip("torch")
 pytest.importorskip("segment_anything")
 pytest.importorskip("napari")
 
-from _canvas import key, show_viewer
+from _canvas import SHIFT, click, key, show_viewer
 from qtpy.QtCore import Qt
 
 from napari_seglab._widgets.sam_tools_everything import EVERYTHING_LAYER, added_objects
 from napari_seglab.data import nuclei_2d, nuclei_3d
-from napari_seglab.sam import EmbeddingCache, PromptSegmenter, refine_all
+from napari_seglab.sam import (
+    EmbeddingCache,
+    PromptSegmenter,
+    SamInput,
+    refine_all,
+    refine_object,
+)
 
 WIDGET = "SAM prompting"
 LEFT = Qt.MouseButton.LeftButton
@@ -223,3 +229,87 @@ def test_added_objects_new_ids_above_max_and_background_only():
         added_objects(np.full((1, 1), 255, np.uint8), np.ones((1, 1), np.int32))
     with pytest.raises(ValueError, match="shape"):
         added_objects(target, new[:1])
+
+
+def test_refine_selected_label_uses_the_clicked_corrective_points(
+    make_napari_viewer, qtbot, tiny_sam, sample
+):
+    original = sample.labels.astype(np.int32)
+    viewer = make_napari_viewer()
+    widget, tools = open_tools(viewer, qtbot, sample.image, original, tiny_sam)
+    labels = viewer.layers["objects"]
+    qtbot.mouseClick(widget.start_button, LEFT)
+    viewer.reset_view()
+    qtbot.wait(20)
+    object_id = int(original[np.nonzero(original)][0])
+    rows, cols = np.nonzero(original == object_id)
+    centre = (float(rows.mean()), float(cols.mean()))
+    beside = (centre[0], centre[1] + (10 if centre[1] < 48 else -10))  # towards the middle
+    click(viewer, qtbot, beside, SHIFT)  # a negative corrective point
+    qtbot.waitUntil(lambda: len(widget.session.prompts().points) == 1, timeout=5000)
+    prompts = widget.session.prompts()
+    points, positive = prompts.points.copy(), prompts.positive.copy()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=20000)
+
+    labels.selected_label = object_id
+    press(qtbot, tools, tools.refine_button)
+    segmenter = PromptSegmenter(tiny_sam, EmbeddingCache(max_items=2))
+    expected = refine_object(
+        segmenter,
+        original,
+        object_id,
+        points=points,
+        point_labels=positive.astype(int),
+        image=sample.image,
+    )
+    assert not positive[0]
+    alone = refine_object(segmenter, original, object_id, image=sample.image)
+    assert not np.array_equal(alone.mask, expected.mask)  # the point made a difference
+    np.testing.assert_array_equal(labels.data == object_id, expected.mask)
+    assert not widget.session.has_prompts  # the corrective points are used up
+    assert len(widget.prompt_layers.points.data) == 0
+    labels.undo()
+    np.testing.assert_array_equal(labels.data, original)
+
+
+def test_refine_all_on_a_stack_visible_plane_or_every_plane(make_napari_viewer, qtbot, tiny_sam):
+    sample = nuclei_3d((6, 64, 64), (8.0, 1.0, 1.0), n_objects=4, seed=2)
+    original = sample.labels.astype(np.int32)
+    viewer = make_napari_viewer()
+    _widget, tools = open_tools(viewer, qtbot, sample.image, original, tiny_sam)
+    labels = viewer.layers["objects"]
+    viewer.dims.set_current_step(0, 2)
+    tools.refine_form.min_score.value = -1.0
+    tools.refine_form.min_overlap.value = 0.0
+    segmenter = PromptSegmenter(tiny_sam, EmbeddingCache(max_items=8))
+    options = {"min_score": -1.0, "min_overlap": 0.0}
+
+    press(qtbot, tools, tools.refine_all_button)  # "visible plane" (the default)
+    rgb_plane = SamInput(sample.image).plane(2)  # the stack's normalisation, as the dock
+    plane = refine_all(segmenter, rgb_plane, original[2], rgb=True, **options)
+    np.testing.assert_array_equal(labels.data[2], plane.labels)
+    np.testing.assert_array_equal(np.delete(labels.data, 2, 0), np.delete(original, 2, 0))
+    labels.undo()
+    np.testing.assert_array_equal(labels.data, original)
+
+    tools.refine_form.stack.value = "every plane"
+    press(qtbot, tools, tools.refine_all_button)
+    whole = refine_all(segmenter, sample.image, original, **options)
+    assert {r.plane for r in whole.records} > {2}
+    np.testing.assert_array_equal(labels.data, whole.labels)
+    labels.undo()
+    np.testing.assert_array_equal(labels.data, original)
+
+    tools.refine_form.stack.value = "visible plane"
+    object_id = int(np.max(original[2]))
+    labels.selected_label = object_id
+    press(qtbot, tools, tools.refine_button)
+    expected = refine_object(
+        segmenter, original[2], object_id, image=SamInput(rgb_plane, rgb=True)
+    )
+    np.testing.assert_array_equal(labels.data[2] == object_id, expected.mask)
+    np.testing.assert_array_equal(np.delete(labels.data, 2, 0), np.delete(original, 2, 0))
+    others = original[2] != object_id
+    np.testing.assert_array_equal(
+        labels.data[2][others & (original[2] > 0)], original[2][others & (original[2] > 0)]
+    )

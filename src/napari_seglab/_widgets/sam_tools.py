@@ -45,12 +45,13 @@ STACK_MODES = ("visible plane", "every plane", "propagation")
 JOB = "sam tools"
 
 
-def refine_one_job(segmenter, image, labels, object_id: int, plane, points, positive, cancel=None):
-    """Refine one object on one plane (:func:`~napari_seglab.sam.refine_object`) as a job.
+def refine_one_job(segmenter, image, labels, object_id: int, points, positive, cancel=None):
+    """Refine one object of a plane (:func:`~napari_seglab.sam.refine_object`) as a job.
 
-    ``image`` is a :class:`~napari_seglab.sam.SamInput`, ``labels`` ``(Y, X)`` or
-    ``(Z, Y, X)`` (read only), ``points`` ``(N, 2)`` ``(row, col)`` or None.
-    Returns the :class:`~napari_seglab.sam.RefinedObject`.
+    ``image`` is a 2D :class:`~napari_seglab.sam.SamInput` or a ``(Y, X, 3)`` uint8
+    plane, ``labels`` ``(Y, X)`` (read only), ``points`` ``(N, 2)`` ``(row, col)`` with
+    ``positive`` ``(N,)`` bool, or None. Returns the
+    :class:`~napari_seglab.sam.RefinedObject` (``plane`` None).
     """
     from ..sam import refine_object
 
@@ -62,15 +63,8 @@ def refine_one_job(segmenter, image, labels, object_id: int, plane, points, posi
         object_id,
         points=None if labels_arg is None else points,
         point_labels=labels_arg,
-        plane=plane,
         image=image,
     )
-
-
-def _in_plane(result, plane: int):
-    """A 2D :class:`RefineResult`'s ``(indices, values)`` placed on ``plane`` of a stack."""
-    indices, values = result.changed_pixels()
-    return (np.full(values.size, plane, dtype=np.intp), *indices), values
 
 
 class SamToolsPanel(EverythingTools, QWidget):
@@ -140,8 +134,10 @@ class SamToolsPanel(EverythingTools, QWidget):
         image = self.widget.form.image.value
         if image is None or image not in self.viewer.layers:
             raise ValueError("Choose an image layer.")
-        data, rgb = spatial_image(image)
-        source = SamInput(data, rgb=rgb)
+        source = self.session.source  # the prompted image: same normalisation, same cache keys
+        if self.widget.image is not image or source is None:
+            data, rgb = spatial_image(image)
+            source = SamInput(data, rgb=rgb)
         shape = (source.n_planes, *source.plane_shape) if source.is_stack else source.plane_shape
         target = self.widget.form.target.value
         if target is not None and target not in self.viewer.layers:
@@ -177,11 +173,14 @@ class SamToolsPanel(EverythingTools, QWidget):
     # -- refine ----------------------------------------------------------------------------
     def refine_selected(self) -> None:
         """Refine the target layer's selected label; written at once (one undo step)."""
+        from ..sam import SamInput
+
         try:
             image, source, target, plane = self._inputs()
             object_id = int(target.selected_label)
-            labels = np.asarray(target.data)
-            where = labels if plane is None else labels[plane]
+            mode = self.refine_form.stack.value
+            whole = plane is None or mode != "visible plane"
+            where = np.asarray(target.data if whole else target.data[plane])
             if object_id == 0 or not (where == object_id).any():
                 on = "" if plane is None else f" on plane {plane}"
                 raise ValueError(
@@ -192,16 +191,15 @@ class SamToolsPanel(EverythingTools, QWidget):
             notify_error(exc, "Refine selected label")
             self.status.setText(error_text(exc))
             return
-        mode = self.refine_form.stack.value
-        if plane is not None and mode != "visible plane":
+        if plane is not None and whole:
             self._refine_all(source, target, [object_id], None)
             return
         points, positive = self._corrective_points(image, plane)
-        snapshot = labels.copy()
+        snapshot = where.copy()  # the plane (2D image: the image) the job reads
 
         def returned(refined) -> None:
             change = refined.change(dtype=target.data.dtype)
-            written = self._write(target, snapshot, change.indices, change.values)
+            written = self._write(target, snapshot, change.indices, change.values, plane)
             if points is not None:
                 self.session.clear_prompts()  # the corrective points are used up
             self.status.setText(
@@ -213,10 +211,9 @@ class SamToolsPanel(EverythingTools, QWidget):
             "Refining…",
             refine_one_job,
             self.segmenter(),
-            source,
+            source if plane is None else SamInput(source.plane(plane), rgb=True),
             snapshot,
             object_id,
-            plane,
             points,
             positive,
             on_returned=returned,
@@ -235,15 +232,14 @@ class SamToolsPanel(EverythingTools, QWidget):
     def _refine_all(self, source, target: Labels, ids, plane) -> None:
         from ..sam import refine_all_job
 
-        snapshot = np.array(target.data)
         visible = plane is not None and self.refine_form.stack.value == "visible plane"
+        snapshot = np.array(target.data[plane] if visible else target.data)  # what the job reads
         image = source.plane(plane) if visible else source
-        labels = snapshot[plane] if visible else snapshot
         through = "propagation" if self.refine_form.stack.value == "propagation" else "planes"
 
         def returned(result) -> None:
-            indices, values = _in_plane(result, plane) if visible else result.changed_pixels()
-            written = self._write(target, snapshot, indices, values)
+            indices, values = result.changed_pixels()
+            written = self._write(target, snapshot, indices, values, plane if visible else None)
             self.status.setText(
                 f"Refine: {len(result.accepted)} accepted, {len(result.rejected)} rejected; "
                 f"{written} pixels changed in one step (Ctrl+Z undoes)."
@@ -254,27 +250,31 @@ class SamToolsPanel(EverythingTools, QWidget):
             refine_all_job,
             self.segmenter(),
             image,
-            labels,
+            snapshot,
             min_score=self.refine_form.min_score.value,
             min_overlap=self.refine_form.min_overlap.value,
             ids=ids,
             rgb=True if visible else None,
-            through=through if labels.ndim == 3 else "planes",
+            through=through if snapshot.ndim == 3 else "planes",
             on_returned=returned,
         )
 
-    def _write(self, target: Labels, snapshot: np.ndarray, indices, values) -> int:
+    def _write(self, target: Labels, snapshot: np.ndarray, indices, values, plane=None) -> int:
         """Write ``values`` at ``indices`` in one undo step, where the user did not paint since.
 
-        Pixels whose value differs from ``snapshot`` (the labels the job read)
-        were edited during the job and are left as the user made them.
+        ``indices`` address ``snapshot`` (the labels the job read: the layer, or its
+        ``plane``). Pixels whose value differs from ``snapshot`` were edited during
+        the job and are left as the user made them.
         """
         if target not in self.viewer.layers:
             raise ValueError(f"The labels layer {target.name!r} was removed during the job.")
-        if len(indices) and indices[0].size:
-            keep = np.asarray(target.data[indices]) == snapshot[indices]
-            indices = tuple(ix[keep] for ix in indices)
-            values = np.asarray(values)[keep]
+        if not len(indices) or not indices[0].size:
+            return 0
+        current = target.data if plane is None else target.data[plane]
+        keep = np.asarray(current[indices]) == snapshot[indices]
+        indices, values = tuple(ix[keep] for ix in indices), np.asarray(values)[keep]
+        if plane is not None:
+            indices = (np.full(values.size, plane, dtype=np.intp), *indices)
         write_labels(target, indices, values)
         target.refresh()
         return int(indices[0].size) if len(indices) else 0
