@@ -121,3 +121,51 @@ def test_crf_refines_lazy_layers_block_by_block(make_napari_viewer, qtbot, tmp_p
     widget.apply_button.click()
     assert "only probability maps are refined block by block" in widget.status.text()
     assert "lazy labels CRF" not in viewer.layers
+
+
+def test_unet_predicts_the_visible_region_into_one_layer(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SEGLAB_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(5)
+    volume = ndi.gaussian_filter(rng.random((10, 64, 64)).astype(np.float32), 2)
+    volume = (volume - volume.min()) / (volume.max() - volume.min())
+    store = write_ome_zarr(volume, tmp_path / "stack.ome.zarr", spacing=(2.0, 0.5, 0.5))
+    model_path = tmp_path / "tiny.pt"
+    tiny_3d_model().save(model_path)
+    viewer = make_napari_viewer()
+    [image] = viewer.open(str(store), plugin="napari-seglab")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-seglab", "U-Net train / predict")
+    widget.load_model(model_path)
+    widget.data_form.image.value = image
+    expected = predict_and_split(widget.model, volume, device="cpu").labels
+
+    def show(plane, centre_rc, rows_on_screen):
+        """Show ``rows_on_screen`` rows around ``centre_rc`` of ``plane``; predict; the cols."""
+        viewer.dims.set_current_step(0, plane)
+        height, width = viewer.canvas.size
+        viewer.camera.zoom = height / (rows_on_screen * 0.5)  # screen pixels per world unit
+        viewer.camera.center = (plane * 2.0, centre_rc[0] * 0.5, centre_rc[1] * 0.5)
+        widget.region_button.click()
+        qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+        half = width / viewer.camera.zoom / 2 / 0.5  # columns each side, data pixels
+        return slice(int(np.floor(centre_rc[1] - half)), int(np.ceil(centre_rc[1] + half)) + 1)
+
+    cols = show(3, (16, 20), 12)  # rows 10..22 on screen
+    layer = viewer.layers[f"{image.name} U-Net (visible)"]
+    assert isinstance(layer.data, zarr.Array)
+    np.testing.assert_allclose(layer.scale, (2.0, 0.5, 0.5))
+    done = np.asarray(layer.data[:])
+    region = (slice(0, 8), slice(10, 23), cols)  # planes 3 +- 4 (patch depth 8), on screen
+    assert widget.status.text().startswith(f"Region [0:8, 10:23, {cols.start}:{cols.stop}]")
+    np.testing.assert_array_equal(done[region], expected[region])
+    assert expected[region].any()
+    outside = np.ones(done.shape, bool)
+    outside[region] = False
+    assert not done[outside].any()  # nothing beyond the screen and the model's reach
+    other = show(6, (48, 40), 12)  # another area: the same layer fills in
+    assert [lyr.name for lyr in viewer.layers].count(f"{image.name} U-Net (visible)") == 1
+    done = np.asarray(layer.data[:])
+    second = (slice(2, 10), slice(42, 55), other)
+    np.testing.assert_array_equal(done[second], expected[second])
+    np.testing.assert_array_equal(done[region], expected[region])

@@ -37,6 +37,7 @@ from .unet_parts import (
     prediction_job,
     section,
 )
+from .unet_region import predict_visible
 
 JOB = "unet"
 
@@ -100,6 +101,7 @@ class UNetWidget(DockShell):
         self.load_button = QPushButton("Load model…")
         self.model_info = QLabel("No model yet.")
         self.predict_button = QPushButton("Predict")
+        self.region_button = QPushButton("Predict visible region")
         self.suggest_button = QPushButton("Suggest slices")
         self.suggestions = SuggestionList(napari_viewer)
         self.progress = QProgressBar()
@@ -112,6 +114,7 @@ class UNetWidget(DockShell):
         self.train_button.clicked.connect(self.train)
         self.cancel_button.clicked.connect(self.cancel)
         self.predict_button.clicked.connect(self.predict)
+        self.region_button.clicked.connect(lambda: predict_visible(self))
         self.suggest_button.clicked.connect(self.suggest)
         self.save_button.clicked.connect(self._save_dialog)
         self.load_button.clicked.connect(self._load_dialog)
@@ -143,7 +146,8 @@ class UNetWidget(DockShell):
                 self.sections["model"],
             )
         )
-        layout.addWidget(group("Predict", self.prediction_form, self.predict_button))
+        buttons = (self.predict_button, self.region_button)
+        layout.addWidget(group("Predict", self.prediction_form, buttons))
         layout.addWidget(self.sections["suggest"])
         layout.addStretch(1)
         self.scroll = scroll_area(content)
@@ -357,10 +361,8 @@ class UNetWidget(DockShell):
 
     def _save_dialog(self) -> None:
         if self.model is None:  # say so before asking for a file name
-            self._failed("Save model")(
-                ValueError("No model to save: train one or load one first.")
-            )
-            return
+            error = ValueError("No model to save: train one or load one first.")
+            return self._failed("Save model")(error)
         path, _ = QFileDialog.getSaveFileName(self, "Save U-Net model", "", "Model (*.pt)")
         if path:
             try:
@@ -391,8 +393,7 @@ class UNetWidget(DockShell):
     def _set_busy(self, busy: bool) -> None:
         if not busy:
             self._worker = None
-        for button in (self.train_button, self.predict_button, self.suggest_button):
+        buttons = (self.train_button, self.predict_button, self.region_button)
+        for button in (*buttons, self.suggest_button, self.load_button, self.save_button):
             button.setEnabled(not busy)
-        self.load_button.setEnabled(not busy)
-        self.save_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
