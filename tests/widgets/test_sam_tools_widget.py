@@ -26,6 +26,7 @@ from napari_seglab.sam import (
     SamInput,
     refine_all,
     refine_object,
+    segment_everything,
 )
 
 WIDGET = "SAM prompting"
@@ -153,6 +154,9 @@ def test_segment_everything_preview_accept_undo_reject(
     assert preview.data.max() > 0
     assert preview not in [layer for _, layer in widget._labels_choices()]  # never a target
     found = preview.data.copy()
+    np.testing.assert_array_equal(
+        found, segment_everything(tiny_sam, sample.image, **QUICK).labels
+    )
 
     qtbot.mouseClick(tools.accept_button, LEFT)
     assert EVERYTHING_LAYER not in viewer.layers
@@ -313,3 +317,31 @@ def test_refine_all_on_a_stack_visible_plane_or_every_plane(make_napari_viewer, 
     np.testing.assert_array_equal(
         labels.data[2][others & (original[2] > 0)], original[2][others & (original[2] > 0)]
     )
+
+
+def test_segment_everything_all_planes_linked_and_preview_gone_with_the_dock(
+    make_napari_viewer, qtbot, tiny_sam
+):
+    stack = nuclei_3d((3, 64, 64), (16.0, 1.0, 1.0), n_objects=4, seed=2).image
+    viewer = make_napari_viewer()
+    original = np.zeros((3, 64, 64), np.int32)
+    _widget, tools = open_tools(viewer, qtbot, stack, original, tiny_sam)
+    set_everything(tools, points_per_side=4, all_planes=True)
+    press(qtbot, tools, tools.everything_button)
+    preview = viewer.layers[EVERYTHING_LAYER].data
+    np.testing.assert_array_equal(
+        preview, segment_everything(tiny_sam, stack, **QUICK | {"points_per_side": 4}).labels
+    )
+    assert all(preview[z].any() for z in range(3))
+    qtbot.mouseClick(tools.accept_button, LEFT)
+    labels = viewer.layers["objects"]
+    np.testing.assert_array_equal(labels.data, preview)  # empty target: ids + 0
+    labels.undo()
+    assert not labels.data.any()
+
+    press(qtbot, tools, tools.everything_button)
+    assert EVERYTHING_LAYER in viewer.layers
+    viewer.window.remove_dock_widget("all")  # closing the dock removes its preview
+    qtbot.wait(50)
+    assert EVERYTHING_LAYER not in viewer.layers
+    assert "objects" in viewer.layers
