@@ -169,3 +169,33 @@ def test_unet_predicts_the_visible_region_into_one_layer(
     second = (slice(2, 10), slice(42, 55), other)
     np.testing.assert_array_equal(done[second], expected[second])
     np.testing.assert_array_equal(done[region], expected[region])
+
+
+def test_training_on_a_lazy_stack_reads_only_the_annotated_box(make_napari_viewer, qtbot):
+    sample = data_module().nuclei_3d(shape=(30, 48, 48), n_objects=6, seed=1)
+    sparse = np.full(sample.semantic.shape, 255, np.uint8)  # 255: not annotated
+    sparse[14:16] = sample.semantic[14:16]  # two annotated planes
+    viewer = make_napari_viewer()
+    viewer.add_image(zarr.array(sample.image, chunks=(2, 48, 48)), name="stack")
+    viewer.add_labels(da.from_array(sparse, chunks=(2, 48, 48)), name="sparse")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-seglab", "U-Net train / predict")
+    widget.data_form.use_ignore.value = True
+    widget.data_form.ignore_value.value = 255
+    _, image, _, labels = widget.data_form.training_data((8, 32, 32))
+    assert image.shape == labels.shape == (10, 48, 48)  # planes 14..15 +- 4 (half a patch)
+    np.testing.assert_array_equal(image, sample.image[10:20])
+    np.testing.assert_array_equal(labels, sparse[10:20])
+    widget.patch_size.value = "8 32 32"
+    widget.epochs.value = 1
+    widget.batch_size.value = 2
+    widget.device.value = "cpu"
+    widget.train_button.click()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+    assert widget.model is not None
+    assert widget.plot.epochs == [1]
+
+
+def data_module():
+    from napari_seglab import data
+
+    return data

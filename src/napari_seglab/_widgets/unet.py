@@ -173,7 +173,7 @@ class UNetWidget(DockShell):
             return
         try:
             settings = self.training_settings()
-            image_layer, image, rgb, labels = self.data_form.training_data()
+            image_layer, image, rgb, labels = self.data_form.training_data(settings["patch_size"])
         except ValueError as exc:
             self._failed("U-Net training")(exc)
             return

@@ -85,14 +85,33 @@ class DataForm(Container):
         """Label value of unannotated pixels, or None."""
         return self.ignore_value.value if self.use_ignore.value else None
 
-    def training_data(self):
-        """``(image_layer, image, rgb, labels)``; labels are ``labels > 0`` when binary."""
+    def training_data(self, patch_size=None):
+        """``(image_layer, image, rgb, labels)``; labels are ``labels > 0`` when binary.
+
+        Layers backed by dask or zarr with an ignore label are read only in the
+        box of the annotated voxels grown by half a patch (``patch_size``, else
+        32 voxels per axis): training never samples outside it.
+        """
+        from ..batch.stores import is_lazy
+
         image_layer = self.image_layer()
         labels_layer = _chosen(self.labels_layer, "Labels")
         data, rgb = spatial_image(image_layer)
-        labels = np.asarray(labels_layer.data[0] if labels_layer.multiscale else labels_layer.data)
-        if self.binary.value:
+        labels = labels_layer.data[0] if labels_layer.multiscale else labels_layer.data
+        ignore = self.ignore_label()
+        if ignore is not None and (is_lazy(data) or is_lazy(labels)):
+            from ..unet.annotated import annotated_box
+
+            halves = [32] * labels.ndim if not patch_size else [int(p) // 2 for p in patch_size]
+            box = annotated_box(labels, ignore, ([0] * labels.ndim + halves)[-labels.ndim :])
+            if tuple(data.shape[: labels.ndim]) == tuple(labels.shape):
+                data = data[box]
+            labels = labels[box]
+        labels = np.asarray(labels)
+        if self.binary.value and ignore is None:
             labels = (labels > 0).astype(np.uint8)
+        elif self.binary.value:  # unannotated voxels stay unannotated
+            labels = np.where(labels == ignore, labels, labels > 0).astype(labels.dtype)
         return image_layer, np.asarray(data), rgb, labels
 
 
