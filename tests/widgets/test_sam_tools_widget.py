@@ -304,6 +304,14 @@ def test_refine_all_on_a_stack_visible_plane_or_every_plane(make_napari_viewer, 
     labels.undo()
     np.testing.assert_array_equal(labels.data, original)
 
+    tools.refine_form.stack.value = "propagation"
+    press(qtbot, tools, tools.refine_all_button)
+    carried = refine_all(segmenter, sample.image, original, through="propagation", **options)
+    assert not np.array_equal(carried.labels, whole.labels)  # the mode reached the core
+    np.testing.assert_array_equal(labels.data, carried.labels)
+    labels.undo()
+    np.testing.assert_array_equal(labels.data, original)
+
     tools.refine_form.stack.value = "visible plane"
     object_id = int(np.max(original[2]))
     labels.selected_label = object_id
