@@ -8,8 +8,8 @@ generator's settings on the visible plane (or, with "All planes", on every
 plane of a stack, ids linked across planes by the core) and shows the
 objects in a "SAM everything" Labels layer. "Accept" writes them into the
 target Labels layer (a new "SAM labels" layer when none is chosen) with ids
-above its largest id, only into background pixels unless "Overwrite" is
-ticked, as ONE step of the layer's undo history, and removes the preview;
+above its largest id, only into background pixels unless "Accept over
+existing labels" is ticked, as ONE step of the layer's undo history, and removes the preview;
 "Reject" removes the preview and changes nothing.
 """
 
@@ -91,7 +91,8 @@ class EverythingTools:
             for name, kind, value, low, high, step in SETTINGS
         ]
         widgets.append(CheckBox(name="all_planes", label="All planes (stacks)", value=False))
-        widgets.append(CheckBox(name="overwrite", label="Overwrite existing labels", value=False))
+        over = CheckBox(name="overwrite", label="Accept over existing labels", value=False)
+        widgets.append(over)
         self.everything_form = Container(widgets=widgets)
         self.everything_button = QPushButton("Segment everything")
         self.everything_button.clicked.connect(self.segment_everything)
