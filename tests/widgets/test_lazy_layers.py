@@ -199,3 +199,21 @@ def data_module():
     from napari_seglab import data
 
     return data
+
+
+def test_sam_finetuning_reads_only_the_planes_with_objects_of_a_lazy_stack(make_napari_viewer):
+    rng = np.random.default_rng(2)
+    image = rng.random((20, 32, 32)).astype(np.float32)
+    labels = np.zeros((20, 32, 32), np.uint16)
+    labels[6, 4:10, 4:10] = 1
+    labels[9, 20:26, 3:9] = 2
+    viewer = make_napari_viewer()
+    viewer.add_image(zarr.array(image, chunks=(1, 32, 32)), name="stack")
+    viewer.add_labels(da.from_array(labels, chunks=(1, 32, 32)), name="objects")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-seglab", "SAM decoder fine-tuning")
+    widget.data.image.value = "stack"
+    widget.data.annotations.value = "objects"
+    [planes], [annotation] = widget.training_data()
+    np.testing.assert_array_equal(np.asarray(planes), image[6:10])  # whole planes 6..9
+    np.testing.assert_array_equal(annotation, labels[6:10])
+    assert isinstance(annotation, np.ndarray)  # a copy: the layer is never modified

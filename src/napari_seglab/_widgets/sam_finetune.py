@@ -202,8 +202,10 @@ class SamFinetuneWidget(DockShell):
                 )
             data, _ = spatial_image(self.viewer.layers[image_name])
             layer = self.viewer.layers[labels_name]
+            annotation = layer.data[0] if layer.multiscale else layer.data
+            data, annotation = _annotated_planes(data, annotation)
             images.append(data)
-            labels.append(np.array(layer.data[0] if layer.multiscale else layer.data, copy=True))
+            labels.append(np.array(annotation, copy=True))
         return images, labels
 
     # --------------------------------------------------------------- model
@@ -374,3 +376,22 @@ class SamFinetuneWidget(DockShell):
         self.session.set_model(self.result.model, source="fine-tuned", decoder=self.saved_path)
         self.status.setText("The SAM prompting widget now uses the fine-tuned decoder.")
         return True
+
+
+def _annotated_planes(image, labels):
+    """Only the planes holding objects of a stack backed by dask/zarr (whole planes kept).
+
+    Fine-tuning embeds whole planes and learns from planes with objects, so a
+    large lazy stack is read from its first to its last plane with objects.
+    """
+    from ..batch.stores import is_lazy
+
+    if labels.ndim != 3 or not (is_lazy(labels) or is_lazy(image)):
+        return image, labels
+    from ..unet.annotated import annotated_box
+
+    try:
+        planes = annotated_box(labels, 0, (0, 0, 0))[0]
+    except ValueError:
+        raise ValueError("The labels hold no objects: annotate some first.") from None
+    return image[planes], labels[planes]
