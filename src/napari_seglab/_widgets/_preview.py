@@ -10,7 +10,7 @@ without it) it falls back to a plain refresh.
 
 :class:`RepaintHold` holds a window's repaints from the moment a click
 changes the prompts until its preview is shown, for at most
-:attr:`RepaintHold.max_hold` (0.25 s): the point and its preview are then
+:attr:`RepaintHold.max_hold` (0.4 s): the point and its preview are then
 drawn in one frame instead of two, and the prediction does not compete for
 the CPU with drawing the point. With software OpenGL one frame of a 1280x900
 viewer costs tens of milliseconds, so this takes that much off every click.
@@ -167,7 +167,7 @@ class RepaintHold:
         Seconds; the longest a click waits for its preview before it is drawn alone.
     """
 
-    def __init__(self, window: Callable[[], object], max_hold: float = 0.25) -> None:
+    def __init__(self, window: Callable[[], object], max_hold: float = 0.4) -> None:
         self._window = window
         self.max_hold = float(max_hold)
         self._held = None
