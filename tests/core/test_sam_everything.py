@@ -334,3 +334,19 @@ def test_batched_decoder_equals_the_mask_decoder(make_tiny_sam, depth):
         masks = decode_masks(sam.mask_decoder, prepared, state, prompts, proposals)
     torch.testing.assert_close(state.iou, iou, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(masks, low[prompts, proposals], atol=1e-5, rtol=1e-4)
+
+
+def test_a_stack_whose_objects_include_invisible_ones_links_without_error():
+    from napari_seglab import data
+    from napari_seglab.sam import build_tiny_sam
+
+    # plane 1's record 3 has no visible pixel (covered or empty): its id is past plane.max()
+    planes = [np.array([[1, 1], [0, 2]], np.int32), np.array([[1, 1], [0, 2]], np.int32)]
+    records = [[{"id": 1}, {"id": 2}], [{"id": 1}, {"id": 2}, {"id": 3}]]
+    stacked, linked = link_planes(planes, records)
+    assert [r["id"] for r in linked] == [1, 2, 1, 2, 3]
+    np.testing.assert_array_equal(stacked[1], planes[1])
+    stack = data.nuclei_3d((3, 48, 48), (16.0, 1.0, 1.0), n_objects=3, seed=4).image
+    loose = {"points_per_side": 4, "pred_iou_thresh": 0, "stability_score_thresh": 0}
+    result = segment_everything(build_tiny_sam(seed=3, device="cpu"), stack, **loose)
+    assert result.labels.shape == stack.shape

@@ -65,7 +65,10 @@ def link_planes(
     next_id = 1
     for z, (plane, plane_records) in enumerate(zip(planes, records)):
         matches = match_ids(out[z - 1], plane, min_iou) if z else {}
-        lut = np.zeros(int(plane.max()) + 1, dtype=np.int32)
+        # sized by the records too: an object hidden under smaller ones (or empty) has an
+        # id no pixel of the plane carries
+        top = max([int(plane.max()), *(int(r["id"]) for r in plane_records)])
+        lut = np.zeros(top + 1, dtype=np.int32)
         for record in plane_records:  # records are in the plane's id order
             local = int(record["id"])
             if local in matches:
