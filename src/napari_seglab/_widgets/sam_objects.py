@@ -318,6 +318,7 @@ class ObjectsPanel(SessionFiles, QWidget):
         layer = self.session.last_object[0]
         if isinstance(layer, Labels) and layer in self.viewer.layers:
             self.apply_classes(layer)
+            self.saved_now(layer)  # the core saves the labels right after this signal
 
     def apply_classes(self, layer: Labels) -> None:
         """Write the committed objects' classes into ``layer.features`` (and the class layer)."""
@@ -355,7 +356,11 @@ class ObjectsPanel(SessionFiles, QWidget):
 
     # -- closing ---------------------------------------------------------------------------
     def teardown(self) -> None:
-        """Save the session, stop listening to it, remove the pending layer."""
+        """Save the session (labels too if changed), stop listening, drop the pending layer."""
+        with suppress(RuntimeError):
+            if self._labels_timer.isActive():
+                self.follow_layer()
+        self.unwatch()
         self.flush()
         for signal, slot in self._connections:
             with suppress(Exception):

@@ -15,6 +15,18 @@ on the GUI thread: one small JSON file), and when the widget closes; a crash
 loses at most that last half second of prompts. Resuming writes the saved
 labels into the target layer through napari's undo, puts the pending
 objects and their prompts back and recomputes their proposals in a worker.
+
+The saved labels follow the Labels layer the session writes into (the
+target of the last commit, tool write or resume): napari emits ``paint`` for
+a write and a brush stroke and only ``set_data`` (a refresh) for
+``layer.undo()`` / ``redo()``, so both are watched, a refresh counting only
+when the layer's undo history moved. One second after the last change
+(:data:`LABELS_SAVE_DELAY_MS`, debounced on the GUI thread: the labels are
+rewritten whole, about 0.17 s for 64x512x512) the committed objects follow
+the layer (:meth:`~napari_seglab.sessions.SamPromptSession.follow_labels`),
+its ``features`` get the classes and the session is saved with the labels.
+Tool writes (refine, segment everything accepted) are recorded and saved at
+once (:meth:`SessionFiles.tool_wrote`).
 """
 
 from __future__ import annotations
@@ -29,10 +41,21 @@ from ..sessions import SessionMismatch, SessionStore, load_session, restore_sess
 from ..sessions.sam_store import session_folder
 from ._layers import notify_error, replace_labels, show_info, show_warning
 
-__all__ = ["SAVE_DELAY_MS", "SessionFiles"]
+__all__ = ["LABELS_SAVE_DELAY_MS", "SAVE_DELAY_MS", "SessionFiles"]
 
 #: Pending prompts are saved this long after their last change.
 SAVE_DELAY_MS = 500
+#: The labels are saved this long after the watched layer's last change (undo, redo, brush).
+LABELS_SAVE_DELAY_MS = 1000
+
+
+def _history_state(layer) -> tuple:
+    """Where ``layer``'s undo history stands (napari's private lists; a change if unknown)."""
+    undo = getattr(layer, "_undo_history", None)
+    redo = getattr(layer, "_redo_history", None)
+    if undo is None or redo is None:
+        return (object(),)
+    return len(undo), len(redo), id(undo[-1]) if len(undo) else None
 
 
 class SessionFiles:
@@ -45,6 +68,12 @@ class SessionFiles:
         self._timer.setSingleShot(True)
         self._timer.setInterval(SAVE_DELAY_MS)
         self._timer.timeout.connect(self.flush)
+        self.watched = None
+        self._saved_state: tuple = ()
+        self._labels_timer = QTimer(self)
+        self._labels_timer.setSingleShot(True)
+        self._labels_timer.setInterval(LABELS_SAVE_DELAY_MS)
+        self._labels_timer.timeout.connect(self.follow_layer)
 
     def _file_rows(self) -> list:
         self.resume_label = QLabel("")
@@ -65,6 +94,7 @@ class SessionFiles:
     def started(self, image) -> None:
         """Prompting (re)started on the image layer ``image``: find its saved session."""
         self._timer.stop()
+        self.unwatch()
         self._remove_pending_layer()
         self._shown_uid = None
         self.saved, self.store = None, None
@@ -135,6 +165,7 @@ class SessionFiles:
         self._offer(None)
         if layer is not None:
             self.apply_classes(layer)
+            self.watch(layer)
         show_info(f"Resumed the SAM session of {saved.saved_at}.")
         self._predict_pending()
 
@@ -174,12 +205,75 @@ class SessionFiles:
             notify_error(exc, "SAM session not saved")
 
     def save_after_undo(self, layer) -> None:
-        """Labels changed outside a commit (an undo): forget gone objects, save the labels."""
-        if self.session.store is None or self.session.source is None:
+        """Labels changed outside a commit (an undo): follow them and save now."""
+        self.follow_layer(layer)
+
+    # -- following the labels layer --------------------------------------------------------
+    def watch(self, layer) -> None:
+        """Follow ``layer``'s changes (undo, redo, brush): the saved labels track it."""
+        if layer is self.watched:
+            self._saved_state = _history_state(layer)
             return
+        self.unwatch()
+        self.watched = layer
+        layer.events.paint.connect(self._on_layer_changed)
+        layer.events.data.connect(self._on_layer_changed)
+        layer.events.set_data.connect(self._on_layer_refreshed)
+        self._saved_state = _history_state(layer)
+
+    def unwatch(self) -> None:
+        """Stop following the watched layer (no pending labels save)."""
+        with suppress(RuntimeError):
+            self._labels_timer.stop()
+        layer, self.watched = self.watched, None
+        if layer is not None:
+            for event, slot in (
+                (layer.events.paint, self._on_layer_changed),
+                (layer.events.data, self._on_layer_changed),
+                (layer.events.set_data, self._on_layer_refreshed),
+            ):
+                with suppress(Exception):
+                    event.disconnect(slot)
+
+    def _on_layer_refreshed(self, event=None) -> None:
+        """A refresh (also on every slice change) counts when the undo history moved."""
+        if self.watched is not None and _history_state(self.watched) != self._saved_state:
+            self._on_layer_changed()
+
+    def _on_layer_changed(self, event=None) -> None:
+        if self.session.store is not None and self._alive():
+            with suppress(RuntimeError):
+                self._labels_timer.start()
+
+    def saved_now(self, layer) -> None:
+        """The session was just saved with ``layer``'s labels (a commit): no follow-up save."""
+        self.watch(layer)
+        with suppress(RuntimeError):
+            self._labels_timer.stop()
+
+    def follow_layer(self, layer=None) -> None:
+        """Committed objects, classes and saved labels follow ``layer`` (default: the watched)."""
+        layer = self.watched if layer is None else layer
+        with suppress(RuntimeError):
+            self._labels_timer.stop()
+        if layer is None or layer not in self.viewer.layers or self.session.source is None:
+            return
+        self._saved_state = _history_state(layer)
+        if tuple(layer.data.shape) != tuple(self.session.labels_shape):
+            return  # not labels of the prompted image
         data = np.asarray(layer.data)
-        present = set(np.unique(data).tolist())
-        for object_id in [k for k in self.session.committed_objects if k not in present]:
-            del self.session.committed_objects[object_id]
+        self.session.follow_labels(data)
         self.apply_classes(layer)
-        self.flush(data)
+        if self.session.store is not None:
+            self.flush(data)
+
+    def tool_wrote(self, layer, ids, *, class_id: int = 0, plane=None) -> list[int]:
+        """A tool wrote ``ids`` into ``layer``: record them, give features, save the labels.
+
+        New ids are recorded as committed objects of class ``class_id`` (0: no
+        class); ids already recorded keep their class. Returns the new ids.
+        """
+        added = self.session.record_objects(ids, class_id=class_id, plane=plane)
+        self.watch(layer)
+        self.follow_layer(layer)
+        return added

@@ -22,7 +22,11 @@ disturbs prompting).
 * **Segment everything**: :mod:`.sam_tools_everything`.
 
 Every job runs in a worker with a progress bar and Cancel; a cancelled job
-changes no layer.
+changes no layer. After a write the dock's object list is told
+(:meth:`~.sam_session_files.SessionFiles.tool_wrote`): ids the session did
+not know become committed objects (refine: no class; segment everything: the
+selected class), the layer's ``features`` get their rows and the saved
+session is re-saved with the labels.
 """
 
 from __future__ import annotations
@@ -277,7 +281,19 @@ class SamToolsPanel(EverythingTools, QWidget):
             indices = (np.full(values.size, plane, dtype=np.intp), *indices)
         write_labels(target, indices, values)
         target.refresh()
+        self._recorded(target, indices, values, class_id=0)
         return int(indices[0].size) if len(indices) else 0
+
+    def _recorded(self, target: Labels, indices, values, *, class_id: int) -> None:
+        """Tell the session's object list about a tool write (records, features, autosave)."""
+        panel = getattr(self.widget, "objects_panel", None)
+        if panel is None or not len(indices) or not indices[0].size:
+            return
+        plane = None
+        if self.session.is_stack and indices[0].min() == indices[0].max():
+            plane = int(indices[0][0])
+        ids = np.unique(np.asarray(values)).tolist()
+        panel.tool_wrote(target, ids, class_id=class_id, plane=plane)
 
     # -- jobs ------------------------------------------------------------------------------
     @property

@@ -10,7 +10,10 @@ objects in a "SAM everything" Labels layer. "Accept" writes them into the
 target Labels layer (a new "SAM labels" layer when none is chosen) with ids
 above its largest id, only into background pixels unless "Accept over
 existing labels" is ticked, as ONE step of the layer's undo history, and removes the preview;
-"Reject" removes the preview and changes nothing.
+"Reject" removes the preview and changes nothing. Accepted objects become
+committed objects of the session with the class selected in the object list
+(the active object's class; "(no class)" gives none): they get rows in the
+target's ``features`` and the saved session is saved with the new labels.
 """
 
 from __future__ import annotations
@@ -187,6 +190,8 @@ class EverythingTools:
         write_labels(target, indices, values)
         target.refresh()
         self.remove_preview()
+        # the new objects become the session's committed objects, of the selected class
+        self._recorded(target, indices, values, class_id=self.session.active_object.class_id)
         added = int(np.unique(values).size)
         self.status.setText(
             f"{added} objects added to {target.name!r} in one step (Ctrl+Z undoes)."

@@ -25,7 +25,7 @@ from ..jobs import ProgressEvent, run_to_end
 from ..objects import next_label
 from .sam_records import PendingObject, PredictionResult, Writer
 
-__all__ = ["ObjectsMixin", "class_image"]
+__all__ = ["ObjectsMixin", "class_image", "present_ids"]
 
 
 class ObjectsMixin:
@@ -324,6 +324,48 @@ class ObjectsMixin:
             "prompts": dict(obj.prompts),
         }
 
+    def record_objects(self, ids, *, class_id: int = 0, plane: int | None = None) -> list[int]:
+        """Remember label ids written by another tool (refine, segment everything) as committed.
+
+        Ids already recorded keep their record (class, prompts); new ones get
+        ``class_id`` (0: no class), ``plane`` and no prompts. Returns the new ids.
+        """
+        class_id = self._check_class(class_id)
+        added = [int(i) for i in ids if int(i) and int(i) not in self.committed_objects]
+        for value in added:
+            self.committed_objects[value] = {"class_id": class_id, "plane": plane, "prompts": {}}
+        return added
+
+    def follow_labels(self, labels) -> tuple[list[int], list[int]]:
+        """Make the committed objects follow the labels (after an undo, redo or brush edit).
+
+        Records of ids no longer in ``labels`` are set aside; they come back
+        (class and prompts) when their id reappears (a redo). Ids painted by
+        hand are not recorded.
+
+        Parameters
+        ----------
+        labels : int array
+            The label image, ``(Y, X)`` or ``(Z, Y, X)``.
+
+        Returns
+        -------
+        gone, back : list of int
+            The ids set aside and the ids brought back.
+        """
+        present = present_ids(labels)
+        owner, aside = getattr(self, "_set_aside", (None, {}))
+        if owner is not self.committed_objects:  # a new or restored session: nothing aside
+            aside = {}
+        gone = [k for k in self.committed_objects if k not in present]
+        back = [k for k in aside if k in present and k not in self.committed_objects]
+        for key in gone:
+            aside[key] = self.committed_objects.pop(key)
+        for key in back:
+            self.committed_objects[key] = aside.pop(key)
+        self._set_aside = (self.committed_objects, aside)
+        return gone, back
+
     def _drop_objects(self, gone: list[PendingObject]) -> None:
         """Remove committed objects from the list; the active one moves on (or starts fresh)."""
         class_id = self._active.class_id
@@ -423,3 +465,15 @@ def class_image(labels, object_classes: dict[int, int], dtype=np.uint16) -> np.n
     ids, inverse = np.unique(labels, return_inverse=True)
     lookup = np.array([table.get(int(i), 0) for i in ids], dtype=dtype)
     return lookup[inverse].reshape(labels.shape)
+
+
+def present_ids(labels) -> set[int]:
+    """The label ids (> 0) in ``labels`` (bincount for small non-negative ids, else unique)."""
+    flat = np.asarray(labels).ravel()
+    if not flat.size:
+        return set()
+    if np.issubdtype(flat.dtype, np.integer) and flat.min() >= 0 and flat.max() < 2**24:
+        counts = np.bincount(flat.astype(np.intp, copy=False))
+        return set((np.flatnonzero(counts[1:]) + 1).tolist())
+    values = np.unique(flat)
+    return {int(v) for v in values if v > 0}
