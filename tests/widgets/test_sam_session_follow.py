@@ -120,3 +120,28 @@ def test_layer_undo_and_redo_followed_by_the_saved_session(
     np.testing.assert_array_equal(saved_labels(folder), accepted)
     assert sorted(r["id"] for r in load_session(folder).committed) == ids
     assert sorted(labels.features["index"].tolist()) == ids
+
+
+def test_refine_all_recorded_without_a_class_and_saved(
+    make_napari_viewer, qtbot, tiny_sam, tmp_path
+):
+    sample = nuclei_2d((96, 96), n_objects=8, seed=1)
+    path = tmp_path / "cells.npy"
+    np.save(path, sample.image)
+    folder = tmp_path / "cells.npy.seglab-session"
+    viewer = make_napari_viewer()
+    _, widget = open_file(viewer, qtbot, path, tiny_sam)
+    labels = viewer.add_labels(sample.labels.astype(np.int32), name="objects")
+    widget.reset_choices()
+    widget.form.target.value = labels
+    tools = widget.tools_panel
+    tools.refine_form.min_score.value = -1.0  # accept every refinement
+    tools.refine_form.min_overlap.value = 0.0
+    qtbot.mouseClick(tools.refine_all_button, LEFT)
+    qtbot.waitUntil(lambda: not tools.busy, timeout=20000)
+    assert not np.array_equal(labels.data, sample.labels)
+    ids = sorted(set(np.unique(labels.data).tolist()) - {0})
+    assert set(widget.session.object_classes.values()) == {0}  # another tool's objects
+    assert set(ids) <= set(widget.session.committed_objects)  # the refined ones, at least
+    np.testing.assert_array_equal(saved_labels(folder), labels.data)  # saved at once
+    assert set(ids) <= set(labels.features["index"].tolist())
