@@ -59,8 +59,8 @@ def test_semantic_2d_has_no_slices_and_semantic_error_images():
 
 def test_bad_mode():
     labels = np.zeros((4, 4), np.uint8)
-    with pytest.raises(ValueError, match=r"mode: expected one of .*'panoptic'"):
-        metrics.evaluate(labels, labels, mode="panoptic")
+    with pytest.raises(ValueError, match=r"mode: expected one of .*'panoptic'.*got 'bogus'"):
+        metrics.evaluate(labels, labels, mode="bogus")
 
 
 def test_cancel_stops_between_classes_and_steps():

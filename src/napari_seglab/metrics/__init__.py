@@ -14,6 +14,7 @@ Public API::
     metrics.semantic(pred, gt, foreground=True)          # all > 0 vs 0 on both sides
     metrics.semantic(pred, gt, class_map={1: 1, 2: 1})   # rename prediction classes first
     metrics.looks_like_instances(gt)                     # many ids, each one connected blob
+    metrics.panoptic(pc, pi, gc, gi, things=[1, 2])      # PQ, SQ, RQ per class, things/stuff
 
 Every function takes numpy, dask, zarr or any array supporting slicing along
 axis 0, of any integer dtype, and reads it slab by slab in one pass that
@@ -43,12 +44,14 @@ from .export import (
 from .masks import boundary_f_score, foreground_dice
 from .matching import DEFAULT_THRESHOLDS, INSTANCE_KEYS, instances
 from .overlap import SEMANTIC_KEYS, mean_dice, semantic
+from .panoptic import PANOPTIC_KEYS, is_panoptic_result, labels_to_panoptic, panoptic
 from .slices import per_slice
 from .surface import SurfaceScores, surface_distances, surface_scores
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "INSTANCE_KEYS",
+    "PANOPTIC_KEYS",
     "SEMANTIC_KEYS",
     "ContingencyTable",
     "Evaluation",
@@ -68,9 +71,12 @@ __all__ = [
     "instance_errors",
     "instances",
     "is_instance_result",
+    "is_panoptic_result",
     "label_warnings",
+    "labels_to_panoptic",
     "looks_like_instances",
     "mean_dice",
+    "panoptic",
     "parse_class_map",
     "per_slice",
     "results_table",

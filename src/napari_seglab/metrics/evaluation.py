@@ -21,9 +21,10 @@ from .contingency import check_label_pair
 from .export import instance_errors, results_table, semantic_errors
 from .matching import instances
 from .overlap import semantic
+from .panoptic import panoptic
 from .slices import per_slice
 
-MODES = ("semantic", "instance")
+MODES = ("semantic", "instance", "panoptic")
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,10 @@ class Evaluation:
 
     Attributes
     ----------
-    mode : {"semantic", "instance"}
+    mode : {"semantic", "instance", "panoptic"}
     result : dict
-        From :func:`~.overlap.semantic` or :func:`~.matching.instances`.
+        From :func:`~.overlap.semantic`, :func:`~.matching.instances` or
+        :func:`~.panoptic.panoptic`.
     per_slice : dict of int to ndarray, or None
         Dice per plane along axis 0 (3D inputs only): per class in semantic
         mode, of the foreground (key 1) in instance mode.
@@ -100,6 +102,7 @@ def evaluation_steps(
     error_images: bool = False,
     foreground: bool = False,
     class_map: Mapping[int, int] | None = None,
+    panoptic_options: Mapping[str, Any] | None = None,
     cancel: CancelLike = None,
 ) -> Generator[EvaluationProgress, None, Evaluation]:
     """Evaluate ``pred`` against ``gt`` step by step.
@@ -107,7 +110,8 @@ def evaluation_steps(
     Parameters
     ----------
     pred, gt : array-like of integers, same shape ``(Y, X)`` or ``(Z, Y, X)``
-    mode : {"semantic", "instance"}
+        Panoptic mode: the class images.
+    mode : {"semantic", "instance", "panoptic"}
     spacing : sequence of float, optional
         Voxel size per axis (semantic distances and volumes).
     iou_threshold : float
@@ -124,6 +128,12 @@ def evaluation_steps(
         Semantic mode: score foreground vs background, or rename prediction
         classes ``{prediction class: ground-truth class}`` first (every step
         and the error images use the mapped ids); see :mod:`.classes`.
+    panoptic_options : mapping, optional
+        Panoptic mode: ``pred_instance`` and ``gt_instance`` (instance images
+        of the input shape), ``things`` and optionally ``stuff`` and
+        ``per_plane`` (see :func:`~.panoptic.panoptic`; ``iou_threshold`` and
+        ``ignore_label`` come from the keywords above). No per-slice Dice nor
+        error images in this mode.
     cancel : threading.Event or callable, optional
         Checked between steps and between the classes' surface metrics
         (:class:`~napari_seglab.jobs.CancelCheck`).
@@ -148,10 +158,16 @@ def evaluation_steps(
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
     shape = check_label_pair(pred, gt)
-    if mode == "instance" and (foreground or class_map):
+    if mode != "semantic" and (foreground or class_map):
         raise ValueError(
             "foreground / class_map: expected mode 'semantic' (instance ids are objects, "
-            "not classes), got mode 'instance'"
+            f"not classes), got mode {mode!r}"
+        )
+    if mode == "panoptic":
+        return (
+            yield from _panoptic_steps(
+                pred, gt, iou_threshold, ignore_label, panoptic_options, cancel
+            )
         )
     original_gt = gt
     pred, gt = apply_class_map(
@@ -205,6 +221,32 @@ def evaluation_steps(
         finished += 1
     yield event("done", "done")
     return Evaluation(mode, result, per_plane, fp, fn, tuple(warnings))
+
+
+def _panoptic_steps(pred, gt, iou_threshold, ignore_label, options, cancel):
+    options = dict(options or {})
+    missing = {"pred_instance", "gt_instance", "things"} - set(options)
+    if missing:
+        raise ValueError(
+            f"mode 'panoptic': panoptic_options must give {sorted(missing)} (instance images "
+            "and the thing classes)"
+        )
+    check = CancelCheck(cancel)
+    clock = Stopwatch()
+    check.raise_if_set("Evaluation")
+    yield EvaluationProgress("scoring", 0, 1, clock.elapsed, message="scoring (panoptic)")
+    result = panoptic(
+        pred,
+        options.pop("pred_instance"),
+        gt,
+        options.pop("gt_instance"),
+        iou_threshold=iou_threshold,
+        ignore_label=ignore_label,
+        **options,
+    )
+    check.raise_if_set("Evaluation")
+    yield EvaluationProgress("done", 1, 1, clock.elapsed, message="done")
+    return Evaluation("panoptic", result, None)
 
 
 def evaluate(pred: Any, gt: Any, **options: Any) -> Evaluation:

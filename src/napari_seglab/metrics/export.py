@@ -16,6 +16,7 @@ import numpy as np
 from .contingency import array_chunks, check_label_pair, read_slab, slab_ranges
 from .matching import INSTANCE_KEYS
 from .overlap import SEMANTIC_KEYS
+from .panoptic import PANOPTIC_KEYS, is_panoptic_result
 
 
 def is_instance_result(result: Any) -> bool:
@@ -29,8 +30,11 @@ def results_table(result: dict, table: str = "summary") -> tuple[list[str], list
     Parameters
     ----------
     result : dict
-        From :func:`~.overlap.semantic` (one row per class) or
-        :func:`~.matching.instances`.
+        From :func:`~.overlap.semantic` (one row per class),
+        :func:`~.matching.instances` or :func:`~.panoptic.panoptic` (one row
+        per class, kind ``thing``/``stuff``, then the rows ``all``, ``things``
+        and ``stuff`` of kind ``mean``: mean PQ/SQ/RQ over the classes present
+        and summed counts).
     table : {"summary", "objects"}
         For instance results: ``"summary"`` gives one row per IoU threshold
         (the chosen threshold and every ``per_threshold`` entry, ascending);
@@ -38,6 +42,10 @@ def results_table(result: dict, table: str = "summary") -> tuple[list[str], list
     """
     if table not in ("summary", "objects"):
         raise ValueError(f"table: expected 'summary' or 'objects', got {table!r}")
+    if is_panoptic_result(result):
+        if table == "objects":
+            raise ValueError("table='objects' needs an instance result, got a panoptic one")
+        return _panoptic_table(result)
     if not is_instance_result(result):
         if table == "objects":
             raise ValueError("table='objects' needs an instance result, got a semantic one")
@@ -60,6 +68,21 @@ def results_table(result: dict, table: str = "summary") -> tuple[list[str], list
     rows = [
         [level, *(by_threshold[level][k] for k in INSTANCE_KEYS)] for level in sorted(by_threshold)
     ]
+    return header, rows
+
+
+def _panoptic_table(result: dict) -> tuple[list[str], list[list[Any]]]:
+    header = ["class", "kind", *PANOPTIC_KEYS]
+    rows = [
+        [int(label), scores["kind"], *(scores[k] for k in PANOPTIC_KEYS)]
+        for label, scores in result["classes"].items()
+    ]
+    for name, average in result["summary"].items():
+        members = [
+            s for s in result["classes"].values() if name == "all" or s["kind"] + "s" == name
+        ]
+        sums = [sum(s[k] for s in members) for k in ("tp", "fp", "fn", "iou_sum")]
+        rows.append([name, "mean", average["pq"], average["sq"], average["rq"], *sums])
     return header, rows
 
 
