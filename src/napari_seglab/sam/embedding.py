@@ -16,6 +16,11 @@
   altered or truncated data, edited fields, unreadable metadata) is discarded
   with a warning and computed again, never served.
 
+SAM 2 models (:class:`~.sam2_model.Sam2Model`) share the cache: their
+entries are :class:`~.sam2_model.Sam2Embedding` objects (the raw
+``forward_image`` outputs), kept in the in-memory LRU only (the disk store
+holds SAM embeddings).
+
 Filling the cache for the planes of a stack in the background is the job
 :func:`~.precompute.precompute_embeddings`.
 """
@@ -32,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .image import plane_hash
+from .sam2_model import Sam2Embedding, encode_plane
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -97,7 +103,8 @@ def encode_planes(
     Returns
     -------
     list of Embedding
-        ``features`` ``(1, C, h, w)`` float32 each; keys filled in.
+        ``features`` ``(1, C, h, w)`` float32 each; keys filled in. For a SAM 2
+        model, :class:`~.sam2_model.Sam2Embedding` objects (encoded one by one).
     """
     import torch
 
@@ -113,6 +120,8 @@ def encode_planes(
             raise ValueError(
                 f"Expected (Y, X, 3) uint8 planes, got shape {plane.shape} dtype {plane.dtype}."
             )
+    if getattr(model, "is_sam2", False):
+        return [encode_plane(model, p, key=embedding_key(model, p)) for p in planes]
     inputs = []
     input_size = (0, 0)
     for plane in planes:
@@ -252,6 +261,8 @@ class EmbeddingCache:
     def _read_disk(self, key: str, model: SamModel) -> Embedding | None:
         import torch
 
+        if getattr(model, "is_sam2", False):
+            return None  # SAM 2 entries live in memory only
         group = self._disk()
         if group is None:
             return None
@@ -327,6 +338,8 @@ class EmbeddingCache:
         """Store ``embedding`` under its key in memory (and on disk if enabled)."""
         with self._lock:
             self._remember(embedding.key, embedding)
+            if isinstance(embedding, Sam2Embedding):
+                return  # memory only
             if self.disk_path is not None and not self._disk_matches(embedding.key, model):
                 self._write_disk(embedding.key, embedding, model)
 

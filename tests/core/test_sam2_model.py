@@ -1,0 +1,103 @@
+"""SAM 2 models: building from the package configs, encoding like the official predictor, cache."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_seglab.sam import EmbeddingCache  # noqa: E402
+from napari_seglab.sam.sam2_model import (  # noqa: E402
+    Sam2Embedding,
+    Sam2NotInstalledError,
+    build_sam2_model,
+    encode_plane,
+)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_sam2_model(image_size=128, seed=3)
+
+
+@pytest.fixture
+def rgb():
+    return np.random.default_rng(0).integers(0, 256, size=(40, 56, 3), dtype=np.uint8)
+
+
+def test_build_uses_the_real_config_with_the_smaller_input(model):
+    from sam2.sam2_video_predictor import SAM2VideoPredictor
+
+    assert isinstance(model.net, SAM2VideoPredictor)
+    assert not model.net.training
+    assert model.img_size == 128
+    assert model.net.image_encoder.trunk.patch_embed.proj.out_channels == 96  # Hiera tiny
+    layer = model.net.memory_attention.layers[0]
+    assert layer.self_attn.freqs_cis.shape[0] == 8 * 8  # RoPE follows the input size
+    assert model.encoder_hash.startswith("params:")
+    assert build_sam2_model(image_size=128, seed=4).encoder_hash != model.encoder_hash
+
+
+def test_encoding_equals_the_official_preprocessing_and_forward_image(model, rgb):
+    from sam2.utils.transforms import SAM2Transforms
+
+    before = rgb.copy()
+    ours = encode_plane(model, rgb)
+    np.testing.assert_array_equal(rgb, before)
+    official_input = SAM2Transforms(model.img_size, 0.0)(rgb)[None]
+    with torch.no_grad():
+        official = model.net.forward_image(official_input)
+    assert len(ours.backbone_fpn) == len(official["backbone_fpn"]) == 3
+    for mine, theirs in zip(ours.backbone_fpn, official["backbone_fpn"]):
+        assert mine.shape == theirs.shape
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-6)
+    for mine, theirs in zip(ours.vision_pos_enc, official["vision_pos_enc"]):
+        torch.testing.assert_close(mine, theirs)
+    assert ours.vision_features is ours.backbone_fpn[-1]
+    assert ours.original_size == (40, 56)
+    assert ours.input_size == (128, 128)
+    assert [tuple(t.shape) for t in ours.backbone_fpn] == [
+        (1, 32, 32, 32),
+        (1, 64, 16, 16),
+        (1, 256, 8, 8),
+    ]
+
+
+def test_positional_encodings_are_shared_between_embeddings(model, rgb):
+    first = encode_plane(model, rgb)
+    second = encode_plane(model, rgb[::-1].copy())
+    assert all(a is b for a, b in zip(first.vision_pos_enc, second.vision_pos_enc))
+    assert first.nbytes() == sum(t.numel() * 4 for t in first.backbone_fpn)
+
+
+def test_the_cache_encodes_each_plane_once(model, rgb, tmp_path):
+    cache = EmbeddingCache(max_items=4, disk=tmp_path / "store.zarr")
+    calls = []
+    handle = model.net.image_encoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        first = cache.get_or_compute(model, rgb)
+        again = cache.get_or_compute(model, rgb.copy())
+    finally:
+        handle.remove()
+    assert isinstance(first, Sam2Embedding)
+    assert again is first
+    assert len(calls) == 1
+    assert (cache.misses, cache.hits) == (1, 1)
+    assert first.key.split("-")[1] == "128"
+    assert not (tmp_path / "store.zarr").exists()  # SAM 2 entries stay in memory
+
+
+def test_missing_package_gives_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sam2", None)
+    monkeypatch.setitem(sys.modules, "sam2.build_sam", None)
+    with pytest.raises(Sam2NotInstalledError, match=r"--no-build-isolation \"sam2==1\.1\.0\""):
+        build_sam2_model(image_size=128)
+    assert issubclass(Sam2NotInstalledError, ImportError)
+
+
+def test_bad_image_size_is_refused():
+    with pytest.raises(ValueError, match="multiple of 64"):
+        build_sam2_model(image_size=100)
