@@ -13,16 +13,71 @@ output stride (16 by default), so every patch side is a multiple of it. Its
 ASPP pooling branch applies batch normalisation to one value per patch and
 channel, so it trains on at least 2 patches per step (:data:`MIN_BATCH`);
 prediction runs in eval mode, where any batch size works.
+
+Families with their own module
+------------------------------
+Families that are not a dense per-pixel network (Mask R-CNN, later
+Mask2Former) are *family modules*: :data:`FAMILY_MODULES` maps the family
+name to a module path, imported on first use. Adding one is one line there
+plus a module that defines:
+
+``KIND : str``
+    ``"instance"`` (prediction gives instance labels), ``"panoptic"`` or
+    ``"semantic"``.
+``build_network(spatial_dims, in_channels, out_channels, kwargs) -> torch.nn.Module``
+    The randomly initialised network from the saved ``network_kwargs`` (no
+    download); called under ``torch.device("meta")`` by
+    :meth:`~.model.SegmentationModel.load` to check a file's weights.
+``train_events(image, labels, **keywords) -> Generator[EpochEvent, None, SegmentationModel]``
+    The job :func:`~.training.train_events` hands over to, with every keyword
+    it received (``family``/``architecture`` resolved to the name, the others
+    as given: ``time_budget_s``, ``max_epochs``, ``device``, ``seed``,
+    ``validation_fraction``, ``augment``, ``cancel`` ...). It returns a
+    :class:`~.model.SegmentationModel` whose ``architecture`` is the family
+    name, so ``save``/``load`` work unchanged (same file format,
+    ``weights_only`` loading); on cancel it raises ``JobCancelled`` with the
+    best model so far as ``partial``, like the dense families.
+``predict_events(model, image, *, cancel=None, **keywords)``
+    A job (``Generator[ProgressEvent, None, Prediction]``) giving
+    the whole prediction as a :class:`~.postprocess.Prediction`:
+    ``probabilities`` ``(C, *spatial)`` float32, ``labels`` (class values) and,
+    for instance and panoptic families, ``instances`` (ids from 1).
+    :func:`~.inference.predict` returns its ``probabilities`` and
+    :func:`~.postprocess.predict_and_split` the whole object.
+
+A family module listed here is offered (in :data:`FAMILY_NAMES`, the widget
+and ``seglab train --family``) only once its file exists.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Sequence
+from types import ModuleType
 
 #: The MONAI architecture names (as in :data:`~.architectures.ARCHITECTURE_NAMES`).
 MONAI_NAMES = ("unet", "basicunet", "segresnet", "swinunetr", "dynunet")
+#: Families trained and predicted by their own module: name -> module path.
+FAMILY_MODULES = {
+    "maskrcnn": "napari_seglab.models.maskrcnn",
+    "mask2former": "napari_seglab.models.mask2former",
+}
+
+
+def _module_exists(path: str) -> bool:
+    try:
+        return importlib.util.find_spec(path) is not None
+    except ImportError:
+        return False
+
+
 #: Family names accepted by ``train(family=...)``.
-FAMILY_NAMES = (*MONAI_NAMES, "deeplabv3plus")
+FAMILY_NAMES = (
+    *MONAI_NAMES,
+    "deeplabv3plus",
+    *(name for name, path in FAMILY_MODULES.items() if _module_exists(path)),
+)
 #: Default DeepLabV3+ encoder.
 DEFAULT_ENCODER = "resnet34"
 #: Fewest patches per training step of families with batch normalisation.
@@ -174,3 +229,23 @@ def build_deeplab(spatial_dims: int, in_channels: int, out_channels: int, kwargs
         )
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"Invalid arguments for the 'deeplabv3plus' family: {exc}") from exc
+
+
+def family_module(name: str) -> ModuleType | None:
+    """The module of a family listed in :data:`FAMILY_MODULES`, None for a dense family.
+
+    Raises
+    ------
+    ValueError
+        For a listed family whose module is not installed.
+    """
+    key = str(name).strip().lower()
+    if key not in FAMILY_MODULES:
+        return None
+    if key not in FAMILY_NAMES:
+        raise ValueError(
+            f"The {key!r} model family is not available in this installation "
+            f"(module {FAMILY_MODULES[key]} is missing); expected one of "
+            f"{', '.join(FAMILY_NAMES)}."
+        )
+    return importlib.import_module(FAMILY_MODULES[key])

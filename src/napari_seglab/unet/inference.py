@@ -27,7 +27,8 @@ import torch
 
 from ..device import autocast, resolve_device
 from ..imaging import check_finite
-from ..jobs import CancelCheck, JobCancelled, ProgressEvent, Stopwatch
+from ..jobs import CancelCheck, JobCancelled, ProgressEvent, Stopwatch, run_to_end
+from .families import family_module
 from .model import SegmentationModel
 
 #: Former name of :class:`~napari_seglab.jobs.JobCancelled` (the same class).
@@ -223,7 +224,11 @@ def predict(
     -------
     array, ``(C, *spatial)`` float32
         ``C == len(model.classes)``; channel ``i`` is the probability of label
-        value ``model.classes[i]``; spatial axes as the input's.
+        value ``model.classes[i]``; spatial axes as the input's. For a family
+        with its own module (``"maskrcnn"``) the module's prediction gives them
+        (Mask R-CNN: the highest object-mask probability as the foreground
+        channel); its instance labels come from
+        :func:`~.postprocess.predict_and_split`.
 
     Raises
     ------
@@ -235,6 +240,22 @@ def predict(
     JobCancelled
         When ``cancel`` was set.
     """
+    module = family_module(model.architecture)
+    if module is not None:  # a family with its own prediction (Mask R-CNN ...)
+        job = module.predict_events(
+            model,
+            image,
+            overlap=overlap,
+            tta=tta,
+            device=device,
+            batch_size=batch_size,
+            channel_axis=channel_axis,
+            slicewise=slicewise,
+            mc_dropout=mc_dropout,
+            mixed_precision=mixed_precision,
+            cancel=cancel,
+        )
+        return run_to_end(job, progress).probabilities
     check = CancelCheck(cancel)
     clock = Stopwatch()
     if not 0.0 <= overlap < 1.0:
@@ -304,6 +325,10 @@ def predict_events(
     JobCancelled
         When ``cancel`` was set (no partial result).
     """
+    module = family_module(model.architecture)
+    if module is not None:  # a family with its own prediction job (Mask R-CNN ...)
+        result = yield from module.predict_events(model, image, cancel=cancel, **kwargs)
+        return result.probabilities
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
     check = CancelCheck(cancel)

@@ -20,7 +20,8 @@ import torch
 
 from .. import __version__
 from ..imaging import IntensityRecipe, channels_first
-from .architectures import build_network, get_architecture
+from . import architectures
+from .families import family_module, resolve_family
 
 #: Version of the on-disk layout written by :meth:`SegmentationModel.save`.
 FORMAT_VERSION = 1
@@ -210,7 +211,7 @@ class SegmentationModel:
     @classmethod
     def from_metadata(cls, meta: dict) -> SegmentationModel:
         """Build a model with freshly initialised weights from :meth:`metadata`."""
-        get_architecture(meta["architecture"])
+        resolve_family(meta["architecture"], None)
         network = build_network(
             meta["architecture"],
             int(meta["spatial_dims"]),
@@ -323,6 +324,18 @@ class SegmentationModel:
             ) from exc
         model.network.eval()
         return model
+
+
+def build_network(name: str, spatial_dims: int, in_channels: int, out_channels: int, kwargs):
+    """The randomly initialised network of any family (see :mod:`.families`).
+
+    A family module's ``build_network``, else
+    :func:`.architectures.build_network` (MONAI, DeepLabV3+).
+    """
+    module = family_module(name)
+    if module is not None:
+        return module.build_network(spatial_dims, in_channels, out_channels, kwargs)
+    return architectures.build_network(name, spatial_dims, in_channels, out_channels, kwargs)
 
 
 def _first_line(exc: BaseException) -> str:

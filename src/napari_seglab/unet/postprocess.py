@@ -105,6 +105,9 @@ def predict_and_split_events(
         Layer data in the model's layout (see :func:`~.inference.predict`).
     instances : {"none", "connected", "watershed"}
         How to split the labels into objects (see :func:`to_instances`).
+        Families with their own module (``"maskrcnn"``) predict the objects
+        themselves: ``instances`` is then not used and the result always
+        holds them.
     spacing : sequence of float, optional
         Voxel size of ``image``'s spatial axes (see :func:`instance_spacing`).
     min_size : int
@@ -129,8 +132,16 @@ def predict_and_split_events(
     JobCancelled
         When ``cancel`` was set; nothing is returned.
     """
+    from .families import family_module
     from .inference import predict_events
 
+    module = family_module(model.architecture)
+    if module is not None:  # instance/panoptic families predict their own objects
+        return (
+            yield from module.predict_events(
+                model, image, spacing=spacing, min_size=min_size, cancel=cancel, **predict_kwargs
+            )
+        )
     if instances not in INSTANCE_METHODS:
         raise ValueError(f"Unknown instances {instances!r}: expected one of {INSTANCE_METHODS}.")
     check = CancelCheck(cancel)

@@ -254,7 +254,10 @@ def train_events(
     family : str, optional
         One of :data:`~napari_seglab.unet.families.FAMILY_NAMES`: a MONAI
         network (``"unet"``, ``"basicunet"``, ``"segresnet"``, ``"swinunetr"``,
-        ``"dynunet"``) or ``"deeplabv3plus"``; default ``"unet"``.
+        ``"dynunet"``), ``"deeplabv3plus"``, or a family with its own module
+        (``"maskrcnn"``: instance labels in, see
+        :mod:`napari_seglab.models.maskrcnn`; the job is handed to that module
+        with all these keywords); default ``"unet"``.
     architecture : str, optional
         The same names (the keyword before ``family``); give one of the two.
         With ``initial_model``, its family is used and both are ignored.
@@ -320,6 +323,16 @@ def train_events(
         When ``cancel`` is set; ``partial`` is the best model so far, or None
         when no epoch had finished.
     """
+    keywords = dict(locals())  # the arguments, for a family with its own trainer
+    name = (
+        initial_model.architecture
+        if initial_model is not None
+        else families.resolve_family(family, architecture)
+    )
+    module = families.family_module(name)
+    if module is not None:  # a family with its own trainer (Mask R-CNN ...): every keyword
+        del keywords["image"], keywords["labels"], keywords["architecture"]
+        return (yield from module.train_events(image, labels, **{**keywords, "family": name}))
     from monai.data import DataLoader, Dataset, list_data_collate
 
     if max_epochs is None and time_budget_s is None:
