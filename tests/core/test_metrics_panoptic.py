@@ -189,3 +189,32 @@ def test_panoptic_table_csv_and_evaluate(tmp_path):
     assert lines[3] == "all,mean,1.0,1.0,1.0,2,0,0,2.0"
     with pytest.raises(ValueError, match="must give"):
         metrics.evaluate(gc, gc, mode="panoptic", panoptic_options={"things": [1]})
+
+
+def test_seglab_evaluate_panoptic(tmp_path, capsys):
+    from napari_seglab.cli import main
+
+    rng = np.random.default_rng(3)
+    pc, pi, gc, gi = random_case(rng, (2, 8, 8))
+    for name, array in (("pc", pc), ("pi", pi), ("gc", gc), ("gi", gi)):
+        np.save(tmp_path / f"{name}.npy", array)
+    args = ["evaluate", str(tmp_path / "pc.npy"), str(tmp_path / "gc.npy"), "--mode", "panoptic"]
+    paths = [
+        "--pred-instances",
+        str(tmp_path / "pi.npy"),
+        "--gt-instances",
+        str(tmp_path / "gi.npy"),
+    ]
+    options = ["--things", "1", "2", "--ignore-label", "4", "--quiet"]
+    assert main([*args, *paths, *options, "--csv", str(tmp_path / "pq.csv")]) == 0
+    expected = metrics.panoptic(pc, pi, gc, gi, things=[1, 2], ignore_label=4)
+    header, rows = metrics.results_table(expected)
+    lines = (tmp_path / "pq.csv").read_text().splitlines()
+    assert lines[0] == ",".join(header)
+    assert len(lines) == len(rows) + 1
+    assert lines[-3].split(",")[:3] == ["all", "mean", repr(expected["pq"])]
+    assert "things" in capsys.readouterr().out
+    assert main([*args, *paths[:2], *options]) != 0
+    assert "--mode panoptic needs --gt-instances" in capsys.readouterr().err
+    assert main([*args[:3], "--things", "1"]) != 0
+    assert "--things need --mode panoptic" in capsys.readouterr().err

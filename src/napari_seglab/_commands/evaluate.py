@@ -19,13 +19,15 @@ def register(subparsers) -> None:
             "Compare PRED with GT. Semantic mode: per class Dice, IoU, precision, recall, "
             "HD95, ASSD, surface Dice and volumes. Instance mode: one-to-one matching by IoU, "
             "TP/FP/FN, precision, recall, F1, accuracy, panoptic quality, per threshold "
-            f"0.50..0.95. Files: {INPUT_FORMATS}; .npy and uncompressed TIFF are "
+            "0.50..0.95. Panoptic mode: PRED and GT are class images, --pred-instances and "
+            "--gt-instances their instance images; PQ, SQ, RQ per class, things and stuff. "
+            f"Files: {INPUT_FORMATS}; .npy and uncompressed TIFF are "
             "memory-mapped, zarr read slab by slab. Definitions: docs/evaluation.md."
         ),
     )
     parser.add_argument("pred", type=Path, help="predicted labels")
     parser.add_argument("gt", type=Path, help="ground-truth labels")
-    parser.add_argument("--mode", choices=["semantic", "instance"], default="semantic")
+    parser.add_argument("--mode", choices=["semantic", "instance", "panoptic"], default="semantic")
     parser.add_argument(
         "--spacing",
         type=float,
@@ -48,7 +50,10 @@ def register(subparsers) -> None:
         "--classes", type=int, nargs="+", default=None, help="semantic: classes to report"
     )
     parser.add_argument(
-        "--ignore-label", type=int, default=None, help="semantic: ground-truth id to leave out"
+        "--ignore-label",
+        type=int,
+        default=None,
+        help="semantic: ground-truth id to leave out; panoptic: the void class",
     )
     parser.add_argument(
         "--no-surface", action="store_true", help="semantic: skip HD95/ASSD/surface Dice"
@@ -66,6 +71,22 @@ def register(subparsers) -> None:
         metavar="PRED:GT,...",
         help="semantic: rename prediction classes first, e.g. 1:1,2:1 merges prediction "
         "classes 1 and 2 into ground-truth class 1 (unlisted ids keep theirs; :0 drops)",
+    )
+    panoptic = parser.add_argument_group("panoptic mode")
+    panoptic.add_argument("--pred-instances", type=Path, default=None, help="predicted ids")
+    panoptic.add_argument("--gt-instances", type=Path, default=None, help="ground-truth ids")
+    panoptic.add_argument(
+        "--things", type=int, nargs="+", default=None, help="classes counted as objects"
+    )
+    panoptic.add_argument(
+        "--stuff",
+        type=int,
+        nargs="+",
+        default=None,
+        help="stuff classes (default: every other non-zero class present)",
+    )
+    panoptic.add_argument(
+        "--per-plane", action="store_true", help="3D: each plane along axis 0 is one image"
     )
     parser.add_argument("--csv", type=Path, default=None, help="write the summary table here")
     parser.add_argument(
@@ -105,14 +126,26 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--objects-csv needs --mode instance, got --mode semantic")
     if args.mode == "instance" and (args.foreground or args.class_map):
         raise ValueError("--foreground and --map need --mode semantic, got --mode instance")
+    if args.mode == "panoptic" and args.objects_csv is not None:
+        raise ValueError("--objects-csv needs --mode instance, got --mode panoptic")
+    panoptic_inputs = check_panoptic_arguments(args)
     class_map = metrics.parse_class_map(args.class_map) if args.class_map else None
     check_outputs(
         [("--csv", args.csv, (".csv",)), ("--objects-csv", args.objects_csv, (".csv",))],
-        [("prediction", args.pred), ("ground truth", args.gt)],
+        [("prediction", args.pred), ("ground truth", args.gt), *panoptic_inputs],
         overwrite=args.overwrite,
     )
     pred, _ = read_labels(args.pred, args.damaged)
     gt, gt_spacing = read_labels(args.gt, args.damaged)
+    panoptic_options = None
+    if args.mode == "panoptic":
+        panoptic_options = {
+            "pred_instance": read_labels(args.pred_instances, args.damaged)[0],
+            "gt_instance": read_labels(args.gt_instances, args.damaged)[0],
+            "things": args.things,
+            "stuff": args.stuff,
+            "per_plane": args.per_plane,
+        }
     spacing = tuple(args.spacing) if args.spacing else gt_spacing
     job = metrics.evaluation_steps(
         pred,
@@ -127,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         slices=False,
         foreground=args.foreground,
         class_map=class_map,
+        panoptic_options=panoptic_options,
     )
     evaluation = run_to_end(job, progress_printer("evaluate", quiet=args.quiet, step=1))
     result = evaluation.result
@@ -144,6 +178,32 @@ def run(args: argparse.Namespace) -> int:
     if args.objects_csv is not None:
         print(f"wrote {metrics.write_csv(result, args.objects_csv, table='objects')}")
     return 0
+
+
+def check_panoptic_arguments(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """The panoptic instance files as ``(what, path)``; errors for missing or misplaced options."""
+    given = [
+        name
+        for name, value in (
+            ("--pred-instances", args.pred_instances),
+            ("--gt-instances", args.gt_instances),
+            ("--things", args.things),
+            ("--stuff", args.stuff),
+            ("--per-plane", args.per_plane or None),
+        )
+        if value is not None
+    ]
+    if args.mode != "panoptic":
+        if given:
+            raise ValueError(f"{', '.join(given)} need --mode panoptic, got --mode {args.mode}")
+        return []
+    missing = [n for n in ("--pred-instances", "--gt-instances", "--things") if n not in given]
+    if missing:
+        raise ValueError(f"--mode panoptic needs {', '.join(missing)}")
+    return [
+        ("predicted instances", args.pred_instances),
+        ("ground-truth instances", args.gt_instances),
+    ]
 
 
 def format_table(header: list[str], rows: list[list[Any]]) -> str:
