@@ -44,7 +44,13 @@ from .export import (
 from .masks import boundary_f_score, foreground_dice
 from .matching import DEFAULT_THRESHOLDS, INSTANCE_KEYS, instances
 from .overlap import SEMANTIC_KEYS, mean_dice, semantic
-from .panoptic import PANOPTIC_KEYS, is_panoptic_result, labels_to_panoptic, panoptic
+from .panoptic import (
+    PANOPTIC_KEYS,
+    classes_from_features,
+    is_panoptic_result,
+    labels_to_panoptic,
+    panoptic,
+)
 from .slices import per_slice
 from .surface import SurfaceScores, surface_distances, surface_scores
 
@@ -62,6 +68,7 @@ __all__ = [
     "apply_class_map",
     "boundary_f_score",
     "check_label_pair",
+    "classes_from_features",
     "contingency_table",
     "evaluate",
     "evaluation_steps",

@@ -218,6 +218,35 @@ def labels_to_panoptic(
     return lookup[inverse].reshape(instance.shape), instance
 
 
+def classes_from_features(features: Any, column: str = "class") -> dict[int, int]:
+    """``{object id: class}`` from a Labels layer's ``features`` table.
+
+    Parameters
+    ----------
+    features : pandas.DataFrame or mapping of column name to sequence
+        With an ``index`` column (object ids; without one, the row number is
+        the id, as napari numbers rows) and ``column``.
+    column : str
+        The class column (the SAM session writes ``class``).
+
+    Raises
+    ------
+    ValueError
+        When ``column`` is missing (naming the columns present).
+    """
+    columns = list(features.keys())
+    if column not in columns:
+        raise ValueError(
+            f"features: expected a {column!r} column (class id per object), got columns {columns}"
+        )
+    classes = [int(c) for c in np.asarray(features[column]).tolist()]
+    if "index" in columns:
+        ids = [int(i) for i in np.asarray(features["index"]).tolist()]
+    else:
+        ids = list(range(len(classes)))
+    return {i: c for i, c in zip(ids, classes) if i != 0}
+
+
 def _ids(values: Any, name: str) -> set[int]:
     if isinstance(values, (int, np.integer)):
         values = (values,)
