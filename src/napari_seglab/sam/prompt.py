@@ -28,6 +28,7 @@ from .embedding import Embedding, EmbeddingCache
 from .frames import MASK_PROMPT_LOGIT, mask_to_logits, to_model_xy, upsample_logits
 from .image import SamInput
 from .image import content_hash as _raw_hash
+from .sam2_decode import LOW_RES_CLAMP, decode_sam2, upsample_direct
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -60,6 +61,8 @@ class Prediction:
         Side of the padded encoder input.
     threshold : float
         Logit above which a pixel is in a mask.
+    stretched : bool
+        SAM 2 (:mod:`.sam2_decode`): masks upsampled in one step, logits clamped to ±32.
     """
 
     scores: np.ndarray
@@ -69,13 +72,17 @@ class Prediction:
     input_size: tuple[int, int] = field(repr=False)
     img_size: int = field(repr=False)
     threshold: float = field(default=0.0, repr=False)
+    stretched: bool = field(default=False, repr=False)
     _cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _all: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def logits(self) -> np.ndarray:
         """Low-resolution logits ``(K, h, w)`` float32."""
-        return self._low_res(slice(None))[0].detach().float().cpu().numpy()
+        low = self._low_res(slice(None))[0].detach().float()
+        if self.stretched:
+            low = low.clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
+        return low.cpu().numpy()
 
     @property
     def mask(self) -> np.ndarray:
@@ -108,6 +115,8 @@ class Prediction:
 
     def _upsample(self, which: slice) -> np.ndarray:
         """SAM's postprocessing (resize to the padded input, crop, resize) for some masks."""
+        if self.stretched:
+            return upsample_direct(self._low_res(which), self.original_size, self.threshold)
         return upsample_logits(
             self._low_res(which),
             self.input_size,
@@ -122,7 +131,8 @@ class PromptSegmenter:
 
     Parameters
     ----------
-    model : SamModel
+    model : SamModel or Sam2Model
+        SAM 2 models take the same prompts (decoding: :mod:`.sam2_decode`).
     cache : EmbeddingCache, optional
         Where embeddings are kept; default a new in-memory cache of 8 planes.
         Share one cache between segmenters (or with a background precompute)
@@ -425,6 +435,8 @@ class PromptSegmenter:
         pts, lab = self._check_points(points, labels)
         corners = self._check_box(box)
         mask_t = self._mask_tensor(mask_input)
+        if getattr(self.model, "is_sam2", False):
+            return self._predict_sam2(embedding, pts, lab, corners, mask_t, multimask)
         device = self.model.device
         sam = self.model.sam
         point_arg = None
@@ -457,6 +469,24 @@ class PromptSegmenter:
             input_size=tuple(embedding.input_size),
             img_size=self.model.img_size,
             threshold=float(sam.mask_threshold),
+        )
+
+    def _predict_sam2(self, embedding, pts, lab, corners, mask_t, multimask) -> Prediction:
+        """:meth:`predict` with a SAM 2 model (:func:`~.sam2_decode.decode_sam2`)."""
+        points_xy = None if pts is None else self.to_model_frame(pts)
+        box_xy = None if corners is None else self.to_model_frame(corners).reshape(4)
+        low_res, iou = decode_sam2(
+            self.model, embedding, points_xy, lab, box_xy, mask_t, multimask
+        )
+        scores = iou[0].cpu().numpy()
+        return Prediction(
+            scores=scores,
+            best=int(np.argmax(scores)),
+            original_size=tuple(embedding.original_size),
+            low_res=low_res,
+            input_size=tuple(embedding.input_size),
+            img_size=self.model.img_size,
+            stretched=True,
         )
 
 
