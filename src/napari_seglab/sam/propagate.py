@@ -12,6 +12,16 @@ the model lost it); that plane is left empty.
 yields a :class:`PropagationStep` per plane and, when cancelled, raises
 :class:`~napari_seglab.jobs.JobCancelled` whose ``partial`` is the volume
 found so far.
+
+With a SAM 2 model (``segmenter.model.is_sam2``) the object is tracked with
+SAM 2's memory instead (:class:`~.sam2_tracker.Sam2Tracker`): the seed mask
+prompts the seed plane, every other plane is segmented from the memory of the
+planes already seen, forward to the last plane and then backward to plane 0.
+The stopping rules ``min_score``, ``min_iou`` and ``margin`` do not apply
+there (SAM 2 predicts an empty mask where it finds the object absent); planes
+with fewer than ``min_area`` pixels are left empty; ``max_planes`` limits the
+planes visited on each side. A cancelled SAM 2 propagation raises
+:class:`~napari_seglab.jobs.JobCancelled` with ``partial`` None.
 """
 
 from __future__ import annotations
@@ -107,6 +117,8 @@ def propagate_steps(
     segmenter : PromptSegmenter or compatible
         Anything with ``set_image(volume, plane)`` and
         ``predict(points, labels, box, mask_input, multimask) -> Prediction``.
+        With a SAM 2 model (``segmenter.model.is_sam2``) only ``model`` and
+        ``cache`` are used (memory tracking, see the module notes).
     rgb : bool, optional
         Whether the last axis of ``volume`` is colour (None: guess).
     min_score : float
@@ -130,10 +142,9 @@ def propagate_steps(
     Raises
     ------
     JobCancelled
-        When ``cancel`` is set; ``partial`` is the volume found so far.
+        When ``cancel`` is set; ``partial`` is the volume found so far (None with
+        SAM 2, whose tracker keeps nothing of a cancelled run).
     """
-    check = CancelCheck(cancel)
-    clock = Stopwatch()
     source = volume if isinstance(volume, SamInput) else SamInput(volume, rgb=rgb)
     if not source.is_stack:
         raise ValueError(
@@ -150,6 +161,12 @@ def propagate_steps(
         )
     if not seed.any():
         raise ValueError("The seed mask is empty: draw or predict the object on the seed plane.")
+    if getattr(getattr(segmenter, "model", None), "is_sam2", False):
+        return (
+            yield from _sam2_steps(source, plane, seed, segmenter, min_area, max_planes, cancel)
+        )
+    check = CancelCheck(cancel)
+    clock = Stopwatch()
     result = np.zeros((n_planes, *source.plane_shape), dtype=bool)
     result[plane] = seed
     reach = n_planes if max_planes is None else int(max_planes)
@@ -198,6 +215,47 @@ def propagate_steps(
             index += direction
             steps += 1
     return result
+
+
+def _sam2_steps(
+    source: SamInput,
+    plane: int,
+    seed: np.ndarray,
+    segmenter: Any,
+    min_area: int,
+    max_planes: int | None,
+    cancel: CancelLike,
+) -> Generator[PropagationStep, None, np.ndarray]:
+    """:func:`propagate_steps` with SAM 2's memory: the seed mask prompts ``plane``."""
+    from .sam2_tracker import Sam2Tracker
+
+    tracker = Sam2Tracker(segmenter.model, source, cache=getattr(segmenter, "cache", None))
+    tracker.set_mask(plane, 1, seed)
+    within = None
+    if max_planes is not None:
+        within = (max(plane - int(max_planes), 0), plane + int(max_planes))
+    job = tracker.propagate_steps([1], within=within, cancel=cancel)
+    while True:
+        try:
+            step = next(job)
+        except StopIteration as stop:
+            volume = np.array(stop.value[1], dtype=bool)
+            break
+        yield PropagationStep(
+            "propagating",
+            step.done,
+            step.total,
+            step.elapsed,
+            plane=step.plane,
+            direction=step.direction,
+            score=float("nan"),
+            iou=float("nan"),
+            accepted=step.area >= min_area,
+        )
+    small = volume.sum(axis=(1, 2)) < min_area
+    volume[small] = False
+    volume[plane] = seed
+    return volume
 
 
 def propagate(
