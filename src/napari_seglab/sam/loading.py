@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 from .decoder_files import load_decoder
 from .model import SamModel, build_sam
 from .registry import CheckpointSpec, get_architecture, get_checkpoint
+from .sam2_download import load_sam2_model
+from .sam2_model import Sam2Model
+from .sam2_registry import Sam2CheckpointSpec, is_sam2_name
 from .weights import load_checkpoint_file, load_state_into
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -23,22 +26,26 @@ __all__ = ["load_model"]
 
 
 def load_model(
-    model_type: str | CheckpointSpec = "vit_b",
+    model_type: str | CheckpointSpec | Sam2CheckpointSpec = "vit_b",
     checkpoint: str | Path | None = None,
     device: str | torch.device = "auto",
     decoder_checkpoint: str | Path | None = None,
     *,
     download: bool = True,
     progress: bool = True,
-) -> SamModel:
-    """Load a SAM model for inference.
+) -> SamModel | Sam2Model:
+    """Load a SAM (or SAM 2) model for inference.
 
     Parameters
     ----------
     model_type : str or CheckpointSpec
         A registered checkpoint (``"vit_b"``, ``"vit_l"``, ``"vit_h"``,
         ``"medsam"``) or, with ``checkpoint`` given, an architecture name
-        (``"vit_b"``, ``"vit_l"``, ``"vit_h"``, ``"tiny"``).
+        (``"vit_b"``, ``"vit_l"``, ``"vit_h"``, ``"tiny"``). SAM 2.1 names
+        (``"sam2.1_hiera_tiny"``, ``"_small"``, ``"_base_plus"``, ``"_large"``;
+        with ``checkpoint`` also a ``sam2`` config name) return a
+        :class:`~.sam2_model.Sam2Model` (needs the ``sam2`` extra,
+        :func:`~.sam2_download.load_sam2_model`).
     checkpoint : path, optional
         A local ``.pth`` file with the full model state dict. None takes the
         registered file from the cache folder, downloading it if needed.
@@ -55,7 +62,7 @@ def load_model(
 
     Returns
     -------
-    SamModel
+    SamModel or Sam2Model
 
     Raises
     ------
@@ -67,6 +74,15 @@ def load_model(
     from ..device import resolve_device
     from .download import ensure_checkpoint, file_digest, verify_file
 
+    if is_sam2_name(model_type):
+        if decoder_checkpoint is not None:
+            raise ValueError(
+                "decoder_checkpoint= applies to SAM models (vit_b ...); SAM 2 decoders "
+                f"cannot be fine-tuned here (got model_type={model_type!r})."
+            )
+        return load_sam2_model(
+            model_type, checkpoint, device, download=download, progress=progress
+        )
     device = resolve_device(device)
     if checkpoint is None:
         if isinstance(model_type, str) and model_type == "tiny":
