@@ -26,6 +26,11 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade "pip>=23.2" >/dev/null
 	$(BIN)/python -m pip install -e ".[test,docs,dev]"
+	# SAM 2 (the [sam2] extra) is an sdist: build it against the torch above, without its
+	# CUDA extension (see docs/sam.md); build isolation would pull another torch.
+	$(BIN)/python -m pip install "setuptools>=70.1" wheel
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --no-build-isolation "sam2==1.1.0"
+	$(BIN)/python -m pip install -e ".[sam2]"
 	touch $(STAMP)
 
 install: $(STAMP)
