@@ -7,7 +7,15 @@ the same objects). Choose the network with ``family=``:
 * MONAI networks: ``"unet"`` (default), ``"basicunet"``, ``"segresnet"``,
   ``"swinunetr"``, ``"dynunet"`` (2D or 3D);
 * ``"deeplabv3plus"``: DeepLabV3+ from segmentation-models-pytorch (2D, plane
-  by plane on stacks; ``encoder=``, default ``"resnet34"``).
+  by plane on stacks; ``encoder=``, default ``"resnet34"``);
+* ``"maskrcnn"``: Mask R-CNN from torchvision (instance segmentation: trains
+  on instance labels, predicts one id per object; 2D, plane by plane with
+  linked ids on stacks; ``encoder=`` the backbone, default ``"resnet18"``;
+  see :mod:`napari_seglab.models.maskrcnn`).
+
+Families that are not a dense per-pixel network live in their own module
+here and are listed in :data:`napari_seglab.unet.families.FAMILY_MODULES`
+(the hook is described in :mod:`napari_seglab.unet.families`).
 
 Importing this package is cheap: the names are loaded on first use (PEP 562).
 
@@ -17,7 +25,7 @@ train, train_events
     Fit a network of any family (:func:`napari_seglab.unet.training.train_events`).
 predict, predict_events, predict_and_split, predict_and_split_events
     Class probabilities ``(C, *spatial)`` and labels from a trained model,
-    whatever its family.
+    whatever its family (instance families: ``predict_and_split(...).instances``).
 load_model
     :meth:`SegmentationModel.load`: a model file of any family.
 SegmentationModel

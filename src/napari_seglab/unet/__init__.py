@@ -6,8 +6,8 @@ Importing this package is cheap: the names below are loaded on first use
 Main entry points
 -----------------
 train, train_events
-    Fit a network of a model family (``family=``: MONAI networks, or
-    ``"deeplabv3plus"``; see :data:`FAMILY_NAMES`) on image/label pairs (sparse
+    Fit a network of a model family (``family=``: MONAI networks,
+    ``"deeplabv3plus"`` or ``"maskrcnn"``; see :data:`FAMILY_NAMES`) on image/label pairs (sparse
     labels via ``ignore_label``) through the shared
     :func:`napari_seglab.training_loop.training_loop`. The family-neutral name of
     this API is :mod:`napari_seglab.models`.
