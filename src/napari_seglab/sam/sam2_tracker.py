@@ -108,6 +108,7 @@ class Sam2Tracker:
         self.state = new_inference_state(self.n_planes, self.plane_shape, features, self.device)
         self._masks: dict[int, np.ndarray] = {}
         self._dirty: dict[int, set[int]] = {}
+        self._given: dict[tuple[int, int], np.ndarray] = {}  # mask prompts, kept as given
 
     # -- embeddings ----------------------------------------------------------------------
     def _embedding(self, plane: int):
@@ -192,6 +193,7 @@ class Sam2Tracker:
             raise ValueError(f"Expected {len(pts)} point labels, got {len(lab)}.")
         if not len(pts) and box is None:
             raise ValueError("Expected at least one point or a box.")
+        self._given.pop((int(object_id), plane), None)
         xy = pts[:, ::-1].astype(np.float32)
         xyxy = None if box is None else np.asarray(box, np.float32).reshape(4)[[1, 0, 3, 2]]
         net = self.net
@@ -214,7 +216,12 @@ class Sam2Tracker:
         return self._after_prompt(plane, int(object_id), out)
 
     def set_mask(self, plane: int, object_id: int, mask: np.ndarray) -> np.ndarray:
-        """Prompt ``object_id`` on ``plane`` with a mask ``(Y, X)``; returns the mask there."""
+        """Prompt ``object_id`` on ``plane`` with a mask ``(Y, X)``; returns it (a copy).
+
+        The plane keeps this mask in the results (the model's own output for
+        a mask prompt is a coarser copy of it); other planes are tracked from
+        the model's memory of it.
+        """
         plane = self._check_plane(plane)
         mask = np.asarray(mask) > 0
         if mask.shape != self.plane_shape:
@@ -229,7 +236,9 @@ class Sam2Tracker:
                 out = net.add_new_mask(self.state, plane, int(object_id), mask)
         finally:
             net.add_all_frames_to_correct_as_cond = as_cond
-        return self._after_prompt(plane, int(object_id), out)
+        self._after_prompt(plane, int(object_id), out)
+        self._given[(int(object_id), plane)] = mask.copy()
+        return mask.copy()
 
     def remove_object(self, object_id: int) -> None:
         """Forget ``object_id``: its prompts, memory and masks."""
@@ -237,6 +246,7 @@ class Sam2Tracker:
             self.net.remove_object(self.state, int(object_id), need_output=False)
         self._masks.pop(object_id, None)
         self._dirty.pop(object_id, None)
+        self._given = {k: v for k, v in self._given.items() if k[0] != object_id}
 
     # -- results -------------------------------------------------------------------------
     def masks(self, object_id: int) -> np.ndarray:
@@ -384,6 +394,9 @@ class Sam2Tracker:
                 outputs["non_cond_frame_outputs"][plane] = compact
             state["frames_tracked_per_obj"][index][plane] = {"reverse": reverse}
             _, full = net._get_orig_video_res_output(state, logits)
+            given = self._given.get((object_id, plane))
+            if given is not None and plane in state["mask_inputs_per_obj"][index]:
+                return given.copy()  # a mask prompt stands as given (the model's is coarser)
             return (full[0, 0] > 0).cpu().numpy()
 
     def _snapshot(self) -> dict:
