@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from _sam2_models import tiny_sam2
 
 torch = pytest.importorskip("torch")
 
@@ -20,7 +21,6 @@ from napari_seglab.sam.sam2_download import ensure_sam2_checkpoint  # noqa: E402
 from napari_seglab.sam.sam2_model import (  # noqa: E402
     Sam2Model,
     Sam2NotInstalledError,
-    build_sam2_model,
 )
 from napari_seglab.sam.sam2_registry import (  # noqa: E402
     SAM2_CHECKPOINTS,
@@ -32,7 +32,7 @@ from napari_seglab.sam.sam2_registry import (  # noqa: E402
 @pytest.fixture(scope="module")
 def source():
     """A random-weight Hiera-tiny network and its checkpoint bytes (``{"model": state}``)."""
-    model = build_sam2_model(image_size=128, seed=11)
+    model = tiny_sam2()
     buffer = io.BytesIO()
     torch.save({"model": model.net.state_dict()}, buffer)
     return model, buffer.getvalue()

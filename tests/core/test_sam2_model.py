@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from _sam2_models import tiny_sam2
 
 torch = pytest.importorskip("torch")
 
@@ -13,14 +14,16 @@ from napari_seglab.sam import EmbeddingCache  # noqa: E402
 from napari_seglab.sam.sam2_model import (  # noqa: E402
     Sam2Embedding,
     Sam2NotInstalledError,
+    _embedding_weights_hash,
     build_sam2_model,
     encode_plane,
+    preprocess_plane,
 )
 
 
 @pytest.fixture(scope="module")
 def model():
-    return build_sam2_model(image_size=128, seed=3)
+    return tiny_sam2()
 
 
 @pytest.fixture
@@ -38,7 +41,16 @@ def test_build_uses_the_real_config_with_the_smaller_input(model):
     layer = model.net.memory_attention.layers[0]
     assert layer.self_attn.freqs_cis.shape[0] == 8 * 8  # RoPE follows the input size
     assert model.encoder_hash.startswith("params:")
-    assert build_sam2_model(image_size=128, seed=4).encoder_hash != model.encoder_hash
+    assert _embedding_weights_hash(model.net) == model.encoder_hash
+    weight = model.net.sam_mask_decoder.conv_s0.weight  # forward_image applies it
+    saved = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight[0, 0, 0, 0] += 1.0
+        assert _embedding_weights_hash(model.net) != model.encoder_hash
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
 
 
 def test_encoding_equals_the_official_preprocessing_and_forward_image(model, rgb):
@@ -59,6 +71,9 @@ def test_encoding_equals_the_official_preprocessing_and_forward_image(model, rgb
     assert ours.vision_features is ours.backbone_fpn[-1]
     assert ours.original_size == (40, 56)
     assert ours.input_size == (128, 128)
+    large = np.random.default_rng(1).integers(0, 256, size=(150, 211, 3), dtype=np.uint8)
+    shrunk = SAM2Transforms(model.img_size, 0.0)(large)[None]  # antialiased downscaling
+    torch.testing.assert_close(preprocess_plane(model, large), shrunk, rtol=0, atol=0)
     assert [tuple(t.shape) for t in ours.backbone_fpn] == [
         (1, 32, 32, 32),
         (1, 64, 16, 16),

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _sam2_models import tiny_sam2
 
 torch = pytest.importorskip("torch")
 
 from napari_seglab.sam import EmbeddingCache, PromptSegmenter  # noqa: E402
-from napari_seglab.sam.sam2_model import build_sam2_model  # noqa: E402
 
 SIZE = 128  # encoder input of the test model (the real Hiera-tiny config otherwise)
 
 
 @pytest.fixture(scope="module")
 def model():
-    return build_sam2_model(image_size=SIZE, seed=5)
+    return tiny_sam2(image_size=SIZE)
 
 
 @pytest.fixture(scope="module")

@@ -44,13 +44,13 @@ from ._layers import (
 )
 from ._layers import write_labels as _write_labels
 from ._sessions import sam_session
+from .sam_models import model_choices
 from .sam_objects import ObjectsPanel
 from .sam_prompt_choices import NEW_LABELS, LayerChoices
 from .sam_prompt_layers import PromptLayers
 from .sam_prompt_stack import StackPrompting
 from .sam_tools import SamToolsPanel
 
-MODEL_CHOICES = ("vit_b", "vit_l", "vit_h", "medsam")
 __all__ = ["NEW_LABELS", "SamPromptWidget"]
 HELP = (
     "Click: positive point · Shift+click: negative point · rectangle in 'SAM box': box prompt.<br>"
@@ -104,7 +104,7 @@ class SamPromptWidget(LayerChoices, StackPrompting, DockShell):
             widgets=[
                 ComboBox(name="image", label="Image", choices=self._image_choices),
                 ComboBox(name="target", label="Labels", choices=self._labels_choices),
-                ComboBox(name="model", label="Model", choices=MODEL_CHOICES),
+                ComboBox(name="model", label="Model", choices=model_choices()),
                 FileEdit(name="checkpoint", label="Checkpoint", filter="*.pth *.pt", value=""),
                 FileEdit(name="decoder", label="Decoder", filter="*.pt *.pth", value=""),
                 ComboBox(name="device", label="Device", choices=device_choices()),

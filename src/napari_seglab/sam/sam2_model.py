@@ -333,19 +333,26 @@ def preprocess_plane(model: Sam2Model, rgb: np.ndarray) -> torch.Tensor:
     """``(1, 3, S, S)`` float32 encoder input on ``model.device``, as ``SAM2Transforms``.
 
     ``rgb`` ``(Y, X, 3)`` uint8 → ``[0, 1]`` → resize to ``S × S`` (bilinear,
-    antialiased, as torchvision's ``Resize`` on tensors) → ImageNet mean/std.
+    antialiased, ``align_corners=False``: the interpolation torchvision's
+    ``Resize`` runs on tensors) → ImageNet mean/std. Written with torch alone
+    (importing ``torchvision.transforms`` costs seconds); a test checks it
+    equals ``SAM2Transforms`` exactly.
     """
     import torch
-    from torchvision.transforms import functional as tvf
+    import torch.nn.functional as F
 
     if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"Expected a (Y, X, 3) uint8 plane, got {rgb.shape} {rgb.dtype}.")
     side = model.img_size
     tensor = torch.from_numpy(np.ascontiguousarray(rgb)).to(model.device)
-    tensor = tensor.permute(2, 0, 1).float().div_(255.0)
-    tensor = tvf.resize(tensor, [side, side], antialias=True)
-    tensor = tvf.normalize(tensor, list(_MEAN), list(_STD))
-    return tensor[None]
+    tensor = tensor.permute(2, 0, 1).float().div(255.0)[None]
+    if tuple(tensor.shape[-2:]) != (side, side):
+        tensor = F.interpolate(
+            tensor, size=(side, side), mode="bilinear", align_corners=False, antialias=True
+        )
+    mean = torch.tensor(_MEAN, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
+    std = torch.tensor(_STD, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
+    return tensor.sub_(mean).div_(std)
 
 
 def _shared_pos_enc(model: Sam2Model, pos: list) -> list:
