@@ -55,6 +55,15 @@ for name in ("a", "b"):
     print(f"{name}: cuda vs cpu labels agree on {np.mean(a == b):.5f} of {a.size} voxels")
 PYEOF
 
+step "one CT-sized item (128, 512, 512): batch predict, 1 worker"
+"$PY" -c "import numpy as np, tifffile; r=np.random.default_rng(0); tifffile.imwrite('$W/big/ct.tif', r.integers(0, 4000, (128, 512, 512), dtype=np.uint16))" 2>/dev/null \
+  || { mkdir -p "$W/big" && "$PY" -c "import numpy as np, tifffile; r=np.random.default_rng(0); tifffile.imwrite('$W/big/ct.tif', r.integers(0, 4000, (128, 512, 512), dtype=np.uint16))"; }
+for dev in cuda cpu; do
+  timeout 200 "$PY" -m napari_seglab.cli batch predict "$W/model-cuda.pt" "$W/big/ct.tif" \
+    -o "$W/big-$dev" --workers 1 --device "$dev" >/dev/null 2>&1
+  "$PY" -c "import csv,sys; rows=list(csv.DictReader(open(sys.argv[1]))); print('$dev', {k: rows[0][k] for k in rows[0] if k in ('status','seconds','device')})" "$W/big-$dev/report.csv" 2>&1 | tail -1
+done
+
 step bench_unet --quick
 timeout 150 "$PY" benchmarks/bench_unet.py --quick 2>&1 | tail -12
 
