@@ -25,7 +25,7 @@ from napari_seglab.sam.sam2_tracker import Sam2Tracker, affected_range
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(one_torch_thread):
     return build_sam2_model(image_size=64)
 
 

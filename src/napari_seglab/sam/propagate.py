@@ -239,7 +239,7 @@ def _sam2_steps(
         try:
             step = next(job)
         except StopIteration as stop:
-            volume = np.array(stop.value[1], dtype=bool)
+            volume = stop.value[1]
             break
         yield PropagationStep(
             "propagating",

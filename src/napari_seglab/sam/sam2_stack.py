@@ -191,7 +191,7 @@ class Sam2StackObjects:
                 tracker.remove_object(tracker_id)
             raise
         first, last = (min(planes), max(planes)) if planes else (0, -1)
-        return Sam2Update(np.array(volume), first, last, int(label_id), tracker_id)
+        return Sam2Update(volume, first, last, int(label_id), tracker_id)
 
 
 def _empty(prompts: Any) -> bool:

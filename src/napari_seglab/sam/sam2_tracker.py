@@ -250,14 +250,17 @@ class Sam2Tracker:
 
     # -- results -------------------------------------------------------------------------
     def masks(self, object_id: int) -> np.ndarray:
-        """``(Z, Y, X)`` bool: the object's masks as last propagated (read-only view)."""
+        """``(Z, Y, X)`` bool: the object's masks as last propagated (a new array).
+
+        Masks are held bit-packed (one bit per pixel) between propagations.
+        """
         if object_id not in self._masks:
             raise KeyError(
                 f"Object {object_id} has not been propagated; known: {self.object_ids}."
             )
-        view = self._masks[object_id].view()
-        view.flags.writeable = False
-        return view
+        size = self.plane_shape[0] * self.plane_shape[1]
+        flat = np.unpackbits(self._masks[object_id], axis=1, count=size).view(bool)
+        return flat.reshape(self.n_planes, *self.plane_shape)
 
     def pending(self) -> dict[int, list[int]]:
         """Prompted planes not propagated from yet, per object."""
@@ -307,7 +310,7 @@ class Sam2Tracker:
         Returns
         -------
         dict of int to array ``(Z, Y, X)`` bool
-            Generator return value: every requested object's masks (read-only views).
+            Generator return value: every requested object's masks (new arrays).
 
         Raises
         ------
@@ -340,7 +343,7 @@ class Sam2Tracker:
                     for plane in planes:
                         check.raise_if_set("SAM 2 propagation")
                         mask = self._track(object_id, plane, reverse)
-                        staged[object_id][plane] = mask
+                        staged[object_id][plane] = np.packbits(mask.reshape(-1))
                         done += 1
                         yield TrackStep(
                             "tracking",
@@ -356,12 +359,13 @@ class Sam2Tracker:
             self._restore(snapshot)
             raise
         for object_id, planes in staged.items():
-            volume = self._masks.get(object_id)
-            if volume is None:
-                volume = np.zeros((self.n_planes, *self.plane_shape), dtype=bool)
-                self._masks[object_id] = volume
-            for plane, mask in planes.items():
-                volume[plane] = mask
+            packed = self._masks.get(object_id)
+            if packed is None:
+                size = self.plane_shape[0] * self.plane_shape[1]
+                packed = np.zeros((self.n_planes, (size + 7) // 8), dtype=np.uint8)
+                self._masks[object_id] = packed
+            for plane, bits in planes.items():
+                packed[plane] = bits
             self._dirty[object_id] = set()
         return {i: self.masks(i) for i in ids if i in self._masks}
 
