@@ -35,22 +35,13 @@ from .unet_parts import (
     group,
     is_lazy,
     prediction_job,
+    score_name,
     section,
+    train_job,
 )
 from .unet_region import predict_visible
 
 JOB = "unet"
-
-
-def _train_job(*args, binary_hint: str, **kwargs):
-    """:func:`~napari_seglab.unet.train_events`; too many classes names the checkbox to tick."""
-    from ..unet import train_events
-    from ..unet.data import TooManyClasses
-
-    try:
-        return (yield from train_events(*args, **kwargs))
-    except TooManyClasses as exc:
-        raise ValueError(f"{exc} Tick '{binary_hint}' under Data to do so.") from None
 
 
 class UNetWidget(DockShell):
@@ -182,11 +173,12 @@ class UNetWidget(DockShell):
         self.sections["curves"].expand(animate=False)
         self._start(
             "Training…",
-            _train_job,
+            train_job,
             image,
             labels,
             what="U-Net training",
             binary_hint=self.binary.text,
+            binary=self.binary.value,
             rgb=True if rgb else None,
             spacing=layer_spacing(image_layer),
             initial_model=initial,
@@ -200,9 +192,10 @@ class UNetWidget(DockShell):
     def _epoch_done(self, event) -> None:
         self.plot.add(event.epoch, event.loss, event.score)
         self._show_progress(event)
-        dice = "-" if event.score is None else f"{event.score:.3f}"
+        score = "-" if event.score is None else f"{event.score:.3f}"
+        name = score_name(self.architecture.value)
         self.status.setText(
-            f"Epoch {event.epoch}: loss {event.loss:.4f}, val Dice {dice}, {event.elapsed:.0f} s"
+            f"Epoch {event.epoch}: loss {event.loss:.4f}, {name} {score}, {event.elapsed:.0f} s"
         )
 
     def _trained(self, model) -> None:
@@ -260,7 +253,7 @@ class UNetWidget(DockShell):
             return
         image_layer, image, predict_kwargs = inputs
         model, probabilities = self.model, self.probability_layer.value
-        job, job_kwargs = prediction_job(image, probabilities)
+        job, job_kwargs = prediction_job(image, probabilities, model)
         self._start(
             "Predicting…",
             job,

@@ -133,9 +133,12 @@ class TrainingForm(Container):
                     label="Family",
                     choices=FAMILY_NAMES,
                     tooltip=(
-                        "Model family: MONAI networks (small defaults for CPUs) or "
-                        "deeplabv3plus (2D, ResNet-34 encoder, random weights: trained from "
-                        "scratch it needs many annotations and a GPU)."
+                        "Model family: MONAI networks (small defaults for CPUs), "
+                        "deeplabv3plus (2D, ResNet-34 encoder) or maskrcnn (instance "
+                        "segmentation: Labels with one id per object, every object of a "
+                        "trained plane labelled; predicts an instance Labels layer). "
+                        "deeplabv3plus and maskrcnn start from random weights: trained from "
+                        "scratch they need many annotations and a GPU."
                     ),
                 ),
                 SpinBox(

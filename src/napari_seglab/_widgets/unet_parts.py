@@ -96,29 +96,67 @@ def source_geometry(layer, ndim: int, channel_axis: int | None = None) -> dict:
     }
 
 
+def train_job(*args, binary_hint: str, binary: bool = False, **kwargs):
+    """:func:`~napari_seglab.unet.train_events`; too many classes names the checkbox to tick.
+
+    ``binary_hint`` is the text of the "labels > 0" checkbox and ``binary``
+    whether it is ticked; an instance family (Mask R-CNN) refuses it: its
+    objects would all become one.
+    """
+    from ..unet import train_events
+    from ..unet.data import TooManyClasses
+
+    family = kwargs.get("architecture")
+    if binary and instance_family(family):
+        raise ValueError(
+            f"The {family!r} family trains on instance labels (one id per object): untick "
+            f"'{binary_hint}' under Data."
+        )
+    try:
+        return (yield from train_events(*args, **kwargs))
+    except TooManyClasses as exc:
+        raise ValueError(f"{exc} Tick '{binary_hint}' under Data to do so.") from None
+
+
+def instance_family(family: str | None) -> bool:
+    """Whether ``family`` predicts objects itself (a family module of kind ``"instance"``)."""
+    from ..unet.families import family_module
+
+    module = None if family is None else family_module(family)
+    return module is not None and getattr(module, "KIND", "") == "instance"
+
+
+def score_name(family: str | None) -> str:
+    """What the validation score of ``family`` is: ``"val F1"`` (instances) or ``"val Dice"``."""
+    return "val F1" if instance_family(family) else "val Dice"
+
+
 def describe_model(model) -> str:
     """One line about ``model`` for the dock ("No model yet." for None)."""
     if model is None:
         return "No model yet."
-    best = "" if model.best_dice is None else f", best val Dice {model.best_dice:.3f}"
+    name = score_name(model.family)
+    best = "" if model.best_dice is None else f", best {name} {model.best_dice:.3f}"
     return (
         f"{model.architecture}, {model.describe_input()}, classes {list(model.classes)}, "
         f"patch {list(model.patch_size)}, {len(model.history)} epochs{best}"
     )
 
 
-def prediction_job(image, probabilities: bool):
+def prediction_job(image, probabilities: bool, model=None):
     """The core job predicting ``image`` and its extra keywords.
 
     In-memory images: :func:`~napari_seglab.unet.predict_and_split_events`.
     Lazy ones (dask, zarr, memory map): block by block into a zarr store in
     the cache folder (``predictions/``), so neither the image nor the result is
-    loaded whole (:func:`~napari_seglab.batch.stores.predict_into_store_events`).
+    loaded whole (:func:`~napari_seglab.batch.stores.predict_into_store_events`),
+    except with an instance family's ``model`` (Mask R-CNN), which predicts
+    whole planes: then the image is read into memory.
     """
-    if not is_lazy(image):
+    if not is_lazy(image) or instance_family(getattr(model, "family", None)):
         from ..unet import predict_and_split_events
 
-        return predict_and_split_events, {}
+        return (lambda m, im, **kw: predict_and_split_events(m, np.asarray(im), **kw)), {}
     from ..batch.stores import predict_into_store_events
     from ..cache import cache_dir
 
@@ -133,13 +171,19 @@ def add_prediction_layers(viewer, result, image_layer, model, probabilities: boo
 
     Labels as ``"<image> U-Net"``, objects as ``"... objects"``, and with
     ``probabilities`` one hidden Image layer per foreground class; each takes
-    the image layer's scale, translate, rotation, shear and affine. Returns
-    the labels layer's name.
+    the image layer's scale, translate, rotation, shear and affine. An
+    instance family (Mask R-CNN) adds its objects only, as one instance
+    Labels layer ``"<image> <family> objects"``. Returns the (first) labels
+    layer's name.
     """
     geometry = source_geometry(image_layer, result.labels.ndim, model.channel_axis)
     name = f"{image_layer.name} U-Net"
-    viewer.add_labels(result.labels, name=name, **geometry)
-    if result.instances is not None:
+    if instance_family(model.family):
+        name = f"{image_layer.name} {model.family} objects"
+        viewer.add_labels(result.instances, name=name, **geometry)
+    else:
+        viewer.add_labels(result.labels, name=name, **geometry)
+    if result.instances is not None and not instance_family(model.family):
         viewer.add_labels(result.instances, name=f"{name} objects", **geometry)
     if probabilities:
         for channel, value in enumerate(model.classes):
