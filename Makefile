@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	./scripts/install-system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade "pip>=23.2" >/dev/null
-	$(BIN)/python -m pip install -e ".[test,docs,dev]"
+	$(BIN)/python -m pip install -e ".[test,docs,dev,mask2former]"
 	# SAM 2 (the [sam2] extra) is an sdist: build it against the torch above, without its
 	# CUDA extension (see docs/sam.md); build isolation would pull another torch.
 	$(BIN)/python -m pip install "setuptools>=70.1" wheel
