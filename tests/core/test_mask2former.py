@@ -1,0 +1,134 @@
+"""The optional Mask2Former family: trains, predicts panoptic output, saves and loads."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from napari_seglab import metrics, unet
+from napari_seglab.models import load_model
+from napari_seglab.models import mask2former as m2f
+
+#: A tiny Swin + Mask2Former (about 0.35 M parameters) so a step takes well under a second.
+TINY = {
+    "backbone": {
+        "embed_dim": 16,
+        "depths": [1, 1, 1, 1],
+        "num_heads": [1, 1, 2, 2],
+        "window_size": 4,
+    },
+    "feature_size": 32,
+    "mask_feature_size": 32,
+    "hidden_dim": 32,
+    "encoder_feedforward_dim": 64,
+    "encoder_layers": 1,
+    "decoder_layers": 2,
+    "num_attention_heads": 2,
+    "dim_feedforward": 64,
+    "num_queries": 8,
+    "train_num_points": 256,
+}
+
+
+def scene():
+    """Four square cells (class 1, a thing), two touching, and a tissue band (class 2, stuff)."""
+    rng = np.random.default_rng(0)
+    classes = np.zeros((64, 64), np.uint8)
+    instances = np.zeros((64, 64), np.int32)
+    classes[:, 48:] = 2
+    for k, (y, x) in enumerate([(8, 8), (8, 20), (34, 10), (34, 30)], 1):
+        classes[y : y + 12, x : x + 12] = 1
+        instances[y : y + 12, x : x + 12] = k
+    image = (classes == 1) * 1.0 + (classes == 2) * 0.5 + rng.normal(0, 0.1, classes.shape)
+    return image.astype(np.float32), classes, instances
+
+
+@pytest.fixture(scope="module")
+def trained():
+    pytest.importorskip("transformers")
+    image, classes, instances = scene()
+    labels = m2f.PanopticLabels(classes.copy(), instances.copy())
+    events = []
+    model = unet.train(
+        image,
+        labels,
+        family="mask2former",
+        network_kwargs={**TINY, "things": [1]},
+        max_epochs=3,
+        steps_per_epoch=3,
+        batch_size=1,
+        augment=False,
+        validation_fraction=0,
+        device="cpu",
+        seed=0,
+        callback=events.append,
+    )
+    assert np.array_equal(labels.classes, classes)  # inputs untouched
+    return model, events
+
+
+def test_trains_and_loss_falls(trained):
+    model, events = trained
+    assert model.family == "mask2former"
+    assert model.classes == (0, 1, 2)
+    assert model.network_kwargs["things"] == [1]
+    losses = [e.loss for e in events]
+    assert len(losses) == 3
+    assert losses[-1] < losses[0]
+
+
+def test_predicts_panoptic_output_and_round_trips(trained, tmp_path):
+    model, _ = trained
+    image, classes, instances = scene()
+    prediction = unet.predict_and_split(model, image, device="cpu")
+    assert prediction.probabilities.shape == (3, 64, 64)
+    np.testing.assert_allclose(prediction.probabilities.sum(0), 1.0, atol=1e-4)
+    assert prediction.labels.shape == prediction.instances.shape == (64, 64)
+    # an object id only on thing pixels
+    assert not (prediction.instances[prediction.labels != 1] > 0).any()
+    score = metrics.panoptic(
+        prediction.labels, prediction.instances, classes, instances, things=[1]
+    )
+    assert 0.0 <= score["summary"]["things"]["pq"] <= 1.0
+    loaded = load_model(model.save(tmp_path / "m2f.pt"))
+    again = unet.predict_and_split(loaded, image, device="cpu")
+    np.testing.assert_array_equal(again.probabilities, prediction.probabilities)
+    np.testing.assert_array_equal(again.instances, prediction.instances)
+    stack = np.stack([image, image[::-1]])
+    planes = unet.predict_and_split(loaded, stack, device="cpu", slicewise=True)
+    assert planes.labels.shape == (2, 64, 64)
+    np.testing.assert_array_equal(planes.labels[0], prediction.labels)
+
+
+def test_panoptic_post_processing_gives_ids_to_thing_segments(trained):
+    model, _ = trained
+    image, _, _ = scene()
+    plane = model.prepare_input(image)
+    index, ids, _ = m2f.predict_plane(
+        model.network, plane, {1}, [0, 2], "cpu", score_threshold=0.0
+    )
+    assert set(np.unique(index).tolist()) <= {-1, 0, 1, 2}
+    assert (ids[index != 1] == 0).all()
+    assert ids.max() == len(np.unique(ids[ids > 0]))
+
+
+def test_missing_transformers_names_the_extra(monkeypatch):
+    image, classes, _ = scene()
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(ImportError, match=r'pip install "napari-seglab\[mask2former\]"'):
+        unet.train(image, classes, family="mask2former", max_epochs=1)
+
+
+def test_bad_settings_are_named():
+    pytest.importorskip("transformers")
+    image, classes, _ = scene()
+    with pytest.raises(ValueError, match="pretrained=True"):
+        m2f.train(image, classes, pretrained=True, max_epochs=1)
+    with pytest.raises(ValueError, match="things \\[5\\] do not occur"):
+        m2f.train(image, classes, things=[5], max_epochs=1)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        m2f.train(image, classes, patch_size=(48, 48), max_epochs=1)
+    with pytest.raises(ValueError, match="encoder: not a setting"):
+        unet.train(image, classes, family="mask2former", encoder="resnet18", max_epochs=1)
