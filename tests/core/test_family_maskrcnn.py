@@ -234,3 +234,26 @@ def test_refuses_what_it_cannot_do():
         unet.train(image, np.zeros_like(ids), family="maskrcnn", max_epochs=1)
     with pytest.raises(ValueError, match="pretrained=True"):
         unet.train(image, ids, family="maskrcnn", pretrained=True, max_epochs=1)
+
+
+def test_cli_trains_maskrcnn_and_predicts_instance_labels(tmp_path, capsys):
+    import tifffile
+
+    from napari_seglab.cli import main
+
+    image, ids = touching_pairs(2, pairs=2, size=48)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "ids.tif", ids)
+    model_path, out = tmp_path / "m.pt", tmp_path / "objects.tif"
+    args = ["train", str(tmp_path / "img.tif"), str(tmp_path / "ids.tif"), "-o", str(model_path)]
+    settings = ["--family", "maskrcnn", "--encoder", "small", "--epochs", "1"]
+    code = main([*args, *settings, "--steps-per-epoch", "1", "--device", "cpu"])
+    assert code == 0
+    assert "val F1" in capsys.readouterr().out
+    model = models.load_model(model_path)
+    assert model.family == "maskrcnn"
+    assert model.network_kwargs["backbone"] == "small"
+    assert main(["predict", str(model_path), str(tmp_path / "img.tif"), "-o", str(out)]) == 0
+    written = tifffile.imread(out)
+    expected = unet.predict_and_split(model, image).instances
+    np.testing.assert_array_equal(written, expected)

@@ -21,10 +21,12 @@ def register(subparsers) -> None:
 
     train = subparsers.add_parser(
         "train",
-        help="train a segmentation network (U-Net, DeepLabV3+, ...) on an image and its labels",
+        help="train a segmentation network (U-Net, DeepLabV3+, Mask R-CNN, ...) on an image "
+        "and its labels",
         description=(
-            "Train a segmentation network (a MONAI network, or DeepLabV3+) on IMAGE with LABELS "
-            "(same spatial shape; each label value is a class) and save it to -o/--out."
+            "Train a segmentation network (a MONAI network, DeepLabV3+ or Mask R-CNN) on IMAGE "
+            "with LABELS (same spatial shape; each label value is a class, or with --family "
+            "maskrcnn one id per object) and save it to -o/--out."
         ),
     )
     train.add_argument("image", type=Path, help="image file (.tif, .npy, .nii.gz)")
@@ -36,13 +38,17 @@ def register(subparsers) -> None:
         "--family",
         choices=FAMILY_NAMES,
         default=None,
-        help="model family (default unet; deeplabv3plus is 2D, plane by plane on stacks)",
+        help="model family (default unet; deeplabv3plus and maskrcnn are 2D, plane by plane on "
+        "stacks; maskrcnn trains on instance labels and predicts instance labels)",
     )
     train.add_argument(
         "--architecture", choices=FAMILY_NAMES, default=None, help="same as --family"
     )
     train.add_argument(
-        "--encoder", default=None, help="DeepLabV3+ encoder (default resnet34; e.g. resnet18)"
+        "--encoder",
+        default=None,
+        help="DeepLabV3+ encoder (default resnet34; e.g. resnet18) or Mask R-CNN backbone "
+        "(resnet18 default, resnet34, resnet50, small)",
     )
     train.add_argument("--patch-size", type=int, nargs="+", default=None, help="e.g. 16 64 64")
     train.add_argument("--epochs", type=int, default=None, help="maximum epochs")
@@ -77,7 +83,10 @@ def register(subparsers) -> None:
     predict = subparsers.add_parser(
         "predict",
         help="segment an image with a trained model (any family)",
-        description="Predict labels for IMAGE with MODEL (sliding windows, Gaussian blending).",
+        description=(
+            "Predict labels for IMAGE with MODEL (sliding windows, Gaussian blending; a Mask "
+            "R-CNN model writes instance labels, one id per object, linked across planes)."
+        ),
     )
     predict.add_argument("model", type=Path, help="model file written by 'seglab train'")
     predict.add_argument("image", type=Path, help="image file (.tif, .npy, .nii.gz)")
@@ -191,13 +200,20 @@ def _train(args: argparse.Namespace) -> int:
                 f"{_numbers(label_spacing)}; using {_numbers(spacing)} ({source})",
                 file=sys.stderr,
             )
+    if args.binary and (args.family or args.architecture) == "maskrcnn":
+        raise ValueError(
+            "--binary would merge every object into one: maskrcnn needs instance labels."
+        )
     if args.binary:
         labels = (labels > 0).astype("uint8")
 
+    name = "F1" if (args.family or args.architecture) == "maskrcnn" else "Dice"
+
     def report(event) -> None:
-        dice = "-" if event.score is None else f"{event.score:.3f}"
+        score = "-" if event.score is None else f"{event.score:.3f}"
         print(
-            f"epoch {event.epoch}: loss {event.loss:.4f}, val Dice {dice}, {event.elapsed:.1f} s",
+            f"epoch {event.epoch}: loss {event.loss:.4f}, val {name} {score}, "
+            f"{event.elapsed:.1f} s",
             flush=True,
         )
 

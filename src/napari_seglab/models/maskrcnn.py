@@ -35,7 +35,7 @@ import numpy as np
 from ..jobs import JobCancelled
 from ..training_loop import EpochEvent, LoopSettings, training_loop
 from .maskrcnn_data import CropSampler, InstancePlane, instance_planes, split_plane
-from .maskrcnn_net import build_maskrcnn, maskrcnn_defaults
+from .maskrcnn_net import build_maskrcnn, maskrcnn_settings
 from .maskrcnn_predict import detect_planes, predict_events
 
 __all__ = ["KIND", "MaskRcnnTask", "build_network", "predict_events", "train_events"]
@@ -227,7 +227,8 @@ def train_events(
     pretrained : bool
         ImageNet backbone weights: not available yet (True raises ValueError).
     network_kwargs : dict, optional
-        Overrides of :func:`~.maskrcnn_net.maskrcnn_defaults`.
+        Overrides of :func:`~.maskrcnn_net.maskrcnn_defaults` (the ``"small"``
+        backbone also narrows the FPN and heads: :data:`~.maskrcnn_net.SMALL_PRESET`).
     patch_size : (int, int), optional
         Training crop ``(H, W)``; default the plane size up to 256.
     batch_size : int, optional
@@ -279,9 +280,7 @@ def train_events(
         patch_size = patch_size or initial_model.patch_size
         kwargs = dict(initial_model.network_kwargs)
     else:
-        kwargs = {**maskrcnn_defaults(), **(network_kwargs or {})}
-        if encoder is not None:
-            kwargs["backbone"] = encoder
+        kwargs = maskrcnn_settings(network_kwargs, encoder)
     planes, is_rgb, axis, in_channels, recipe = _prepare(
         image, labels, rgb, channel_axis, intensity
     )

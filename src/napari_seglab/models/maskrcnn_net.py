@@ -25,12 +25,35 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-__all__ = ["BACKBONES", "build_maskrcnn", "maskrcnn_defaults"]
+__all__ = ["BACKBONES", "SMALL_PRESET", "build_maskrcnn", "maskrcnn_defaults", "maskrcnn_settings"]
 
 #: Backbone names: torchvision ResNets (random weights) and a small ResNet for tests and CPUs.
 BACKBONES = ("resnet18", "resnet34", "resnet50", "small")
 #: Normalisation layers of the backbone.
 NORMS = ("group", "batch", "frozen")
+#: Defaults that change with the ``"small"`` backbone: narrow FPN and heads too.
+SMALL_PRESET = {"fpn_channels": 64, "box_head": 256, "mask_head": 64, "rpn_proposals": 300}
+
+
+def maskrcnn_settings(overrides: dict | None = None, backbone: str | None = None) -> dict:
+    """Full ``network_kwargs``: the defaults, the small preset, then ``overrides``.
+
+    Parameters
+    ----------
+    overrides : dict, optional
+        Settings of :func:`maskrcnn_defaults` to change.
+    backbone : str, optional
+        The backbone (the ``encoder=`` keyword); wins over ``overrides``.
+        With ``"small"``, :data:`SMALL_PRESET` replaces the defaults it names.
+    """
+    settings = maskrcnn_defaults()
+    overrides = dict(overrides or {})
+    if backbone is not None:
+        overrides["backbone"] = backbone
+    if overrides.get("backbone") == "small":
+        settings.update(SMALL_PRESET)
+    settings.update(overrides)
+    return settings
 
 
 def maskrcnn_defaults() -> dict:
