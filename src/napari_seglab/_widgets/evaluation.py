@@ -1,4 +1,4 @@
-"""Evaluation dock widget: Dice / IoU / surface / instance scores of two Labels layers.
+"""Evaluation dock widget: Dice / IoU / surface / instance / panoptic scores of Labels layers.
 
 A thin shell over :mod:`napari_seglab.metrics`. The parameter form is a
 magicgui container: a prediction and a ground-truth Labels layer (choices
@@ -9,7 +9,8 @@ to :class:`~.evaluation_results.ResultsView` (table, CSV, plots), warnings
 about a misleading comparison (instance-like ground truth, no class in
 common) to a warning line, and optional false-positive / false-negative
 Labels layers placed exactly on the prediction (its scale, translate,
-rotate, shear and affine).
+rotate, shear and affine). Panoptic mode adds object layers and the thing
+and stuff classes (:mod:`.evaluation_panoptic`).
 
 Defaults: Ground truth is the most recent Labels layer named like one
 (:func:`looks_like_ground_truth`), else empty so the user chooses; Prediction
@@ -30,6 +31,13 @@ from qtpy.QtWidgets import QLabel, QProgressBar, QPushButton
 from .. import metrics
 from ._dock import DockShell
 from ._layers import error_text, layer_geometry, layer_spacing, notify_error, show_info
+from .evaluation_panoptic import (
+    PANOPTIC,
+    panoptic_form,
+    panoptic_inputs,
+    panoptic_job,
+    panoptic_summary,
+)
 from .evaluation_results import ResultsView
 
 SEMANTIC = "semantic"
@@ -69,6 +77,8 @@ class EvaluationWidget(DockShell):
     form : magicgui Container
         ``pred``, ``gt`` (Labels or None), ``mode``, ``foreground``, ``class_map``
         (text ``"1:1,2:1"``), ``iou_threshold``, ``tolerance``, ``error_layers``.
+    panoptic : magicgui Container
+        Panoptic mode: ``pred_objects``, ``gt_objects``, ``things``, ``stuff``, ``per_plane``.
     results : ResultsView
         Table, CSV export and plots of the last result.
     """
@@ -105,9 +115,10 @@ class EvaluationWidget(DockShell):
                 ComboBox(
                     name="mode",
                     label="Mode",
-                    choices=[SEMANTIC, INSTANCE],
+                    choices=[SEMANTIC, INSTANCE, PANOPTIC],
                     tooltip="semantic: ids are classes (Dice, IoU, HD95, ASSD, surface Dice per "
-                    "class).\ninstance: ids are objects, matched one-to-one by IoU (F1, PQ).",
+                    "class).\ninstance: ids are objects, matched one-to-one by IoU (F1, PQ).\n"
+                    "panoptic: classes and objects (PQ, SQ, RQ per class, things and stuff).",
                 ),
                 CheckBox(
                     name="foreground",
@@ -127,7 +138,8 @@ class EvaluationWidget(DockShell):
                     min=0.05,
                     max=1.0,
                     step=0.05,
-                    tooltip="Instance mode: IoU a pair needs to count as a match.",
+                    tooltip="Instance and panoptic modes: IoU a pair needs to count as a match "
+                    "(panoptic: above it, at least 0.5).",
                 ),
                 FloatSpinBox(
                     name="tolerance",
@@ -143,7 +155,9 @@ class EvaluationWidget(DockShell):
         )
         self.form.class_map.native.setPlaceholderText("e.g. 1:1,2:1")
         self.form.changed.connect(self._form_changed)
-        self.forms = [self.form]
+        self.panoptic = panoptic_form(self._label_choices)
+        self.panoptic.changed.connect(self._form_changed)
+        self.forms = [self.form, self.panoptic]
         self.evaluate_button = QPushButton("Evaluate")
         self.evaluate_button.clicked.connect(self.evaluate)
         self.cancel_button = QPushButton("Cancel")
@@ -159,6 +173,7 @@ class EvaluationWidget(DockShell):
         self.set_rows(
             [
                 [self.form],
+                [self.panoptic],
                 [self.evaluate_button, self.cancel_button],
                 [self.progress],
                 [self.status],
@@ -211,10 +226,12 @@ class EvaluationWidget(DockShell):
 
     def _form_changed(self, *_) -> None:
         """A new choice: enable what applies, and let no text describe an older run."""
-        instance = self.form.mode.value == INSTANCE
-        self.form.iou_threshold.enabled = instance
+        mode = self.form.mode.value
+        self.form.iou_threshold.enabled = mode != SEMANTIC
         for name in ("tolerance", "foreground", "class_map"):
-            self.form[name].enabled = not instance
+            self.form[name].enabled = mode == SEMANTIC
+        self.form.error_layers.enabled = mode != PANOPTIC
+        self.panoptic.visible = mode == PANOPTIC
         self._update_buttons()
         if self._busy:
             return
@@ -244,9 +261,11 @@ class EvaluationWidget(DockShell):
             pred_layer, gt_layer = form.pred.value, form.gt.value
             if pred_layer is None or gt_layer is None:
                 raise ValueError("choose a prediction and a ground-truth Labels layer")
+            mode = form.mode.value
+            if mode == PANOPTIC:
+                inputs = panoptic_inputs(self.panoptic, pred_layer, gt_layer, _labels_data)
             pred_data, gt_data = _labels_data(pred_layer), _labels_data(gt_layer)
             metrics.check_label_pair(pred_data, gt_data)
-            mode = form.mode.value
             text = form.class_map.value.strip() if mode == SEMANTIC else ""
             class_map = metrics.parse_class_map(text) if text else None
         except ValueError as exc:
@@ -262,6 +281,24 @@ class EvaluationWidget(DockShell):
         self.progress.setRange(0, 0)
         self.status.setText(f"Evaluating {pred_layer.name!r} against {gt_layer.name!r}…")
         self.warning_label.setVisible(False)
+        handlers = {
+            "on_yielded": self._on_progress,
+            "on_returned": self._on_result,
+            "on_errored": lambda exc: self.status.setText(f"Failed: {error_text(exc)}"),
+            "on_cancelled": lambda exc: self._on_cancelled(),
+            "on_finished": lambda: self._set_busy(False),
+        }
+        if mode == PANOPTIC:
+            threshold = float(form.iou_threshold.value)
+            self.jobs.start(
+                "evaluate",
+                panoptic_job,
+                what="Evaluation",
+                iou_threshold=threshold,
+                **inputs,
+                **handlers,
+            )
+            return
         self.jobs.start(
             "evaluate",
             metrics.evaluation_steps,
@@ -275,11 +312,7 @@ class EvaluationWidget(DockShell):
             error_images=form.error_layers.value,
             foreground=mode == SEMANTIC and form.foreground.value,
             class_map=class_map,
-            on_yielded=self._on_progress,
-            on_returned=self._on_result,
-            on_errored=lambda exc: self.status.setText(f"Failed: {error_text(exc)}"),
-            on_cancelled=lambda exc: self._on_cancelled(),
-            on_finished=lambda: self._set_busy(False),
+            **handlers,
         )
 
     @property
@@ -331,6 +364,8 @@ class EvaluationWidget(DockShell):
     @staticmethod
     def _summary(evaluation: metrics.Evaluation) -> str:
         result = evaluation.result
+        if evaluation.mode == PANOPTIC:
+            return panoptic_summary(result)
         if evaluation.mode == INSTANCE:
             return (
                 f"{result['n_gt']} ground-truth objects, {result['n_pred']} predicted; at IoU ≥ "

@@ -3,7 +3,8 @@
 :class:`ResultsView` shows one :class:`~napari_seglab.metrics.Evaluation`: a
 copyable table (the same rows as the CSV export and ``seglab evaluate``), a
 per-slice Dice plot, and a per-object IoU histogram (instance mode) or
-per-class Dice bars (semantic mode). A caption names the layers the table
+per-class Dice bars (semantic mode); in panoptic mode PQ, SQ and RQ bars per
+class, things and stuff coloured apart. A caption names the layers the table
 belongs to, so results never pass for another pair of layers.
 """
 
@@ -32,6 +33,7 @@ from .. import metrics
 from ._layers import notify_error, show_info
 
 INSTANCE = "instance"
+PANOPTIC = "panoptic"
 
 
 class ResultsView(QWidget):
@@ -164,6 +166,10 @@ class ResultsView(QWidget):
             return
         self.slice_axes.clear()
         self.object_axes.clear()
+        if evaluation.mode == PANOPTIC:
+            self._plot_panoptic(evaluation.result)
+            self.canvas.draw_idle()
+            return
         if evaluation.per_slice:
             for label, dice in evaluation.per_slice.items():
                 name = "foreground" if evaluation.mode == INSTANCE else f"class {label}"
@@ -189,6 +195,27 @@ class ResultsView(QWidget):
             self.object_axes.set_xlabel("class")
             self.object_axes.set_ylabel("Dice")
         self.canvas.draw_idle()
+
+    def _plot_panoptic(self, result: dict) -> None:
+        """PQ per class (things blue, stuff orange) above, SQ and RQ per class below."""
+        classes = list(result["classes"])
+        names = [str(c) for c in classes]
+        colours = [
+            "tab:blue" if result["classes"][c]["kind"] == "thing" else "tab:orange"
+            for c in classes
+        ]
+        pq = [result["classes"][c]["pq"] for c in classes]
+        self.slice_axes.bar(names, np.nan_to_num(pq), color=colours)
+        self.slice_axes.set_ylim(0, 1.02)
+        self.slice_axes.set_ylabel("PQ (blue: things, orange: stuff)")
+        x = np.arange(len(classes))
+        for offset, key in ((-0.2, "sq"), (0.2, "rq")):
+            values = [result["classes"][c][key] for c in classes]
+            self.object_axes.bar(x + offset, np.nan_to_num(values), width=0.4, label=key.upper())
+        self.object_axes.set_xticks(x, names)
+        self.object_axes.set_ylim(0, 1.02)
+        self.object_axes.set_xlabel("class")
+        self.object_axes.legend(fontsize="small", loc="lower right")
 
 
 def _make_plots():
