@@ -222,3 +222,29 @@ def test_time_series_rgb_several_objects_and_new_object_later(model, cache):
         run_to_end(tracker.propagate_steps([9]))
     with pytest.raises(TypeError, match="SAM 2 model"):
         Sam2Tracker(object(), series)
+
+
+def test_update_changes_replace_the_object_on_propagated_planes_only():
+    from napari_seglab.sam.sam2_stack import Sam2Update
+
+    labels = np.zeros((4, 5, 5), np.int32)
+    labels[:, 1:3, 1:3] = 2  # the object, on every plane
+    labels[:, 4, 4] = 9  # another object
+    volume = np.zeros((4, 5, 5), bool)
+    volume[:, 2:4, 2:4] = True
+    volume[:, 4, 4] = True
+    update = Sam2Update(volume, first=1, last=2, label_id=2, tracker_id=1)
+    indices, values = update.changes(labels)
+    out = labels.copy()
+    out[indices] = values
+    np.testing.assert_array_equal(out[[0, 3]], labels[[0, 3]])  # planes not propagated
+    for z in (1, 2):
+        expected = np.where(volume[z], 2, 0)
+        expected[4, 4] = 9  # not taken without overwrite
+        np.testing.assert_array_equal(out[z], expected)
+    indices, values = update.changes(labels, overwrite=True)
+    out = labels.copy()
+    out[indices] = values
+    assert out[1, 4, 4] == 2
+    with pytest.raises(ValueError, match="no label id"):
+        Sam2Update(volume, 0, 3, 0, 1).changes(labels)
