@@ -116,3 +116,16 @@ def test_missing_package_gives_the_install_command(monkeypatch):
 def test_bad_image_size_is_refused():
     with pytest.raises(ValueError, match="multiple of 64"):
         build_sam2_model(image_size=100)
+
+
+def test_background_precompute_fills_the_cache_for_prompting(model):
+    from napari_seglab.jobs import run_to_end
+    from napari_seglab.sam import PromptSegmenter, SamInput, precompute_embeddings
+
+    stack = np.random.default_rng(2).integers(0, 900, size=(2, 30, 36)).astype(np.uint16)
+    cache = EmbeddingCache(max_items=4)
+    source = SamInput(stack)
+    assert run_to_end(precompute_embeddings(model, source, cache)) == 2
+    segmenter = PromptSegmenter(model, cache)
+    assert isinstance(segmenter.set_image(source, 1), Sam2Embedding)
+    assert (cache.misses, cache.hits) == (2, 1)
