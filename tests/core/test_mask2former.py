@@ -96,6 +96,8 @@ def test_predicts_panoptic_output_and_round_trips(trained, tmp_path):
     again = unet.predict_and_split(loaded, image, device="cpu")
     np.testing.assert_array_equal(again.probabilities, prediction.probabilities)
     np.testing.assert_array_equal(again.instances, prediction.instances)
+    with pytest.raises(ValueError, match="tta: not available"):
+        unet.predict(loaded, image, tta=True)
     stack = np.stack([image, image[::-1]])
     planes = unet.predict_and_split(loaded, stack, device="cpu", slicewise=True)
     assert planes.labels.shape == (2, 64, 64)

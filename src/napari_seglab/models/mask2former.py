@@ -63,9 +63,6 @@ __all__ = [
     "train_events",
 ]
 
-#: Keywords of ``unet.train_events`` that this family does not use (accepted when unset).
-_UNUSED = ("encoder",)
-
 
 def train_events(
     image,
@@ -138,11 +135,10 @@ def train_events(
     from ..training_loop import LoopSettings, training_loop
     from ..unet.model import SegmentationModel
 
-    given = sorted(k for k, v in unused.items() if v is not None and k in _UNUSED)
-    unknown = sorted(k for k in unused if k not in _UNUSED and k != "architecture")
-    if given or unknown:
+    given = sorted(k for k, v in unused.items() if v is not None and k != "architecture")
+    if given:
         raise ValueError(
-            f"{', '.join(given + unknown)}: not a setting of the 'mask2former' family "
+            f"{', '.join(given)}: not a setting of the 'mask2former' family "
             "(Swin backbone settings go in network_kwargs['backbone'])."
         )
     if pretrained:
@@ -274,8 +270,9 @@ def predict_events(
         visible after overlaps are resolved (``transformers``'
         ``overlap_mask_area_threshold``).
     unused :
-        Keywords of the other families' prediction (``overlap``, ``tta``,
-        ``batch_size``, ``spacing``, ``min_size`` ...): not used here.
+        Keywords of the other families' prediction (``overlap``, ``batch_size``,
+        ``spacing``, ``min_size`` ...): not used here; ``tta`` or ``mc_dropout``
+        set is a ``ValueError``.
 
     Returns
     -------
@@ -287,6 +284,13 @@ def predict_events(
     require_transformers()
     from ..device import resolve_device
     from ..unet.postprocess import Prediction
+
+    asked = [k for k in ("tta", "mc_dropout") if unused.get(k)]
+    if asked:
+        raise ValueError(
+            f"{', '.join(asked)}: not available for the 'mask2former' family (its panoptic "
+            "post-processing works on one forward pass)."
+        )
 
     check = CancelCheck(cancel)
     clock = Stopwatch()
