@@ -232,8 +232,69 @@ def test_refuses_what_it_cannot_do():
         unet.train(image, ids.astype(np.float32), family="maskrcnn", max_epochs=1)
     with pytest.raises(ValueError, match="no object"):
         unet.train(image, np.zeros_like(ids), family="maskrcnn", max_epochs=1)
-    with pytest.raises(ValueError, match="pretrained=True"):
-        unet.train(image, ids, family="maskrcnn", pretrained=True, max_epochs=1)
+    with pytest.raises(ValueError, match="'small' backbone has no ImageNet weights"):
+        unet.train(image, ids, family="maskrcnn", encoder="small", pretrained=True, max_epochs=1)
+
+
+def test_pretrained_backbone_download_check_and_offline_path(tmp_path):
+    """ImageNet weights come through the cache from a loopback server; offline names the path."""
+    import hashlib
+    import http.server
+    import io
+
+    from torchvision.models import resnet18
+
+    from napari_seglab.models.maskrcnn_net import build_maskrcnn
+    from napari_seglab.models.maskrcnn_weights import (
+        ensure_backbone_weights,
+        load_backbone_weights,
+        weights_path,
+    )
+
+    buffer = io.BytesIO()
+    torch.manual_seed(3)
+    reference = resnet18(weights=None)
+    torch.save(reference.state_dict(), buffer)
+    body = buffer.getvalue()
+    name = f"resnet18-{hashlib.sha256(body).hexdigest()[:8]}.pth"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            data = body if self.path.endswith(name) else body[:100]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        path = ensure_backbone_weights("resnet18", url=f"{base}/{name}")
+        assert path == weights_path(f"{base}/{name}")
+        assert path.read_bytes() == body
+        with pytest.raises(RuntimeError, match="SHA-256 prefix"):  # a corrupt file: deleted
+            ensure_backbone_weights("resnet18", url=f"{base}/resnet18-00000000.pth")
+        assert not weights_path(f"{base}/resnet18-00000000.pth").exists()
+    finally:
+        server.shutdown()
+        server.server_close()
+    settings = {"norm": "frozen", "fpn_channels": 32, "box_head": 64, "mask_head": 16}
+    network = build_maskrcnn(1, 2, settings)
+    load_backbone_weights(network, path)
+    expected = reference.conv1.weight.mean(dim=1, keepdim=True)
+    assert torch.equal(network.backbone.body.conv1.weight, expected)
+    assert torch.equal(
+        network.backbone.body.layer4[1].conv2.weight, reference.layer4[1].conv2.weight
+    )
+    offline = f"{base}/resnet18-12345678.pth"  # the server is gone: connection refused
+    with pytest.raises(FileNotFoundError) as missing:
+        ensure_backbone_weights("resnet18", url=offline)
+    assert str(weights_path(offline)) in str(missing.value)
 
 
 def test_cli_trains_maskrcnn_and_predicts_instance_labels(tmp_path, capsys):

@@ -225,7 +225,10 @@ def train_events(
         Backbone (:data:`~.maskrcnn_net.BACKBONES`; default ``"resnet18"``),
         the same as ``network_kwargs={"backbone": ...}``.
     pretrained : bool
-        ImageNet backbone weights: not available yet (True raises ValueError).
+        Start the ResNet backbone from ImageNet weights, downloaded once into the
+        plugin cache and checked (:mod:`.maskrcnn_weights`; the backbone's
+        norm then defaults to ``"frozen"``). Offline, a FileNotFoundError names
+        the path to place the file at.
     network_kwargs : dict, optional
         Overrides of :func:`~.maskrcnn_net.maskrcnn_defaults` (the ``"small"``
         backbone also narrows the FPN and heads: :data:`~.maskrcnn_net.SMALL_PRESET`).
@@ -261,12 +264,6 @@ def train_events(
     from ..unet.model import SegmentationModel
 
     _refuse(shared)
-    if pretrained:
-        raise ValueError(
-            "pretrained=True is not available for the 'maskrcnn' family yet: napari-seglab has "
-            "no pinned, hash-checked ImageNet backbone weights. Train from random weights, or "
-            "continue from a saved model with initial_model=."
-        )
     if max_epochs is None and time_budget_s is None:
         max_epochs = DEFAULT_MAX_EPOCHS
     settings = LoopSettings(
@@ -281,6 +278,13 @@ def train_events(
         kwargs = dict(initial_model.network_kwargs)
     else:
         kwargs = maskrcnn_settings(network_kwargs, encoder)
+    weights = None
+    if pretrained and initial_model is None:
+        from .maskrcnn_weights import ensure_backbone_weights
+
+        if "norm" not in (network_kwargs or {}):
+            kwargs["norm"] = "frozen"  # the ImageNet statistics, as torchvision fine-tunes
+        weights = ensure_backbone_weights(kwargs["backbone"])
     planes, is_rgb, axis, in_channels, recipe = _prepare(
         image, labels, rgb, channel_axis, intensity
     )
@@ -310,6 +314,10 @@ def train_events(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         network = build_network(2, in_channels, 2, kwargs)
+    if weights is not None:
+        from .maskrcnn_weights import load_backbone_weights
+
+        load_backbone_weights(network, weights)
     if initial_model is not None:
         network.load_state_dict(initial_model.network.state_dict())
     network.to(device)
