@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # GPU checks for a lent accelerator machine (run from the repository root).
 #
-#   bash benchmarks/gpu_check.sh [OUT_DIR]
+#   bash benchmarks/gpu_check.sh [OUT_DIR]          # every part
+#   ONLY=ct,sam2 bash benchmarks/gpu_check.sh OUT    # some parts
 #
 # Expects the project's dependencies importable (on the device machine: wheels
-# unpacked into /tmp/site by the caller, PYTHONPATH set). Runs, each with a time
-# limit so one slow part cannot eat the lease:
-#   1. the device tests (tests/core/test_device.py) on CUDA;
-#   2. U-Net: train a few epochs on CUDA (AMP) and on the CPU, and the CUDA
-#      autocast-vs-fp32 prediction check of bench_unet.py --quick;
-#   3. batch predict on CUDA with a two-worker LocalCluster, against the CPU result;
-#   4. SAM: bench_sam.py --quick (encoder and click times, CUDA section);
-#   5. SAM 2 propagation with bf16 autocast, when sam2 is importable.
+# unpacked into /tmp/site by the caller, PYTHONPATH set). Parts, each with a
+# time limit so one slow part cannot eat the lease:
+#   tests  the device tests (tests/core/test_device.py) on CUDA;
+#   train  U-Net: a few epochs of `seglab train` on CUDA (AMP) and on the CPU;
+#   batch  `seglab batch predict` with a two-worker LocalCluster, CUDA vs CPU result;
+#   ct     one CT-sized item (128, 512, 512) through batch predict, CUDA and CPU seconds;
+#   unet   bench_unet.py --quick (includes the CUDA autocast-vs-fp32 check);
+#   sam    bench_sam.py --quick (encoder and click times, CUDA precompute);
+#   sam2   SAM 2 propagation timing on CUDA, fp32 and bf16 autocast (when sam2 imports).
 set -uo pipefail
 OUT_DIR=${1:-gpu-check-output}
 mkdir -p "$OUT_DIR"
@@ -20,58 +22,74 @@ export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export SEGLAB_CACHE_DIR="$OUT_DIR/cache"
 seglab() { "$PY" -m napari_seglab.cli "$@"; }
 step() { echo; echo "=== $* ($(date +%T))"; }
+want() { [ -z "${ONLY:-}" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 
 step environment
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
 
-step device tests
-timeout 60 "$PY" -m pytest -q -p no:cacheprovider tests/core/test_device.py 2>&1 | tail -5
+if want tests; then
+  step device tests
+  timeout 60 "$PY" -m pytest -q -p no:cacheprovider tests/core/test_device.py 2>&1 | tail -5
+fi
 
 W="$OUT_DIR/work"; mkdir -p "$W"
-step sample and training
-seglab sample 3d -o "$W" >/dev/null && ls "$W"
+seglab sample 3d -o "$W" >/dev/null
 IMG=$(ls "$W"/*image*.tif | head -1); LAB=$(ls "$W"/*label*.tif | head -1)
-for dev in cuda cpu; do
-  TIMEFORMAT="train $dev: %R s wall"
-  time timeout 150 "$PY" -m napari_seglab.cli train "$IMG" "$LAB" -o "$W/model-$dev.pt" --epochs 4 --binary --device "$dev" 2>&1 | tail -2
-done
+if want train; then devices="cuda cpu"; else devices="cuda"; fi
+if want train || want batch || want ct; then
+  step training "($devices)"
+  for dev in $devices; do
+    TIMEFORMAT="train $dev: %R s wall"
+    time timeout 150 "$PY" -m napari_seglab.cli train "$IMG" "$LAB" -o "$W/model-$dev.pt" --epochs 4 --binary --device "$dev" 2>&1 | tail -2
+  done
+fi
 
-step batch predict on cuda and cpu
-cp "$IMG" "$W/a.tif"; cp "$IMG" "$W/b.tif"
-for dev in cuda cpu; do
-  TIMEFORMAT="batch $dev: %R s wall"
-  time timeout 150 "$PY" -m napari_seglab.cli batch predict \
-    "$W/model-cuda.pt" "$W/a.tif" "$W/b.tif" -o "$W/batch-$dev" --workers 2 --device "$dev" 2>&1 | tail -3
-done
-"$PY" - "$W" <<'PYEOF'
-import sys, pathlib, numpy as np, tifffile
+if want batch; then
+  step batch predict on cuda and cpu
+  cp "$IMG" "$W/a.tif"; cp "$IMG" "$W/b.tif"
+  for dev in cuda cpu; do
+    TIMEFORMAT="batch $dev: %R s wall"
+    time timeout 150 "$PY" -m napari_seglab.cli batch predict "$W/model-cuda.pt" "$W/a.tif" "$W/b.tif" \
+      -o "$W/batch-$dev" --workers 2 --device "$dev" 2>&1 | tail -1
+  done
+  "$PY" - "$W" <<'PYEOF'
+import pathlib, sys
+import numpy as np, tifffile
 w = pathlib.Path(sys.argv[1])
 for name in ("a", "b"):
     found = {d: sorted((w / f"batch-{d}").rglob(f"{name}*labels*.tif")) for d in ("cuda", "cpu")}
     if not all(found.values()):
-        print("outputs:", {d: [p.name for p in (w / f"batch-{d}").rglob('*')][:8] for d in found})
+        print("missing outputs:", {d: [p.name for p in f] for d, f in found.items()})
         continue
     a, b = (tifffile.imread(found[d][0]) for d in ("cuda", "cpu"))
     print(f"{name}: cuda vs cpu labels agree on {np.mean(a == b):.5f} of {a.size} voxels")
 PYEOF
+fi
 
-step "one CT-sized item (128, 512, 512): batch predict, 1 worker"
-"$PY" -c "import numpy as np, tifffile; r=np.random.default_rng(0); tifffile.imwrite('$W/big/ct.tif', r.integers(0, 4000, (128, 512, 512), dtype=np.uint16))" 2>/dev/null \
-  || { mkdir -p "$W/big" && "$PY" -c "import numpy as np, tifffile; r=np.random.default_rng(0); tifffile.imwrite('$W/big/ct.tif', r.integers(0, 4000, (128, 512, 512), dtype=np.uint16))"; }
-for dev in cuda cpu; do
-  timeout 200 "$PY" -m napari_seglab.cli batch predict "$W/model-cuda.pt" "$W/big/ct.tif" \
-    -o "$W/big-$dev" --workers 1 --device "$dev" >/dev/null 2>&1
-  "$PY" -c "import csv,sys; rows=list(csv.DictReader(open(sys.argv[1]))); print('$dev', {k: rows[0][k] for k in rows[0] if k in ('status','seconds','device')})" "$W/big-$dev/report.csv" 2>&1 | tail -1
-done
+if want ct; then
+  step "one CT-sized item (128, 512, 512): batch predict, 1 worker"
+  mkdir -p "$W/big"
+  "$PY" -c "import numpy as np, tifffile; r = np.random.default_rng(0); tifffile.imwrite('$W/big/ct.tif', r.integers(0, 4000, (128, 512, 512), dtype=np.uint16))"
+  for dev in cuda cpu; do
+    timeout 200 "$PY" -m napari_seglab.cli batch predict "$W/model-cuda.pt" "$W/big/ct.tif" \
+      -o "$W/big-$dev" --workers 1 --device "$dev" >/dev/null 2>&1
+    "$PY" -c "import csv, sys; row = next(csv.DictReader(open(sys.argv[1]))); print('$dev:', row['status'], row['seconds'], 's')" "$W/big-$dev/report.csv" 2>&1 | tail -1
+  done
+fi
 
-step bench_unet --quick
-timeout 150 "$PY" benchmarks/bench_unet.py --quick 2>&1 | tail -12
+if want unet; then
+  step bench_unet --quick
+  timeout 150 "$PY" benchmarks/bench_unet.py --quick 2>&1 | tail -12
+fi
 
-step bench_sam --quick
-timeout 120 "$PY" benchmarks/bench_sam.py --quick 2>&1 | tail -12
+if want sam; then
+  step bench_sam --quick
+  timeout 120 "$PY" benchmarks/bench_sam.py --quick 2>&1 | tail -12
+fi
 
-if "$PY" -c "import sam2" 2>/dev/null && [ -f benchmarks/bench_sam2_propagate.py ]; then
-  step SAM 2 propagation bf16
-  timeout 300 "$PY" benchmarks/bench_sam2_propagate.py --device cuda --autocast bf16 2>&1 | tail -15
+if want sam2 && "$PY" -c "import sam2" 2>/dev/null; then
+  step SAM 2 propagation on CUDA, 32 planes at 1024, fp32 then bf16 autocast
+  timeout 150 "$PY" benchmarks/bench_sam2_propagate.py --device cuda --planes 32 --part timing 2>&1 | tail -8
+  timeout 150 "$PY" benchmarks/bench_sam2_propagate.py --device cuda --planes 32 --part timing --autocast bf16 2>&1 | tail -8
 fi
 step done
