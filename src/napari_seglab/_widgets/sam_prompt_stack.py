@@ -106,8 +106,10 @@ class StackPrompting:
         if link is None:
             return None, 0
         uid, layer, label_id = link
+        objects = self._sam2_objects()
         alive = uid == self.session.active_object.uid and layer in self.viewer.layers
-        if not (alive and self._sam2_objects().tracks(label_id)):
+        current = objects.is_for(self.session.model, self.session.source)
+        if not (alive and current and objects.tracks(label_id)):
             return None, 0
         return layer, label_id
 

@@ -109,6 +109,10 @@ class Sam2StackObjects:
             self._for = (model, source)
         return self.tracker
 
+    def is_for(self, model: Any, source: Any) -> bool:
+        """Whether the tracker is the one of ``model`` over ``source``."""
+        return self.tracker is not None and self._for[0] is model and self._for[1] is source
+
     def tracks(self, label_id: int) -> bool:
         """Whether ``label_id`` is an object this tracker wrote."""
         return int(label_id) in self.labels

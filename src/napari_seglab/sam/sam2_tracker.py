@@ -61,7 +61,8 @@ class Sam2Tracker:
         Planes in order (depth, or time for a time series). Never modified.
     cache : EmbeddingCache, optional
         Where embeddings come from (``cache.get_or_compute(model, rgb)``);
-        without one each plane is encoded once and kept by this tracker.
+        default a memory cache of 16 planes (a plane that left it is encoded
+        again when a correction needs it).
     rgb : bool, optional
         Whether the last axis of ``volume`` is colour (None: guess).
     autocast : {"bf16", "fp16"}, optional
@@ -97,13 +98,16 @@ class Sam2Tracker:
             )
         if autocast is not None and autocast not in _AUTOCAST:
             raise ValueError(f"Expected autocast 'bf16', 'fp16' or None, got {autocast!r}.")
+        if cache is None:
+            from .embedding import EmbeddingCache
+
+            cache = EmbeddingCache(max_items=16)
         self.model, self.source, self.cache = model, source, cache
         self.n_planes, self.plane_shape = source.n_planes, tuple(source.plane_shape)
         self.net = model.net
         self.device = torch.device(model.device)
         self.autocast = autocast
         self.encoded: set[int] = set()
-        self._own: dict[int, Any] = {}
         features = CachedFeatures(self._embedding, self.device)
         self.state = new_inference_state(self.n_planes, self.plane_shape, features, self.device)
         self._masks: dict[int, np.ndarray] = {}
@@ -113,13 +117,7 @@ class Sam2Tracker:
     # -- embeddings ----------------------------------------------------------------------
     def _embedding(self, plane: int):
         self.encoded.add(plane)
-        if self.cache is not None:
-            return self.cache.get_or_compute(self.model, self.source.plane(plane))
-        if plane not in self._own:
-            from .sam2_model import encode_plane
-
-            self._own[plane] = encode_plane(self.model, self.source.plane(plane))
-        return self._own[plane]
+        return self.cache.get_or_compute(self.model, self.source.plane(plane))
 
     @contextlib.contextmanager
     def _compute(self):
