@@ -17,8 +17,8 @@ from napari_seglab.sam.sam2_model import Sam2Embedding, build_sam2_model
 
 @pytest.fixture(scope="module")
 def tiny_sam2(one_torch_thread):
-    """The real Hiera-tiny config with random weights at a 128-px input."""
-    return build_sam2_model(image_size=128, seed=1)
+    """The real Hiera-tiny config with random weights at a 64-px input."""
+    return build_sam2_model(image_size=64, seed=1)
 
 
 def test_sam2_model_is_offered_then_click_and_commit(make_napari_viewer, qtbot, tiny_sam2):

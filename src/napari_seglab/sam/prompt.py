@@ -155,7 +155,7 @@ class PromptSegmenter:
     def __init__(
         self, model: SamModel, cache: EmbeddingCache | None = None, *, fast_decoder: bool = True
     ) -> None:
-        if fast_decoder:
+        if fast_decoder and not getattr(model, "is_sam2", False):  # SAM 2 needs no SAM import
             check_segment_anything()
         self.model = model
         self.fast_decoder = fast_decoder
