@@ -88,21 +88,45 @@ def test_positional_encodings_are_shared_between_embeddings(model, rgb):
     assert first.nbytes() == sum(t.numel() * 4 for t in first.backbone_fpn)
 
 
-def test_the_cache_encodes_each_plane_once(model, rgb, tmp_path):
-    cache = EmbeddingCache(max_items=4, disk=tmp_path / "store.zarr")
+def test_the_cache_encodes_each_plane_once_and_keeps_it_on_disk(model, rgb, tmp_path):
+    store = tmp_path / "store.zarr"
+    cache = EmbeddingCache(max_items=4, disk=store)
     calls = []
     handle = model.net.image_encoder.register_forward_hook(lambda *a: calls.append(1))
     try:
         first = cache.get_or_compute(model, rgb)
         again = cache.get_or_compute(model, rgb.copy())
+        reopened = EmbeddingCache(max_items=4, disk=store)  # a new session, same store
+        from_disk = reopened.get_or_compute(model, rgb)
     finally:
         handle.remove()
     assert isinstance(first, Sam2Embedding)
     assert again is first
     assert len(calls) == 1
     assert (cache.misses, cache.hits) == (1, 1)
+    assert (reopened.misses, reopened.disk_hits) == (0, 1)
     assert first.key.split("-")[1] == "128"
-    assert not (tmp_path / "store.zarr").exists()  # SAM 2 entries stay in memory
+    for stored, fresh in zip(from_disk.backbone_fpn, first.backbone_fpn):
+        assert torch.equal(stored, fresh)
+    assert all(a is b for a, b in zip(from_disk.vision_pos_enc, first.vision_pos_enc))
+    assert from_disk.original_size == first.original_size
+
+
+def test_a_damaged_disk_entry_is_discarded_and_computed_again(model, rgb, tmp_path):
+    import zarr
+
+    store = tmp_path / "store.zarr"
+    cache = EmbeddingCache(max_items=4, disk=store)
+    first = cache.get_or_compute(model, rgb)
+    level = zarr.open_group(str(store), mode="a")[cache._disk_name(first.key)]["level1"]
+    data = level[...]
+    data[0, 0, 0] += 1.0
+    level[...] = data
+    reopened = EmbeddingCache(max_items=4, disk=store)
+    with pytest.warns(RuntimeWarning, match="checksum does not match"):
+        again = reopened.get_or_compute(model, rgb)
+    assert (reopened.disk_rejected, reopened.misses) == (1, 1)
+    assert torch.equal(again.backbone_fpn[1], first.backbone_fpn[1])
 
 
 def test_missing_package_gives_the_install_command(monkeypatch):

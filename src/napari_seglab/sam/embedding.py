@@ -18,8 +18,8 @@
 
 SAM 2 models (:class:`~.sam2_model.Sam2Model`) share the cache: their
 entries are :class:`~.sam2_model.Sam2Embedding` objects (the raw
-``forward_image`` outputs), kept in the in-memory LRU only (the disk store
-holds SAM embeddings).
+``forward_image`` outputs; on disk a group of three arrays, see :mod:`.sam2_disk`),
+checked the same way.
 
 Filling the cache for the planes of a stack in the background is the job
 :func:`~.precompute.precompute_embeddings`.
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .image import plane_hash
+from .sam2_disk import read_sam2_entry, write_sam2_entry
 from .sam2_model import Sam2Embedding, encode_plane
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -261,8 +262,6 @@ class EmbeddingCache:
     def _read_disk(self, key: str, model: SamModel) -> Embedding | None:
         import torch
 
-        if getattr(model, "is_sam2", False):
-            return None  # SAM 2 entries live in memory only
         group = self._disk()
         if group is None:
             return None
@@ -282,6 +281,11 @@ class EmbeddingCache:
         if not stored or any(stored.get(k) != v for k, v in expected.items()):
             self._discard(name, None)  # another model, version or an interrupted write
             return None
+        if getattr(model, "is_sam2", False):
+            embedding, reason = read_sam2_entry(array, stored, model, key)
+            if reason is not None:
+                self._discard(name, reason)
+            return embedding
         try:
             data = np.asarray(array[...])
             reason = _entry_problem(stored, data, model)
@@ -301,6 +305,10 @@ class EmbeddingCache:
     def _write_disk(self, key: str, embedding: Embedding, model: SamModel) -> None:
         group = self._disk()
         if group is None:
+            return
+        if isinstance(embedding, Sam2Embedding):
+            signature = self.signature(model, key, embedding)
+            write_sam2_entry(group, self._disk_name(key), embedding, signature, self.disk_dtype)
             return
         data = embedding.features[0].detach().float().cpu().numpy().astype(self.disk_dtype)
         options = {"shape": data.shape, "dtype": self.disk_dtype, "chunks": data.shape}
@@ -338,8 +346,6 @@ class EmbeddingCache:
         """Store ``embedding`` under its key in memory (and on disk if enabled)."""
         with self._lock:
             self._remember(embedding.key, embedding)
-            if isinstance(embedding, Sam2Embedding):
-                return  # memory only
             if self.disk_path is not None and not self._disk_matches(embedding.key, model):
                 self._write_disk(embedding.key, embedding, model)
 

@@ -60,6 +60,7 @@ __all__ = [
     "encode_plane",
     "is_sam2_available",
     "preprocess_plane",
+    "shared_pos_enc",
 ]
 
 #: The SAM 2.1 configs shipped in the ``sam2`` package, by short name.
@@ -355,11 +356,22 @@ def preprocess_plane(model: Sam2Model, rgb: np.ndarray) -> torch.Tensor:
     return tensor.sub_(mean).div_(std)
 
 
-def _shared_pos_enc(model: Sam2Model, pos: list) -> list:
-    """The model's cached CPU copies of ``pos`` (computed once per grid size)."""
-    key = tuple(tuple(t.shape) for t in pos)
+def shared_pos_enc(model: Sam2Model, fpn: list, pos: list | None = None) -> list:
+    """The model's CPU positional encodings for feature maps shaped like ``fpn``.
+
+    Computed once per grid size (from ``pos``, the ``vision_pos_enc`` of a
+    ``forward_image`` call, or else by the neck's position encoding, which
+    depends on the shapes only) and shared by every embedding of that size.
+    """
+    key = tuple(tuple(int(n) for n in t.shape[-2:]) for t in fpn)
     cached = model._pos_enc.get(key)
     if cached is None:
+        if pos is None:
+            import torch
+
+            encoding = model.net.image_encoder.neck.position_encoding
+            with torch.inference_mode():
+                pos = [encoding(t.to(model.device)).to(t.dtype) for t in fpn]
         cached = [t.detach().float().cpu().clone() for t in pos]
         model._pos_enc[key] = cached
     return cached
@@ -387,7 +399,7 @@ def encode_plane(model: Sam2Model, rgb: np.ndarray, *, key: str = "") -> Sam2Emb
     with torch.inference_mode():
         out = model.net.forward_image(batch)
     fpn = [t.detach().float().cpu().clone() for t in out["backbone_fpn"]]
-    pos = _shared_pos_enc(model, out["vision_pos_enc"])
+    pos = shared_pos_enc(model, fpn, out["vision_pos_enc"])
     return Sam2Embedding(
         backbone_fpn=fpn,
         vision_pos_enc=pos,
