@@ -149,6 +149,14 @@ def test_propagate_with_sam2_visits_both_directions_and_keeps_the_seed(model, ca
     assert forward == [3, 4, 5, 6]
     assert backward == [3, 2, 1, 0]
     assert events[-1].done == events[-1].total == len(events)
+    seen = []
+    near = propagate_steps(
+        volume, 3, seed, segmenter=_Segmenter(model, cache), max_planes=1, min_area=10**6
+    )
+    limited = run_to_end(near, lambda event: seen.append(event.plane))
+    assert sorted(set(seen)) == [2, 3, 4]
+    np.testing.assert_array_equal(limited[3], seed)  # the seed plane stays whatever its area
+    assert not np.delete(limited, 3, axis=0).any()  # planes 2 and 4 under min_area, others unseen
 
 
 def test_affected_range():
