@@ -30,7 +30,7 @@ from napari_seglab.sam.sam2_registry import (  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def source():
+def source(one_torch_thread):
     """A random-weight Hiera-tiny network and its checkpoint bytes (``{"model": state}``)."""
     model = tiny_sam2()
     buffer = io.BytesIO()

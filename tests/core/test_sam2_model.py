@@ -22,7 +22,7 @@ from napari_seglab.sam.sam2_model import (  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(one_torch_thread):
     return tiny_sam2()
 
 

@@ -14,7 +14,7 @@ SIZE = 128  # encoder input of the test model (the real Hiera-tiny config otherw
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(one_torch_thread):
     return tiny_sam2(image_size=SIZE)
 
 
