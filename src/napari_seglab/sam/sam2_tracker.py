@@ -108,6 +108,7 @@ class Sam2Tracker:
         self.device = torch.device(model.device)
         self.autocast = autocast
         self.encoded: set[int] = set()
+        self._keys: dict[int, tuple[str, str]] = {}  # plane: (encoder hash, cache key)
         features = CachedFeatures(self._embedding, self.device)
         self.state = new_inference_state(self.n_planes, self.plane_shape, features, self.device)
         self._masks: dict[int, np.ndarray] = {}
@@ -116,8 +117,20 @@ class Sam2Tracker:
 
     # -- embeddings ----------------------------------------------------------------------
     def _embedding(self, plane: int):
+        """Plane ``plane``'s embedding from the cache; its key is hashed once per tracker."""
+        from .embedding import embedding_key
+
         self.encoded.add(plane)
-        return self.cache.get_or_compute(self.model, self.source.plane(plane))
+        known = self._keys.get(plane)
+        embedding = None
+        if known is not None and known[0] == self.model.encoder_hash:
+            embedding = self.cache.get(known[1], self.model)
+        if embedding is None:
+            rgb = self.source.plane(plane)
+            embedding = self.cache.get_or_compute(self.model, rgb)
+            key = embedding.key or embedding_key(self.model, rgb)
+            self._keys[plane] = (self.model.encoder_hash, key)
+        return embedding
 
     @contextlib.contextmanager
     def _compute(self):

@@ -71,7 +71,10 @@ class CachedFeatures(dict):
     ``inference_state["cached_features"].get(frame_idx, (None, None))`` and
     computes ``forward_image`` only on a miss; this mapping never misses. It
     holds the device copy of the last plane asked for (the official state
-    holds one plane too).
+    holds one plane too). The positional encodings do not depend on the
+    image (every embedding of a model shares the same tensors): they are
+    copied to the device once, not per plane (at a 1024 input they are
+    84 MB against 16 MB of features).
     """
 
     def __init__(self, embed: Callable[[int], Any], device: Any) -> None:
@@ -79,6 +82,16 @@ class CachedFeatures(dict):
         self._embed = embed
         self._device = device
         self._last: tuple[int, tuple] | None = None
+        self._pos: dict[int, tuple[Any, Any]] = {}
+        self._image = None
+
+    def _shared(self, tensor):
+        """The device copy of a shared positional encoding (kept with its source)."""
+        entry = self._pos.get(id(tensor))
+        if entry is None or entry[0] is not tensor:
+            entry = (tensor, tensor.to(self._device))
+            self._pos[id(tensor)] = entry
+        return entry[1]
 
     def get(self, frame_idx, default=None):
         import torch
@@ -86,10 +99,12 @@ class CachedFeatures(dict):
         if self._last is not None and self._last[0] == frame_idx:
             return self._last[1]
         embedding = self._embed(int(frame_idx))
-        backbone = embedding.backbone_out(self._device)
-        # The predictor expands this to the batch and discards it (it only needs the shape).
-        image = torch.zeros((1, 3, 1, 1), device=self._device)
-        self._last = (int(frame_idx), (image, backbone))
+        fpn = [t.to(self._device) for t in embedding.backbone_fpn]
+        pos = [self._shared(t) for t in embedding.vision_pos_enc]
+        backbone = {"vision_features": fpn[-1], "vision_pos_enc": pos, "backbone_fpn": fpn}
+        if self._image is None:  # expanded to the batch and discarded by the predictor
+            self._image = torch.zeros((1, 3, 1, 1), device=self._device)
+        self._last = (int(frame_idx), (self._image, backbone))
         return self._last[1]
 
 
