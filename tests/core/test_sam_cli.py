@@ -59,3 +59,19 @@ def test_sam_download_lists_registry_and_fails_offline(tmp_path, monkeypatch, ca
     assert "medsam_vit_b.pth" in out
     assert cli.main(["sam-download", "vit_q"]) == 2
     assert "Unknown SAM checkpoint" in capsys.readouterr().err
+
+
+def test_sam_download_lists_sam2_and_sam2_model_offline_names_the_file(
+    files, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("SEGLAB_CACHE_DIR", str(tmp_path / "cache"))
+    assert cli.main(["sam-download", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "sam2.1_hiera_tiny.pt" in out
+    assert "sam2.1_hiera_large.pt" in out
+    argv = ["sam", str(tmp_path / "image.tif"), "--points", "20,30"]
+    argv += ["--model", "sam2.1_hiera_tiny", "--offline", "-o", str(tmp_path / "m.tif")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "cache" / "sam" / "sam2.1_hiera_tiny.pt") in err
+    assert not (tmp_path / "m.tif").exists()

@@ -55,9 +55,19 @@ def register(subparsers) -> None:
         "-o", "--out", type=Path, required=True, help="output mask (.tif, .tiff, .npy, .nii.gz)"
     )
     parser.add_argument(
-        "--model", default="vit_b", help="vit_b (default), vit_l, vit_h, medsam, or tiny"
+        "--model",
+        default="vit_b",
+        help=(
+            "vit_b (default), vit_l, vit_h, medsam, tiny, or a SAM 2.1 model (sam2.1_hiera_tiny, "
+            "_small, _base_plus, _large; needs the sam2 extra; --propagate then tracks with "
+            "SAM 2's memory)"
+        ),
     )
-    parser.add_argument("--checkpoint", type=Path, help="local .pth instead of the registry file")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="local weights file instead of the registry file (.pth; .pt for SAM 2)",
+    )
     parser.add_argument("--decoder", type=Path, help="fine-tuned decoder weights (.pth)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
     parser.add_argument("--offline", action="store_true", help="never download")
@@ -73,7 +83,11 @@ def register(subparsers) -> None:
         help="download a SAM checkpoint into the cache folder (verified by hash)",
         description="Download registered SAM checkpoints; --list shows names, files and URLs.",
     )
-    download.add_argument("names", nargs="*", help="vit_b, vit_l, vit_h, medsam")
+    download.add_argument(
+        "names",
+        nargs="*",
+        help="vit_b, vit_l, vit_h, medsam, sam2.1_hiera_tiny, _small, _base_plus, _large",
+    )
     download.add_argument("--list", action="store_true", help="list registered checkpoints")
     download.set_defaults(func=run_download)
 
@@ -146,14 +160,22 @@ def run_download(args: argparse.Namespace) -> int:
     """Download the named checkpoints (or list the registry)."""
     from ..sam.download import checkpoint_path, ensure_checkpoint
     from ..sam.registry import CHECKPOINTS, get_checkpoint
+    from ..sam.sam2_download import ensure_sam2_checkpoint, sam2_checkpoint_path
+    from ..sam.sam2_registry import SAM2_CHECKPOINTS, is_sam2_name
 
     if args.list or not args.names:
-        for spec in CHECKPOINTS.values():
-            cached = "cached" if checkpoint_path(spec).is_file() else "not cached"
-            print(f"{spec.name:8s}{spec.filename:24s}{cached:12s}{spec.url}")
+        rows = [(spec, checkpoint_path(spec)) for spec in CHECKPOINTS.values()]
+        rows += [(spec, sam2_checkpoint_path(spec)) for spec in SAM2_CHECKPOINTS.values()]
+        for spec, path in rows:
+            cached = "cached" if path.is_file() else "not cached"
+            print(f"{spec.name:20s}{spec.filename:28s}{cached:12s}{spec.url}")
         print(f"cache folder: {checkpoint_path(next(iter(CHECKPOINTS))).parent}")
         return 0
     for name in args.names:
+        if is_sam2_name(name):
+            path = ensure_sam2_checkpoint(name)
+            print(f"{name}: {path}")
+            continue
         spec = get_checkpoint(name)
         path = ensure_checkpoint(spec)
         print(f"{spec.name}: {path}")

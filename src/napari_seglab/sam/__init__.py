@@ -19,6 +19,9 @@ Typical use::
     save_decoder(result.model, "decoder.pt", result=result)
     tuned = load_model("vit_b", decoder_checkpoint="decoder.pt")
 
+    # SAM 2.1 (pip extra "sam2"): same segmenter and propagate, with SAM 2's memory
+    seg2 = PromptSegmenter(load_model("sam2.1_hiera_tiny"))
+
 Modules, each importing only the ones above it:
 
 * weights and files: :mod:`.registry`, :mod:`.download`, :mod:`.weights`, :mod:`.compat`;
@@ -36,7 +39,12 @@ Modules, each importing only the ones above it:
   (batched prompts) and :mod:`.everything_labels`;
 * :mod:`.mask_prompts` (prompts from a mask), :mod:`.refine`, :mod:`.refine_stack` and
   :mod:`.refine_all` (refining existing labels with their own masks as prompts);
-* :mod:`.finetune` (decoder fine-tuning on the shared training loop).
+* :mod:`.finetune` (decoder fine-tuning on the shared training loop);
+* SAM 2 (optional ``sam2`` extra): :mod:`.sam2_registry`, :mod:`.sam2_download`,
+  :mod:`.sam2_model` (:class:`Sam2Model`, :func:`build_sam2_model`), :mod:`.sam2_decode`
+  (2D prompting through :class:`PromptSegmenter`), :mod:`.sam2_video` and
+  :mod:`.sam2_tracker` (:class:`Sam2Tracker`: propagation with SAM 2's memory, used by
+  :func:`propagate` for a SAM 2 model) and :mod:`.sam2_stack` (objects of the stack widget).
 
 ``__all__`` lists what a user calls; everything else stays importable from its module.
 """
@@ -71,6 +79,10 @@ from .registry import ARCHITECTURES as ARCHITECTURES
 from .registry import CHECKPOINTS as CHECKPOINTS
 from .registry import CheckpointSpec as CheckpointSpec
 from .registry import SamArchitecture as SamArchitecture
+from .sam2_model import Sam2Model, Sam2NotInstalledError, build_sam2_model, is_sam2_available
+from .sam2_registry import SAM2_CHECKPOINTS as SAM2_CHECKPOINTS
+from .sam2_stack import Sam2StackObjects
+from .sam2_tracker import Sam2Tracker
 
 __all__ = [
     "DecoderMismatchError",
@@ -83,12 +95,18 @@ __all__ = [
     "PromptSegmenter",
     "RefineResult",
     "RefinedObject",
+    "Sam2Model",
+    "Sam2NotInstalledError",
+    "Sam2StackObjects",
+    "Sam2Tracker",
     "SamInput",
     "SamModel",
+    "build_sam2_model",
     "build_tiny_sam",
     "ensure_checkpoint",
     "finetune_decoder",
     "finetune_decoder_events",
+    "is_sam2_available",
     "load_decoder",
     "load_model",
     "precompute_embeddings",
