@@ -69,10 +69,12 @@ class SamModelSpec:
         Parameters
         ----------
         model : str or Path
-            A registered name (``"vit_b"``, ``"vit_l"``, ``"vit_h"``, ``"medsam"``)
-            or a ``.pth`` file holding a full SAM state dict.
+            A registered name (``"vit_b"``, ``"vit_l"``, ``"vit_h"``, ``"medsam"``, or a
+            SAM 2.1 name such as ``"sam2.1_hiera_tiny"``) or a ``.pth`` file holding a
+            full SAM state dict (a SAM 2 ``.pt`` file needs ``architecture``).
         architecture : str, optional
-            For a file: its architecture; default guessed from its weights.
+            For a file: its architecture; default guessed from its weights (SAM only: for
+            a SAM 2 file give its registered name or ``sam2`` config name).
         decoder : path, optional
             Fine-tuned decoder weights (see :func:`napari_seglab.sam.save_decoder`).
         device, download
@@ -90,6 +92,9 @@ class SamModelSpec:
 
         text = str(model)
         path = Path(text).expanduser()
+        sam2 = _sam2_spec(text, path, architecture, decoder, device, download)
+        if sam2 is not None:
+            return sam2
         if not path.is_file():
             if any(sep in text for sep in ("/", "\\")) or text.lower().endswith((".pt", ".pth")):
                 raise FileNotFoundError(f"SAM model file not found: {path}")
@@ -151,6 +156,36 @@ class SamModelSpec:
             download=self.download,
             progress=False,
         )
+
+
+def _sam2_spec(
+    text: str, path: Path, architecture: str | None, decoder, device: str, download: bool
+) -> SamModelSpec | None:
+    """The spec of a SAM 2 model (registered name, or a ``.pt`` file with a SAM 2 architecture).
+
+    ``architecture`` for a file is a registered SAM 2 name or a ``sam2`` config name; the
+    spec's architecture is always the config, and a registered file is identified by its
+    pinned size (no checksum is published).
+    """
+    from ..sam.sam2_registry import get_sam2_checkpoint, is_sam2_name
+
+    named = not path.is_file() and is_sam2_name(text) and not text.startswith("configs/")
+    if not named and not (path.is_file() and is_sam2_name(architecture)):
+        return None
+    if decoder is not None:
+        raise ValueError("A fine-tuned decoder applies to SAM models, not to SAM 2.")
+    if named:
+        spec = get_sam2_checkpoint(text)
+        return SamModelSpec(
+            spec.name, spec.config, f"size:{spec.size}", None, None, str(device), download
+        )
+    from ..sam.sam2_download import file_identity
+
+    config = architecture
+    if not config.startswith("configs/"):
+        config = get_sam2_checkpoint(config).config
+    path = path.resolve()
+    return SamModelSpec(str(path), config, file_identity(path), None, None, str(device), download)
 
 
 def _guess_architecture(path: Path) -> str:
