@@ -85,3 +85,13 @@ def test_sam2_propagate_correct_and_undo(make_napari_viewer, qtbot, tiny_sam2):
     np.testing.assert_array_equal(labels.data, first)
     key(viewer, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert not labels.data.any()
+
+    # The object is gone: the next propagation starts a new one and frees the old one's memory.
+    viewer.dims.set_current_step(0, 2)
+    previous = widget.session.prediction
+    click(viewer, qtbot, (2, 24, 24))
+    _wait_prediction(qtbot, widget, previous)
+    _propagate(qtbot, widget)
+    assert (labels.data[2] == 1).any()
+    assert tracker.object_ids == [1]  # the old object (prompted on 3 and 6) was dropped
+    assert tracker.prompted_planes(1) == [2]

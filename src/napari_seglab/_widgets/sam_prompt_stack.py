@@ -111,12 +111,19 @@ class StackPrompting:
         current = objects.is_for(self.session.model, self.session.source)
         if not (alive and current and objects.tracks(label_id)):
             return None, 0
+        if not np.any(np.asarray(layer.data) == label_id):  # undone, or painted away
+            return None, 0
         return layer, label_id
 
     def _propagate_sam2(self) -> None:
         """Track the active object with SAM 2 (new, or corrected by the clicks shown)."""
         session = self.session
         layer, label_id = self._sam2_target()
+        link = getattr(self, "_sam2_link", None)
+        if link is not None and not label_id:  # no way back to that object: free its memory
+            self._sam2_link = None
+            if self._sam2_objects().is_for(session.model, session.source):
+                self._sam2_objects().forget(link[2])
         prompts = {p: session.prompts(p) for p in range(session.source.n_planes)}
         prompts = {p: v for p, v in prompts.items() if not v.empty}
         seed = None

@@ -117,6 +117,12 @@ class Sam2StackObjects:
         """Whether ``label_id`` is an object this tracker wrote."""
         return int(label_id) in self.labels
 
+    def forget(self, label_id: int) -> None:
+        """Drop ``label_id``'s object from the tracker (its prompts, memory and masks)."""
+        tracker_id = self.labels.pop(int(label_id), None)
+        if tracker_id is not None and tracker_id in self.tracker.object_ids:
+            self.tracker.remove_object(tracker_id)
+
     def remember(self, label_id: int, tracker_id: int) -> None:
         """Record that ``tracker_id`` was written as ``label_id``."""
         if label_id:
