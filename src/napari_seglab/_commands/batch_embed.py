@@ -25,7 +25,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
         metavar="MODEL",
-        help="registered SAM checkpoint (vit_b, vit_l, vit_h, medsam) or a full SAM .pth file",
+        help=(
+            "registered SAM checkpoint (vit_b, vit_l, vit_h, medsam, or SAM 2.1: "
+            "sam2.1_hiera_tiny, _small, _base_plus, _large) or a full SAM .pth / SAM 2 .pt file"
+        ),
     )
     parser.add_argument(
         "inputs",
@@ -36,7 +39,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--arch",
-        help="architecture of a .pth MODEL (vit_b, vit_l, vit_h, tiny; default: guessed)",
+        help=(
+            "architecture of a .pth MODEL (vit_b, vit_l, vit_h, tiny; default: guessed); "
+            "for a SAM 2 .pt file its SAM 2.1 name (sam2.1_hiera_tiny ...) or sam2 config"
+        ),
     )
     parser.add_argument(
         "--device", default="auto", help="auto (default: one GPU per worker), cpu, cuda, mps"
