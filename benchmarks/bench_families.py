@@ -1,4 +1,8 @@
-"""Model-family benchmarks ("unet", "deeplabv3plus"): ours against plain PyTorch in one run.
+"""Model-family benchmarks: ours against plain PyTorch in one run.
+
+``"unet"`` and ``"deeplabv3plus"`` are measured here; ``"maskrcnn"`` (crops
+with per-object targets, instance prediction) by ``bench_maskrcnn.py``, which
+``--families maskrcnn`` runs.
 
 For each family:
 
@@ -46,7 +50,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import median_time, report
 
-FAMILIES = ("unet", "deeplabv3plus")
+FAMILIES = ("unet", "deeplabv3plus", "maskrcnn")  # maskrcnn: bench_maskrcnn.py
 
 
 def sizes(quick: bool, family: str) -> dict:
@@ -276,13 +280,18 @@ def _status_mib(key: str) -> float:
 
 def memory_child(family: str, task: str, who: str, quick: bool, device) -> dict:
     """Build one job's inputs, run it once, return its peak-RSS increase (see module doc)."""
-    import gc
-    import resource
-
     if task == "train":
         jobs = dict(zip(("ours", "reference"), training_jobs(family, quick, device)))
     else:
         jobs = dict(zip(("ours", "reference"), prediction_jobs(family, quick, device)[:2]))
+    return status_peak(jobs[who])
+
+
+def status_peak(job) -> dict:
+    """Run ``job()`` once; its peak-RSS increase in MiB (``VmHWM``, see the module doc)."""
+    import gc
+    import resource
+
     gc.collect()  # touches (copies) the inherited objects before the baseline
     try:
         with open("/proc/self/clear_refs", "w") as fh:
@@ -292,7 +301,7 @@ def memory_child(family: str, task: str, who: str, quick: bool, device) -> dict:
         method = "ru_maxrss"
     before = _status_mib("VmRSS")
     max_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    jobs[who]()
+    job()
     if method == "VmHWM":
         peak = _status_mib("VmHWM")
     else:
@@ -370,6 +379,11 @@ def main() -> None:
     if device.type == "cpu":
         torch.set_num_threads(1)  # steadier timings on shared CPUs
     for family in args.families:
+        if family == "maskrcnn":
+            from bench_maskrcnn import run
+
+            run(args.quick, device)
+            continue
         training_throughput(family, args.quick, device)
         prediction_speed(family, args.quick, device)
         if device.type == "cpu":
