@@ -13,7 +13,8 @@
 #   ct     one CT-sized item (128, 512, 512) through batch predict, CUDA and CPU seconds;
 #   unet   bench_unet.py --quick (includes the CUDA autocast-vs-fp32 check);
 #   sam    bench_sam.py --quick (encoder and click times, CUDA precompute);
-#   sam2   SAM 2 propagation timing on CUDA, fp32 and bf16 autocast (when sam2 imports).
+#   sam2   SAM 2 propagation timing on CUDA, fp32 and bf16 autocast (when sam2 imports);
+#   maskrcnn  Mask R-CNN (small backbone) trained and predicted on CUDA (autocast).
 set -uo pipefail
 OUT_DIR=${1:-gpu-check-output}
 mkdir -p "$OUT_DIR"
@@ -91,5 +92,17 @@ if want sam2 && "$PY" -c "import sam2" 2>/dev/null; then
   step SAM 2 propagation on CUDA, 32 planes at 1024, fp32 then bf16 autocast
   timeout 150 "$PY" benchmarks/bench_sam2_propagate.py --device cuda --planes 32 --part timing 2>&1 | tail -8
   timeout 150 "$PY" benchmarks/bench_sam2_propagate.py --device cuda --planes 32 --part timing --autocast bf16 2>&1 | tail -8
+fi
+if want maskrcnn; then
+  step "Mask R-CNN (small backbone) on CUDA: train 3 epochs, predict the 2D sample"
+  seglab sample 2d -o "$W/2d" >/dev/null
+  I2=$(ls "$W"/2d/*image*.tif | head -1); L2=$(ls "$W"/2d/*label*.tif | head -1)
+  TIMEFORMAT="maskrcnn train cuda: %R s wall"
+  time timeout 150 "$PY" -m napari_seglab.cli train "$I2" "$L2" -o "$W/maskrcnn.pt" \
+    --family maskrcnn --encoder small --epochs 3 --device cuda 2>&1 | tail -2
+  TIMEFORMAT="maskrcnn predict cuda: %R s wall"
+  time timeout 100 "$PY" -m napari_seglab.cli predict "$W/maskrcnn.pt" "$I2" \
+    -o "$W/maskrcnn_objects.tif" --device cuda 2>&1 | tail -2
+  "$PY" -c "import sys, numpy as np, tifffile; a = tifffile.imread(sys.argv[1]); print('objects predicted:', len(np.unique(a)) - 1, 'of', len(np.unique(tifffile.imread(sys.argv[2]))) - 1)" "$W/maskrcnn_objects.tif" "$L2"
 fi
 step done
