@@ -1,4 +1,8 @@
-"""ImageNet backbone weights for the ``"maskrcnn"`` family (``pretrained=True``), cached.
+"""ImageNet ResNet weights for ``pretrained=True`` (``"maskrcnn"``, ``"deeplabv3plus"``), cached.
+
+DeepLabV3+ loads them into its encoder with
+:func:`napari_seglab.unet.families.load_pretrained`; Mask R-CNN with
+:func:`load_backbone_weights` here. :data:`BACKBONE_WEIGHTS` is the one registry.
 
 The ResNet weights are torchvision's ``IMAGENET1K_V1`` files. They are
 downloaded once into the plugin cache (:func:`napari_seglab.cache.cache_dir`,

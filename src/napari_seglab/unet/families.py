@@ -82,6 +82,9 @@ FAMILY_NAMES = (
 DEFAULT_ENCODER = "resnet34"
 #: Fewest patches per training step of families with batch normalisation.
 MIN_BATCH = {"deeplabv3plus": 2}
+#: ``network_kwargs`` key recording the ImageNet weights file a DeepLabV3+ encoder started
+#: from (``pretrained=True``); not a segmentation-models-pytorch argument.
+PRETRAINED_KEY = "pretrained_encoder"
 
 
 def encoder_names() -> list[str]:
@@ -140,13 +143,19 @@ def resolve_family(family: str | None, architecture: str | None) -> str:
 def family_overrides(
     family: str, network_kwargs: dict | None, encoder: str | None, pretrained: bool
 ) -> dict | None:
-    """``network_kwargs`` with the ``encoder=`` choice folded in, after checking both.
+    """``network_kwargs`` with the ``encoder=`` and ``pretrained=`` choices folded in.
+
+    With ``pretrained=True`` (DeepLabV3+ only) the result records the file name
+    of the ImageNet weights under :data:`PRETRAINED_KEY`; :func:`load_pretrained`
+    then loads them into the new network. A saved model keeps the record, and
+    its weights: loading it never downloads anything.
 
     Raises
     ------
     ValueError
-        ``encoder`` for a family without one, an unknown encoder, or
-        ``pretrained=True`` (no pinned, hash-checked ImageNet weights yet).
+        ``encoder`` for a family without one, an unknown encoder, ``pretrained=True``
+        for another family or for an encoder without ImageNet weights here
+        (listing those with them).
     """
     overrides = dict(network_kwargs or {})
     if encoder is not None:
@@ -157,26 +166,77 @@ def family_overrides(
         overrides["encoder_name"] = encoder
     if family == "deeplabv3plus":
         check_encoder(overrides.get("encoder_name", DEFAULT_ENCODER))
-        if "encoder_weights" in overrides:
-            raise ValueError(
-                "network_kwargs may not set 'encoder_weights': networks start from random "
-                "weights (pretrained=True is the opt-in for ImageNet encoders)."
-            )
+        for key in ("encoder_weights", PRETRAINED_KEY):
+            if key in overrides:
+                raise ValueError(
+                    f"network_kwargs may not set {key!r}: networks start from random weights "
+                    "(pretrained=True is the opt-in for ImageNet encoders)."
+                )
     if pretrained:
         if family != "deeplabv3plus":
             raise ValueError(
                 f"pretrained=True: the {family!r} family has no pretrained weights; it trains "
                 "from random initialisation."
             )
+        from ..models.maskrcnn_weights import BACKBONE_WEIGHTS
+
         name = overrides.get("encoder_name", DEFAULT_ENCODER)
-        raise ValueError(
-            f"pretrained=True is not available yet: napari-seglab has no pinned SHA-256 for the "
-            f"ImageNet weights of the {name!r} encoder, and segmentation-models-pytorch would "
-            "download them through the Hugging Face hub, outside the plugin cache and its hash "
-            "check. Train from random weights (pretrained=False), or continue from a saved model "
-            "with initial_model=."
-        )
+        if name not in BACKBONE_WEIGHTS:
+            raise ValueError(
+                f"pretrained=True: no ImageNet weights for the DeepLabV3+ encoder {name!r}; "
+                f"encoders with pretrained weights: {', '.join(BACKBONE_WEIGHTS)}. Choose one "
+                "of them, or train from random weights (pretrained=False)."
+            )
+        overrides[PRETRAINED_KEY] = BACKBONE_WEIGHTS[name].rsplit("/", 1)[-1]
     return overrides or None
+
+
+def load_pretrained(network, kwargs: dict, *, progress=False, cancel=None) -> None:
+    """Load the ImageNet encoder weights ``kwargs`` records into ``network`` (in place).
+
+    A no-op unless ``kwargs`` holds :data:`PRETRAINED_KEY` (set by
+    :func:`family_overrides` for ``pretrained=True``). The file comes from the
+    plugin cache, downloaded once and checked against the SHA-256 prefix in
+    its name (:func:`~napari_seglab.models.maskrcnn_weights.ensure_backbone_weights`);
+    segmentation-models-pytorch never downloads anything itself.
+
+    Parameters
+    ----------
+    network : segmentation_models_pytorch.DeepLabV3Plus
+        From :func:`build_deeplab`; its ``encoder`` is a torchvision ResNet without ``fc``.
+    kwargs : dict
+        The network's ``network_kwargs``.
+    progress, cancel
+        See :func:`napari_seglab.sam.download.download_file`.
+
+    Raises
+    ------
+    FileNotFoundError
+        Not cached and not downloadable: the message names the URL and the exact path.
+    ValueError
+        The file's tensors do not fit the encoder.
+    """
+    if PRETRAINED_KEY not in kwargs:
+        return
+    import torch
+
+    from ..models.maskrcnn_weights import ensure_backbone_weights
+
+    name = kwargs.get("encoder_name", DEFAULT_ENCODER)
+    path = ensure_backbone_weights(name, progress=progress, cancel=cancel)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    conv, own = state.get("conv1.weight"), network.encoder.conv1.weight
+    conv = None if conv is None else conv.to(own.dtype)
+    if conv is not None and conv.shape[1] != own.shape[1]:  # not RGB: the sum over RGB, shared
+        channels = own.shape[1]
+        state["conv1.weight"] = conv.sum(1, keepdim=True).repeat(1, channels, 1, 1) / channels
+    try:
+        network.encoder.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{path} does not fit the {name!r} encoder: {str(exc).splitlines()[0]}"
+        ) from exc
 
 
 def deeplab_defaults(spatial_dims: int, spacing: Sequence[float] | None) -> dict:
@@ -218,6 +278,7 @@ def build_deeplab(spatial_dims: int, in_channels: int, out_channels: int, kwargs
     import segmentation_models_pytorch as smp
 
     args = dict(kwargs)
+    args.pop(PRETRAINED_KEY, None)  # the weights come from load_pretrained or the model file
     if "encoder_weights" in args:
         raise ValueError("DeepLabV3+ network_kwargs may not set 'encoder_weights'.")
     check_encoder(args.get("encoder_name", DEFAULT_ENCODER))

@@ -265,8 +265,8 @@ def train_events(
         DeepLabV3+ encoder (a segmentation-models-pytorch name; default
         ``"resnet34"``). Only for ``"deeplabv3plus"``.
     pretrained : bool
-        ImageNet encoder weights: not available yet (no pinned hash), so True
-        raises ValueError; networks start from random weights.
+        DeepLabV3+ ResNet encoders from ImageNet weights, downloaded once into the
+        cache (:func:`~.families.load_pretrained`); default random weights.
     network_kwargs : dict, optional
         Overrides of the family's default constructor arguments.
     patch_size : sequence of int, optional
@@ -428,6 +428,8 @@ def train_events(
         network = arch.build_network(architecture, dims, in_channels, num_classes, kwargs)
     if initial_model is not None:
         network.load_state_dict(initial_model.network.state_dict())
+    else:
+        families.load_pretrained(network, kwargs, cancel=cancel)  # pretrained=True only
     network.to(device)
     task = UNetTask(network, loader, num_classes, val_pairs, patch, batch, device)
 
