@@ -256,3 +256,56 @@ def test_update_changes_replace_the_object_on_propagated_planes_only():
     assert out[1, 4, 4] == 2
     with pytest.raises(ValueError, match="no label id"):
         Sam2Update(volume, 0, 3, 0, 1).changes(labels)
+
+
+def test_prefetch_reads_each_plane_ahead_and_changes_nothing(model, cache):
+    """The prefetch path (a worker thread; on CUDA also a side stream) equals direct lookups."""
+    volume = _stack(6)
+    runs = {}
+    for prefetch in (False, True):
+        tracker = Sam2Tracker(model, volume, cache=cache, prefetch=prefetch)
+        tracker.set_points(2, 1, [[24, 24]], [1])
+        first = tracker.propagate()[1]
+        tracker.set_points(4, 1, [[24, 30], [5, 5]], [1, 0])
+        second = tracker.propagate()[1]
+        runs[prefetch] = (first, second, tracker.features.prefetch_hits, tracker.encoded)
+    assert Sam2Tracker(model, volume, cache=cache).features.prefetching is False  # CPU default
+    np.testing.assert_array_equal(runs[True][0], runs[False][0])
+    np.testing.assert_array_equal(runs[True][1], runs[False][1])
+    assert runs[False][2] == 0
+    # every plane tracked from memory was read from a prefetch: 5 planes (all but the
+    # prompted plane 2), then 5 and 3 (planes 3..5 re-tracked, 4 prompted)
+    assert runs[True][2] == 5 + 2
+    assert runs[True][3] == runs[False][3] == set(range(6))  # nothing fetched beyond need
+
+
+def test_prefetch_keeps_two_planes_ahead_and_reports_errors():
+    import torch
+
+    from napari_seglab.sam.sam2_model import Sam2Embedding
+    from napari_seglab.sam.sam2_video import CachedFeatures
+
+    asked = []
+
+    def embed(plane):
+        asked.append(plane)
+        if plane == 9:
+            raise OSError("plane 9 cannot be read")
+        level = torch.full((1, 2, 4, 4), float(plane))
+        return Sam2Embedding([level, level], [level, level], level, (4, 4))
+
+    features = CachedFeatures(embed, torch.device("cpu"), prefetch=True)
+    for plane in (0, 1, 2):
+        features.prefetch(plane)  # plane 0 is dropped: at most AHEAD = 2 wait
+    for plane in (1, 2, 0):
+        _, backbone = features.get(plane, (None, None))
+        assert float(backbone["vision_features"].max()) == plane
+    assert features.prefetch_hits == 2
+    assert sorted(asked) == [0, 0, 1, 2]  # plane 0 looked up again when asked
+    features.prefetch(9)
+    with pytest.raises(OSError, match="plane 9"):
+        features.get(9)
+    features.prefetch(3)
+    features.drop_prefetched()
+    assert features.get(3)[1]["backbone_fpn"][0].shape == (1, 2, 4, 4)
+    assert features.prefetch_hits == 2

@@ -25,6 +25,10 @@ as arrays. What differs from the official ``init_state``/``propagate_in_video``:
   other planes keep their masks. An object never tracked is propagated the
   official way: forward from its first prompted plane to the end, then
   backward from it to plane 0.
+* **Copies ahead on CUDA.** While a plane is computed, the next plane's
+  features are copied from the cache (host memory) to the GPU on a side
+  stream (:meth:`~.sam2_video.CachedFeatures.prefetch`): at most two planes
+  beyond the current one are on the GPU; results are bit-identical.
 * **Jobs.** Propagation yields a :class:`TrackStep` per plane and checks
   ``cancel`` between planes; a cancelled propagation restores the predictor's
   memory and leaves the masks as they were.
@@ -67,6 +71,10 @@ class Sam2Tracker:
         Whether the last axis of ``volume`` is colour (None: guess).
     autocast : {"bf16", "fp16"}, optional
         Mixed precision on CUDA (ignored on the CPU).
+    prefetch : bool, optional
+        Copy the next plane's features to the device while the current one
+        is computed (default: on CUDA only; see
+        :class:`~.sam2_video.CachedFeatures`).
 
     Attributes
     ----------
@@ -75,6 +83,9 @@ class Sam2Tracker:
         ``(Y, X)``.
     encoded : set of int
         Planes whose embedding this tracker asked for.
+    features : CachedFeatures
+        The predictor's feature lookup (``features.prefetch_hits`` counts the
+        planes read from a prefetch).
     """
 
     def __init__(
@@ -85,6 +96,7 @@ class Sam2Tracker:
         cache: Any = None,
         rgb: bool | None = None,
         autocast: str | None = None,
+        prefetch: bool | None = None,
     ) -> None:
         import torch
 
@@ -109,15 +121,20 @@ class Sam2Tracker:
         self.autocast = autocast
         self.encoded: set[int] = set()
         self._keys: dict[int, tuple[str, str]] = {}  # plane: (encoder hash, cache key)
-        features = CachedFeatures(self._embedding, self.device)
-        self.state = new_inference_state(self.n_planes, self.plane_shape, features, self.device)
+        self.features = CachedFeatures(self._embedding, self.device, prefetch=prefetch)
+        self.state = new_inference_state(
+            self.n_planes, self.plane_shape, self.features, self.device
+        )
         self._masks: dict[int, np.ndarray] = {}
         self._dirty: dict[int, set[int]] = {}
         self._given: dict[tuple[int, int], np.ndarray] = {}  # mask prompts, kept as given
 
     # -- embeddings ----------------------------------------------------------------------
     def _embedding(self, plane: int):
-        """Plane ``plane``'s embedding from the cache; its key is hashed once per tracker."""
+        """Plane ``plane``'s embedding from the cache; its key is hashed once per tracker.
+
+        Also called from the prefetch thread (one plane at a time; the cache locks).
+        """
         from .embedding import embedding_key
 
         self.encoded.add(plane)
@@ -342,33 +359,42 @@ class Sam2Tracker:
                 i: [([p for p in planes if lo <= p <= hi], rev) for planes, rev in sweeps]
                 for i, sweeps in plan.items()
             }
-        total = sum(len(planes) for sweeps in plan.values() for planes, _ in sweeps)
+        steps = [
+            (i, plane, reverse)
+            for i, sweeps in plan.items()
+            for planes, reverse in sweeps
+            for plane in planes
+        ]
+        total = len(steps)
         with self._compute():
             self.net.propagate_in_video_preflight(self.state)
         snapshot = self._snapshot()
         staged: dict[int, dict[int, np.ndarray]] = {i: {} for i in plan}
         done = 0
         try:
-            for object_id, sweeps in plan.items():
-                for planes, reverse in sweeps:
-                    for plane in planes:
-                        check.raise_if_set("SAM 2 propagation")
-                        mask = self._track(object_id, plane, reverse)
-                        staged[object_id][plane] = np.packbits(mask.reshape(-1))
-                        done += 1
-                        yield TrackStep(
-                            "tracking",
-                            done,
-                            total,
-                            clock.elapsed,
-                            plane=plane,
-                            direction=-1 if reverse else 1,
-                            object_id=object_id,
-                            area=int(np.count_nonzero(mask)),
-                        )
+            for n, (object_id, plane, reverse) in enumerate(steps):
+                check.raise_if_set("SAM 2 propagation")
+                ahead = self._next_read(steps, n)
+                if ahead is not None:
+                    self.features.prefetch(ahead)
+                mask = self._track(object_id, plane, reverse)
+                staged[object_id][plane] = np.packbits(mask.reshape(-1))
+                done += 1
+                yield TrackStep(
+                    "tracking",
+                    done,
+                    total,
+                    clock.elapsed,
+                    plane=plane,
+                    direction=-1 if reverse else 1,
+                    object_id=object_id,
+                    area=int(np.count_nonzero(mask)),
+                )
         except JobCancelled:
             self._restore(snapshot)
             raise
+        finally:
+            self.features.drop_prefetched()
         for object_id, planes in staged.items():
             packed = self._masks.get(object_id)
             if packed is None:
@@ -385,6 +411,17 @@ class Sam2Tracker:
         from ..jobs import run_to_end
 
         return run_to_end(self.propagate_steps(object_ids, **options))
+
+    def _next_read(self, steps: list, n: int) -> int | None:
+        """The plane of the first of the next two steps that reads features (None: neither).
+
+        A step on a plane prompted for its object reuses the prompted output.
+        """
+        for object_id, plane, _ in steps[n + 1 : n + 3]:
+            index = self.state["obj_id_to_idx"][object_id]
+            if plane not in self.state["output_dict_per_obj"][index]["cond_frame_outputs"]:
+                return plane
+        return None
 
     def _track(self, object_id: int, plane: int, reverse: bool) -> np.ndarray:
         """Track ``object_id`` onto ``plane`` (or reuse its prompted output); ``(Y, X)`` bool."""
