@@ -8,12 +8,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "segment many images with a saved U-Net model (one output per input)"
+HELP = "segment many images with a saved model (one output per input)"
 DESCRIPTION = (
     "Predict every INPUT (files, folders, globs or .txt list files; a folder of DICOM files "
     "is one input) with MODEL. OUTPUT_DIR gets NAME_labels.EXT per input (and "
     "NAME_probabilities / NAME_instances on request), named after the input; EXT is the "
-    "input's format where it can be written (.nii.gz, .nii, .tif, .npy), else .tif."
+    "input's format where it can be written (.nii.gz, .nii, .tif, .npy), else .tif. "
+    "A model of an instance or panoptic family (maskrcnn, mask2former) always writes "
+    "NAME_instances (its own objects) and NAME_labels (classes); such models predict every "
+    "input whole, without --memory-budget, --crf, --instances or --tta."
 )
 
 

@@ -11,6 +11,9 @@ DICOM series as ``.nii.gz`` on its geometry, and ``.tif`` for the others
 ``"npy"`` force one; ``"ome-zarr"`` writes ``NAME_labels.ome.zarr`` with a
 multiscale pyramid (:mod:`.omezarr`).
 
+Models of an instance or panoptic family (Mask R-CNN, Mask2Former) always
+write ``NAME_instances`` and are predicted whole (:mod:`.predict_family`).
+
 An input is predicted whole, in memory, with
 :func:`napari_seglab.unet.predict_and_split` (the same call as
 ``seglab predict`` and the widget, so the labels are identical), followed by
@@ -151,8 +154,19 @@ class PredictPipeline:
         self._check_model()
 
     def _check_model(self) -> None:
+        from .predict_family import check_family_settings, family_kind
+
         model = self.load(device="cpu")
         self.classes = [int(c) for c in model.classes]
+        self.family_kind = family_kind(model)
+        check_family_settings(
+            model.architecture,
+            self.family_kind,
+            crf=self.crf,
+            instances=self.instances,
+            memory_budget=self.memory_budget,
+            tta=self.tta,
+        )
 
     # ------------------------------------------------------------- the contract
     def settings(self) -> dict[str, Any]:
@@ -191,8 +205,10 @@ class PredictPipeline:
 
     def output_kinds(self) -> list[str]:
         """Outputs per item, in order: ``labels``, ``probabilities``, ``instances``."""
+        from .predict_family import writes_instances
+
         kinds = list(self.outputs)
-        if self.instances != "none":
+        if self.instances != "none" or writes_instances(getattr(self, "family_kind", None)):
             kinds.append("instances")
         return kinds
 
