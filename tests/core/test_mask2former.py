@@ -134,3 +134,44 @@ def test_bad_settings_are_named():
         m2f.train(image, classes, patch_size=(48, 48), max_epochs=1)
     with pytest.raises(ValueError, match="encoder: not a setting"):
         unet.train(image, classes, family="mask2former", encoder="resnet18", max_epochs=1)
+
+
+def test_link_instances_keeps_ids_through_a_stack_within_a_class():
+    classes = np.zeros((3, 8, 8), np.uint8)
+    ids = np.zeros((3, 8, 8), np.int32)
+    classes[:, 0:4, 0:4], ids[:, 0:4, 0:4] = 1, 1  # one cell on every plane
+    classes[0, 5:8, 5:8], ids[0, 5:8, 5:8] = 1, 2  # a cell on plane 0 only
+    classes[1, 5:8, 5:8], ids[1, 5:8, 5:8] = 3, 2  # same place, other class: a new object
+    classes[2, 5:8, 5:8], ids[2, 5:8, 5:8] = 3, 3  # the class-3 object goes on
+    classes[1, 0:4, 0:4] = 1
+    linked = m2f.link_instances(classes, ids, things=[1, 3])
+    assert (linked[:, 0:4, 0:4] == linked[0, 0, 0]).all()
+    assert linked[0, 6, 6] != linked[1, 6, 6]
+    assert linked[1, 6, 6] == linked[2, 6, 6]
+    assert sorted(np.unique(linked).tolist()) == [0, 1, 2, 3]
+    # a class that is not a thing gets no id
+    assert not m2f.link_instances(classes, ids, things=[2]).any()
+
+
+def test_stack_ids_linked_and_batch_predict_writes_classes_and_instances(trained, tmp_path):
+    import tifffile
+
+    from napari_seglab.batch.pipeline import BatchItem
+    from napari_seglab.batch.predict import PredictPipeline
+
+    model, _ = trained
+    image, _, _ = scene()
+    stack = np.stack([image, image])
+    planes = unet.predict_and_split(model, stack, device="cpu")
+    np.testing.assert_array_equal(planes.instances[0], planes.instances[1])  # linked
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    out = tmp_path / "out"
+    out.mkdir()
+    pipeline = PredictPipeline(model.save(tmp_path / "m2f.pt"), device="cpu")
+    item = BatchItem("stack", tmp_path / "stack.tif")
+    outcome = pipeline.run_item(item, out, pipeline.load())
+    assert outcome.outputs == ["stack_labels.tif", "stack_instances.tif"]
+    np.testing.assert_array_equal(tifffile.imread(out / "stack_labels.tif"), planes.labels)
+    np.testing.assert_array_equal(tifffile.imread(out / "stack_instances.tif"), planes.instances)
+    with pytest.raises(ValueError, match=r"'mask2former' family .*--memory-budget"):
+        PredictPipeline(model.save(tmp_path / "m2f.pt"), memory_budget="1GB")

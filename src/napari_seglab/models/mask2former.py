@@ -13,8 +13,10 @@ family="mask2former", network_kwargs={"things": [1, 2]})``, or
 objects of thing classes are then its connected components) or
 :class:`~.mask2former_data.PanopticLabels` (class and instance images); see
 :mod:`.mask2former_data`. The network is 2D: 3D stacks train on their
-annotated planes and predict plane by plane (object ids are not linked
-across planes). Patch sides are multiples of 32 (the Swin backbone's stride).
+annotated planes and predict plane by plane, an object keeping its id from
+plane to plane where it overlaps its predecessor of the same class
+(:func:`link_instances`, the linking of Mask R-CNN). Patch sides are
+multiples of 32 (the Swin backbone's stride).
 Every class, background (0) included, is a stuff class unless listed in
 ``things``; the validation score is the panoptic quality over the non-background
 classes of a held-out strip.
@@ -29,7 +31,7 @@ annotations and, for useful sizes, a GPU.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import numpy as np
@@ -251,6 +253,7 @@ def predict_events(
     device="auto",
     score_threshold: float = 0.5,
     overlap_threshold: float = 0.8,
+    link_iou: float = 0.5,
     cancel=None,
     **unused: Any,
 ) -> Generator[ProgressEvent, None, Any]:
@@ -262,13 +265,18 @@ def predict_events(
         A ``"mask2former"`` model.
     image : array
         In the model's layout (:meth:`SegmentationModel.describe_input`); a 3D
-        stack runs plane by plane. Not modified.
+        stack runs plane by plane (also with a model trained on 2D images,
+        unless ``slicewise=False``). Not modified.
     score_threshold : float
         Queries whose class score is at most this are dropped.
     overlap_threshold : float
         A query keeps its segment only if at least this share of its mask is
         visible after overlaps are resolved (``transformers``'
         ``overlap_mask_area_threshold``).
+    link_iou : float
+        On a stack, an object keeps the id of the object of the same class on
+        the plane before that it overlaps with at least this IoU
+        (:func:`link_instances`, as Mask R-CNN links its planes).
     unused :
         Keywords of the other families' prediction (``overlap``, ``batch_size``,
         ``spacing``, ``min_size`` ...): not used here; ``tta`` or ``mc_dropout``
@@ -279,7 +287,7 @@ def predict_events(
     Prediction
         ``probabilities`` ``(C, *spatial)`` float32, ``labels`` (class values,
         0 where no segment), ``instances`` int32 (objects of thing classes,
-        ids from 1, numbered on through the planes of a stack).
+        ids from 1, linked across the planes of a stack).
     """
     require_transformers()
     from ..device import resolve_device
@@ -294,6 +302,8 @@ def predict_events(
 
     check = CancelCheck(cancel)
     clock = Stopwatch()
+    # the network is 2D: a stack runs plane by plane unless slicewise=False is asked
+    slicewise = True if slicewise is None else slicewise
     plane_by_plane = model.check_input(image, channel_axis=channel_axis, slicewise=slicewise)
     data = model.prepare_input(image, channel_axis=channel_axis)
     planes = [data[:, z] for z in range(data.shape[1])] if plane_by_plane else [data]
@@ -303,8 +313,9 @@ def predict_events(
     thing_index = {model.classes.index(t) for t in things if t in model.classes}
     stuff_index = [i for i in range(len(model.classes)) if i not in thing_index]
     values = np.asarray(model.classes, dtype=np.int64)
+    if not 0.0 < float(link_iou) <= 1.0:
+        raise ValueError(f"Expected link_iou in (0, 1], got {link_iou!r}.")
     out_classes, out_instances, out_probs = [], [], []
-    next_id = 0
     try:
         for done, plane in enumerate(planes):
             check.raise_if_set("Prediction")
@@ -319,19 +330,15 @@ def predict_events(
                 overlap_threshold=overlap_threshold,
             )
             out_classes.append(np.where(index >= 0, values[np.maximum(index, 0)], 0))
-            out_instances.append(np.where(instances > 0, instances + next_id, 0))
-            next_id += int(instances.max())
+            out_instances.append(instances)
             out_probs.append(probs)
     finally:
         model.network.to("cpu")
     check.raise_if_set("Prediction")
     yield ProgressEvent("predicting", len(planes), len(planes), clock.elapsed)
     if plane_by_plane:
-        classes, instances, probs = (
-            np.stack(out_classes),
-            np.stack(out_instances),
-            np.stack(out_probs, axis=1),
-        )
+        classes, probs = np.stack(out_classes), np.stack(out_probs, axis=1)
+        instances = link_instances(classes, np.stack(out_instances), things, link_iou)
     else:
         classes, instances, probs = out_classes[0], out_instances[0], out_probs[0]
     return Prediction(
@@ -339,6 +346,45 @@ def predict_events(
         labels=classes.astype(np.min_scalar_type(max(int(values.max()), 1))),
         instances=instances.astype(np.int32),
     )
+
+
+def link_instances(
+    classes: np.ndarray, instances: np.ndarray, things: Sequence[int], min_iou: float = 0.5
+) -> np.ndarray:
+    """Link per-plane object ids through a stack, class by class.
+
+    Parameters
+    ----------
+    classes : array ``(Z, Y, X)``
+        Class value per pixel.
+    instances : array ``(Z, Y, X)`` int
+        Object ids numbered per plane (0 none); each object has one class.
+    things : sequence of int
+        Class values whose objects are linked (other classes' ids are dropped).
+    min_iou : float
+        An object takes the id of the object of the same class on the plane
+        before that it overlaps with at least this IoU
+        (:func:`napari_seglab.sam.everything_labels.link_planes`); otherwise a new id.
+
+    Returns
+    -------
+    array ``(Z, Y, X)`` int32
+        Ids from 1, unique through the stack; the classes' ids follow each other
+        (all ids of the first thing class, then the next).
+    """
+    from ..sam.everything_labels import link_planes
+
+    out = np.zeros(instances.shape, np.int32)
+    offset = 0
+    for value in things:
+        planes = [np.where((c == value) & (i > 0), i, 0) for c, i in zip(classes, instances)]
+        records = [[{"id": int(v)} for v in np.unique(p) if v] for p in planes]
+        if not any(records):
+            continue
+        linked, _ = link_planes(planes, records, min_iou=min_iou)
+        out[linked > 0] = linked[linked > 0] + offset
+        offset += int(linked.max())
+    return out
 
 
 def _prepare(image, labels, things, ignore_label, rgb, channel_axis, intensity) -> dict:
