@@ -44,3 +44,27 @@ def make_tiny_sam():
         return build_tiny_sam(seed=seed, device="cpu", **sizes)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_sam2_models():
+    """``make(seed=0, image_size=128) -> Sam2Model``, built once per test session.
+
+    SAM 2.1 Hiera tiny from the package's real config with random weights
+    (:func:`napari_seglab.sam.sam2_model.build_sam2_model`), on the CPU. Each
+    ``(seed, image_size)`` is built once (seconds) and shared by every SAM 2
+    test module: a test that changes the weights must restore them.
+    """
+    pytest.importorskip("torch")
+    pytest.importorskip("sam2")
+    from napari_seglab.sam.sam2_model import build_sam2_model
+
+    built = {}
+
+    def make(seed: int = 0, image_size: int = 128):
+        key = (int(seed), int(image_size))
+        if key not in built:
+            built[key] = build_sam2_model(image_size=key[1], seed=key[0])
+        return built[key]
+
+    return make

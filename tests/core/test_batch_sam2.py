@@ -17,7 +17,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
-from _sam2_models import tiny_sam2  # noqa: E402
 from test_batch_sam import CELLS, reference, scene_2d, scene_3d, write_inputs  # noqa: E402
 
 from napari_seglab.batch.pipeline import BatchItem  # noqa: E402
@@ -25,9 +24,9 @@ from napari_seglab.batch.sam_model import SamModelSpec  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def sam2_file(tmp_path_factory):
+def sam2_file(tmp_path_factory, tiny_sam2_models):
     path = tmp_path_factory.mktemp("sam2") / "tuned_sam2.pt"
-    torch.save({"model": tiny_sam2().net.state_dict()}, path)
+    torch.save({"model": tiny_sam2_models().net.state_dict()}, path)
     return path
 
 
@@ -45,12 +44,14 @@ def test_spec_of_a_sam2_file_and_of_a_registered_name(sam2_file):
         named.load()  # offline, not cached: the error names the file to place
 
 
-def test_sam2_pipeline_items_equal_the_prompting_core(tmp_path, sam2_file, one_torch_thread):
+def test_sam2_pipeline_items_equal_the_prompting_core(
+    tmp_path, sam2_file, one_torch_thread, tiny_sam2_models
+):
     from napari_seglab.batch.sam import SamPipeline, SamWorker
     from napari_seglab.io import read_array
     from napari_seglab.sam import EmbeddingCache, Sam2Model
 
-    model = tiny_sam2()
+    model = tiny_sam2_models()
     inputs = write_inputs(tmp_path / "in")
     spec = SamModelSpec.resolve(sam2_file, architecture="sam2.1_hiera_tiny", device="cpu")
     pipeline = SamPipeline(spec, inputs / "prompts.csv", propagate=True, device="cpu")

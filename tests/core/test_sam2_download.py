@@ -12,7 +12,6 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from _sam2_models import tiny_sam2
 
 torch = pytest.importorskip("torch")
 
@@ -30,9 +29,9 @@ from napari_seglab.sam.sam2_registry import (  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def source(one_torch_thread):
+def source(one_torch_thread, tiny_sam2_models):
     """A random-weight Hiera-tiny network and its checkpoint bytes (``{"model": state}``)."""
-    model = tiny_sam2()
+    model = tiny_sam2_models()
     buffer = io.BytesIO()
     torch.save({"model": model.net.state_dict()}, buffer)
     return model, buffer.getvalue()

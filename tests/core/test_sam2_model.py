@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-from _sam2_models import tiny_sam2
 
 torch = pytest.importorskip("torch")
 
@@ -22,8 +21,8 @@ from napari_seglab.sam.sam2_model import (  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def model(one_torch_thread):
-    return tiny_sam2()
+def model(one_torch_thread, tiny_sam2_models):
+    return tiny_sam2_models()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _sam2_models import tiny_sam2
 
 torch = pytest.importorskip("torch")
 
@@ -14,8 +13,8 @@ SIZE = 128  # encoder input of the test model (the real Hiera-tiny config otherw
 
 
 @pytest.fixture(scope="module")
-def model(one_torch_thread):
-    return tiny_sam2(image_size=SIZE)
+def model(one_torch_thread, tiny_sam2_models):
+    return tiny_sam2_models(image_size=SIZE)
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,13 @@ pytest.importorskip("sam2")
 from napari_seglab.jobs import JobCancelled, run_to_end
 from napari_seglab.sam import EmbeddingCache, propagate_steps
 from napari_seglab.sam.image import SamInput
-from napari_seglab.sam.sam2_model import build_sam2_model, preprocess_plane
+from napari_seglab.sam.sam2_model import preprocess_plane
 from napari_seglab.sam.sam2_tracker import Sam2Tracker, affected_range
 
 
 @pytest.fixture(scope="module")
-def model(one_torch_thread):
-    return build_sam2_model(image_size=64)
+def model(one_torch_thread, tiny_sam2_models):
+    return tiny_sam2_models(image_size=64)
 
 
 @pytest.fixture(scope="module")

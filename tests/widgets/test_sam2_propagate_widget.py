@@ -13,15 +13,14 @@ from _canvas import click, key, show_viewer
 from qtpy.QtCore import Qt
 
 from napari_seglab.data import nuclei_3d
-from napari_seglab.sam.sam2_model import build_sam2_model
 
 WIDGET = "SAM prompting"
 
 
 @pytest.fixture(scope="module")
-def tiny_sam2(one_torch_thread):
-    """SAM 2.1 Hiera tiny from the package's real config, random weights, 64 px input."""
-    return build_sam2_model(image_size=64)
+def tiny_sam2(one_torch_thread, tiny_sam2_models):
+    """SAM 2.1 Hiera tiny from the package's real config, random weights, 64 px input (shared)."""
+    return tiny_sam2_models(image_size=64)
 
 
 def _wait_prediction(qtbot, widget, previous=None):

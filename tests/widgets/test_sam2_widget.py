@@ -12,13 +12,13 @@ from _canvas import click, key, show_viewer
 from qtpy.QtCore import Qt
 
 from napari_seglab.data import nuclei_2d
-from napari_seglab.sam.sam2_model import Sam2Embedding, build_sam2_model
+from napari_seglab.sam.sam2_model import Sam2Embedding
 
 
 @pytest.fixture(scope="module")
-def tiny_sam2(one_torch_thread):
-    """The real Hiera-tiny config with random weights at a 64-px input."""
-    return build_sam2_model(image_size=64, seed=1)
+def tiny_sam2(one_torch_thread, tiny_sam2_models):
+    """The real Hiera-tiny config with random weights at a 64-px input (shared, conftest)."""
+    return tiny_sam2_models(image_size=64)
 
 
 def test_sam2_model_is_offered_then_click_and_commit(make_napari_viewer, qtbot, tiny_sam2):
