@@ -73,7 +73,7 @@ class UNetWidget(DockShell):
         self.binary = data.binary
         self.training_form = form = TrainingForm()
         self.architecture, self.epochs = form.architecture, form.epochs
-        self.time_budget, self.device = form.time_budget, form.device
+        self.time_budget, self.device, self.things = form.time_budget, form.device, form.things
         self.advanced_form = advanced = AdvancedTrainingForm()
         self.patch_size, self.batch_size = advanced.patch_size, advanced.batch_size
         self.learning_rate, self.augment = advanced.learning_rate, advanced.augment

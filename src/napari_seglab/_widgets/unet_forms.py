@@ -137,8 +137,21 @@ class TrainingForm(Container):
                         "deeplabv3plus (2D, ResNet-34 encoder) or maskrcnn (instance "
                         "segmentation: Labels with one id per object, every object of a "
                         "trained plane labelled; predicts an instance Labels layer). "
-                        "deeplabv3plus and maskrcnn start from random weights: trained from "
-                        "scratch they need many annotations and a GPU."
+                        "mask2former (panoptic: a class Labels layer, objects of the thing "
+                        "classes apart; needs the mask2former extra). "
+                        "deeplabv3plus, maskrcnn and mask2former start from random weights: "
+                        "trained from scratch they need many annotations and a GPU."
+                    ),
+                ),
+                LineEdit(
+                    name="things",
+                    label="Thing classes",
+                    value="",
+                    visible=False,
+                    tooltip=(
+                        "Panoptic families: label values of the countable classes, e.g. '1 3'; "
+                        "each connected region of such a class in the labels is one object. "
+                        "Empty: every class is stuff (semantic output only)."
                     ),
                 ),
                 SpinBox(
@@ -164,6 +177,39 @@ class TrainingForm(Container):
             ]
         )
         self.margins = (0, 0, 0, 0)
+        self.architecture.changed.connect(self._family_changed)
+
+    def _family_changed(self, family: str) -> None:
+        self.things.visible = panoptic_family(family)
+
+
+def panoptic_family(family: str | None) -> bool:
+    """Whether ``family`` is a family module of kind ``"panoptic"`` (Mask2Former)."""
+    from ..unet.families import family_module
+
+    try:
+        module = None if family is None else family_module(family)
+    except (ValueError, ImportError):
+        return False
+    return getattr(module, "KIND", "") == "panoptic"
+
+
+def thing_classes(text: str) -> list[int]:
+    """``"1 3"`` or ``"1, 3"`` as ``[1, 3]``; empty text gives ``[]``.
+
+    Raises
+    ------
+    ValueError
+        For text that is not non-negative integers.
+    """
+    parts = text.replace(",", " ").split()
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = [-1]
+    if any(v < 0 for v in values):
+        raise ValueError(f"Expected thing classes as label values like '1 3', got {text!r}.")
+    return list(dict.fromkeys(values))
 
 
 class AdvancedTrainingForm(Container):
@@ -232,8 +278,12 @@ def training_settings(basic: TrainingForm, advanced: AdvancedTrainingForm) -> di
     budget = float(basic.time_budget.value) or None
     if epochs is None and budget is None:
         raise ValueError("Expected a number of epochs or a time budget; both are 0.")
+    family = basic.architecture.value
+    things = thing_classes(basic.things.value) if panoptic_family(family) else []
+    extra = {"network_kwargs": {"things": things}} if things else {}
     return {
-        "architecture": basic.architecture.value,
+        **extra,
+        "architecture": family,
         "patch_size": patch,
         "max_epochs": epochs,
         "time_budget_s": budget,

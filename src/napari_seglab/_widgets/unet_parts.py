@@ -126,9 +126,24 @@ def instance_family(family: str | None) -> bool:
     return module is not None and getattr(module, "KIND", "") == "instance"
 
 
+def module_family(family: str | None) -> bool:
+    """Whether ``family`` predicts through its own module (Mask R-CNN, Mask2Former).
+
+    Such models predict whole planes (no sliding windows): no block-by-block
+    store, no visible-region prediction.
+    """
+    from ..unet.families import FAMILY_MODULES
+
+    return family is not None and str(family).lower() in FAMILY_MODULES
+
+
 def score_name(family: str | None) -> str:
-    """What the validation score of ``family`` is: ``"val F1"`` (instances) or ``"val Dice"``."""
-    return "val F1" if instance_family(family) else "val Dice"
+    """Validation score of ``family``: ``"val F1"`` (instance), ``"val PQ"``, ``"val Dice"``."""
+    from .unet_forms import panoptic_family
+
+    if instance_family(family):
+        return "val F1"
+    return "val PQ" if panoptic_family(family) else "val Dice"
 
 
 def describe_model(model) -> str:
@@ -150,10 +165,10 @@ def prediction_job(image, probabilities: bool, model=None):
     Lazy ones (dask, zarr, memory map): block by block into a zarr store in
     the cache folder (``predictions/``), so neither the image nor the result is
     loaded whole (:func:`~napari_seglab.batch.stores.predict_into_store_events`),
-    except with an instance family's ``model`` (Mask R-CNN), which predicts
-    whole planes: then the image is read into memory.
+    except with a family module's ``model`` (Mask R-CNN, Mask2Former), which
+    predicts whole planes: then the image is read into memory.
     """
-    if not is_lazy(image) or instance_family(getattr(model, "family", None)):
+    if not is_lazy(image) or module_family(getattr(model, "family", None)):
         from ..unet import predict_and_split_events
 
         return (lambda m, im, **kw: predict_and_split_events(m, np.asarray(im), **kw)), {}
@@ -173,11 +188,13 @@ def add_prediction_layers(viewer, result, image_layer, model, probabilities: boo
     ``probabilities`` one hidden Image layer per foreground class; each takes
     the image layer's scale, translate, rotation, shear and affine. An
     instance family (Mask R-CNN) adds its objects only, as one instance
-    Labels layer ``"<image> <family> objects"``. Returns the (first) labels
-    layer's name.
+    Labels layer ``"<image> <family> objects"``; a panoptic family
+    (Mask2Former) its class image as ``"<image> <family>"`` and its objects as
+    ``"<image> <family> objects"``. Returns the (first) labels layer's name.
     """
     geometry = source_geometry(image_layer, result.labels.ndim, model.channel_axis)
-    name = f"{image_layer.name} U-Net"
+    own = module_family(model.family)  # Mask2Former: "<image> mask2former" (+ objects)
+    name = f"{image_layer.name} {model.family if own else 'U-Net'}"
     if instance_family(model.family):
         name = f"{image_layer.name} {model.family} objects"
         viewer.add_labels(result.instances, name=name, **geometry)

@@ -101,12 +101,12 @@ def predict_visible(dock) -> None:
     """
     from ..batch.stores import predict_region_events
     from ._layers import notify_error
-    from .unet_parts import instance_family, source_geometry
+    from .unet_parts import module_family, source_geometry
 
     inputs = dock._prediction_inputs("U-Net prediction of the visible region")
     if inputs is None:
         return
-    if instance_family(dock.model.family):
+    if module_family(dock.model.family):
         error = ValueError(
             f"Predict visible region works for per-pixel families; the {dock.model.family!r} "
             "model predicts whole planes: use Predict."
