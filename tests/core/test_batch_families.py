@@ -106,3 +106,13 @@ def test_instance_family_refuses_what_does_not_apply(model_file, setting, option
     with pytest.raises(ValueError, match="'maskrcnn' family") as refused:
         PredictPipeline(model_file, **setting)
     assert option in str(refused.value)
+
+
+def test_cli_refusal_is_an_error_before_any_work(model_file, tmp_path, capsys):
+    from napari_seglab.cli import main
+
+    tifffile.imwrite(tmp_path / "a.tif", _discs()[0])
+    args = ["batch", "predict", str(model_file), str(tmp_path / "a.tif"), "-o", str(tmp_path)]
+    assert main([*args, "--crf"]) == 2
+    assert "'maskrcnn' family" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif"]

@@ -163,7 +163,9 @@ def test_stack_ids_linked_and_batch_predict_writes_classes_and_instances(trained
     image, _, _ = scene()
     stack = np.stack([image, image])
     planes = unet.predict_and_split(model, stack, device="cpu")
-    np.testing.assert_array_equal(planes.instances[0], planes.instances[1])  # linked
+    # the four-step model finds no segment above the score threshold, so this runs the stack
+    # path (link_instances) without objects; the linking itself is tested above
+    np.testing.assert_array_equal(planes.instances[0], planes.instances[1])
     tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
     out = tmp_path / "out"
     out.mkdir()
