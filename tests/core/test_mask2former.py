@@ -177,3 +177,27 @@ def test_stack_ids_linked_and_batch_predict_writes_classes_and_instances(trained
     np.testing.assert_array_equal(tifffile.imread(out / "stack_instances.tif"), planes.instances)
     with pytest.raises(ValueError, match=r"'mask2former' family .*--memory-budget"):
         PredictPipeline(model.save(tmp_path / "m2f.pt"), memory_budget="1GB")
+
+
+def test_predict_events_links_planes_of_a_stack(trained, monkeypatch):
+    """The stack path of ``predict_events`` with known per-plane segments (ids swapped)."""
+    model, _ = trained
+    image, _, _ = scene()
+    calls = []
+
+    def segments(network, plane, thing_index, stuff_index, device, **kwargs):
+        index = np.full((64, 64), -1, np.int64)
+        ids = np.zeros((64, 64), np.int32)
+        index[0:10, 0:10] = index[20:30, 20:30] = 1  # class index 1: value 1, a thing
+        index[:, 50:] = 2  # stuff
+        first, second = (1, 2) if not calls else (2, 1)  # each plane numbers its own way
+        ids[0:10, 0:10], ids[20:30, 20:30] = first, second
+        calls.append(plane.shape)
+        return index, ids, np.full((3, 64, 64), 1 / 3, np.float32)
+
+    monkeypatch.setattr(m2f, "predict_plane", segments)
+    result = unet.predict_and_split(model, np.stack([image, image]), device="cpu")
+    assert len(calls) == 2
+    np.testing.assert_array_equal(result.instances[0], result.instances[1])
+    assert sorted(np.unique(result.instances).tolist()) == [0, 1, 2]
+    assert (result.labels[:, :, 50:] == 2).all()
