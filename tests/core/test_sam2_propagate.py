@@ -259,16 +259,26 @@ def test_update_changes_replace_the_object_on_propagated_planes_only():
 
 
 def test_prefetch_reads_each_plane_ahead_and_changes_nothing(model, cache):
-    """The prefetch path (a worker thread; on CUDA also a side stream) equals direct lookups."""
+    """The prefetch path (a worker thread; on CUDA also a side stream) equals direct lookups.
+
+    The prefetching tracker also computes planes in groups of 4 per autocast
+    region, as with autocast on CUDA: the same masks and the same events.
+    """
     volume = _stack(6)
-    runs = {}
+    runs, events = {}, {}
     for prefetch in (False, True):
         tracker = Sam2Tracker(model, volume, cache=cache, prefetch=prefetch)
+        assert tracker._group == 1  # CPU: one plane per progress event
+        if prefetch:
+            tracker._group = 4
         tracker.set_points(2, 1, [[24, 24]], [1])
-        first = tracker.propagate()[1]
+        steps = []
+        first = run_to_end(tracker.propagate_steps(), steps.append)[1]
         tracker.set_points(4, 1, [[24, 30], [5, 5]], [1, 0])
-        second = tracker.propagate()[1]
+        second = run_to_end(tracker.propagate_steps(), steps.append)[1]
         runs[prefetch] = (first, second, tracker.features.prefetch_hits, tracker.encoded)
+        events[prefetch] = [(s.plane, s.direction, s.done, s.total, s.area) for s in steps]
+    assert events[True] == events[False]
     assert Sam2Tracker(model, volume, cache=cache).features.prefetching is False  # CPU default
     np.testing.assert_array_equal(runs[True][0], runs[False][0])
     np.testing.assert_array_equal(runs[True][1], runs[False][1])

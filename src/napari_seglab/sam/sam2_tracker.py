@@ -29,7 +29,8 @@ as arrays. What differs from the official ``init_state``/``propagate_in_video``:
   features are copied from the cache (host memory) to the GPU on a side
   stream (:meth:`~.sam2_video.CachedFeatures.prefetch`): at most two planes
   beyond the current one are on the GPU; results are bit-identical.
-* **Jobs.** Propagation yields a :class:`TrackStep` per plane and checks
+* **Jobs.** Propagation yields a :class:`TrackStep` per plane (with autocast
+  on CUDA, 8 at a time: the planes of one autocast region) and checks
   ``cancel`` between planes; a cancelled propagation restores the predictor's
   memory and leaves the masks as they were.
 
@@ -119,6 +120,10 @@ class Sam2Tracker:
         self.net = model.net
         self.device = torch.device(model.device)
         self.autocast = autocast
+        # Planes computed between two progress events. Leaving an autocast region drops
+        # autocast's cache of low-precision weight copies, so with autocast on CUDA planes
+        # are computed 8 to a region (one cast of each weight per 8 planes, not per plane).
+        self._group = 8 if autocast is not None and self.device.type == "cuda" else 1
         self.encoded: set[int] = set()
         self._keys: dict[int, tuple[str, str]] = {}  # plane: (encoder hash, cache key)
         self.features = CachedFeatures(self._embedding, self.device, prefetch=prefetch)
@@ -370,26 +375,31 @@ class Sam2Tracker:
             self.net.propagate_in_video_preflight(self.state)
         snapshot = self._snapshot()
         staged: dict[int, dict[int, np.ndarray]] = {i: {} for i in plan}
-        done = 0
         try:
-            for n, (object_id, plane, reverse) in enumerate(steps):
-                check.raise_if_set("SAM 2 propagation")
-                ahead = self._next_read(steps, n)
-                if ahead is not None:
-                    self.features.prefetch(ahead)
-                mask = self._track(object_id, plane, reverse)
-                staged[object_id][plane] = np.packbits(mask.reshape(-1))
-                done += 1
-                yield TrackStep(
-                    "tracking",
-                    done,
-                    total,
-                    clock.elapsed,
-                    plane=plane,
-                    direction=-1 if reverse else 1,
-                    object_id=object_id,
-                    area=int(np.count_nonzero(mask)),
-                )
+            for first in range(0, total, self._group):
+                events = []
+                with self._compute():  # one autocast region per group (see __init__)
+                    for n in range(first, min(first + self._group, total)):
+                        object_id, plane, reverse = steps[n]
+                        check.raise_if_set("SAM 2 propagation")
+                        ahead = self._next_read(steps, n)
+                        if ahead is not None:
+                            self.features.prefetch(ahead)
+                        mask = self._track(object_id, plane, reverse)
+                        staged[object_id][plane] = np.packbits(mask.reshape(-1))
+                        events.append(
+                            TrackStep(
+                                "tracking",
+                                n + 1,
+                                total,
+                                clock.elapsed,
+                                plane=plane,
+                                direction=-1 if reverse else 1,
+                                object_id=object_id,
+                                area=int(np.count_nonzero(mask)),
+                            )
+                        )
+                yield from events
         except JobCancelled:
             self._restore(snapshot)
             raise

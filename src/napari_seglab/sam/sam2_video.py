@@ -88,7 +88,8 @@ class CachedFeatures(dict):
     (page-locked) host memory and from there to the device with
     ``non_blocking=True`` on a side CUDA stream, then records an event. When
     :meth:`get` reaches that plane, the caller's current stream waits for the
-    event (on the GPU; the host does not block) and ``record_stream`` marks
+    event (on the GPU; the host waits only until the worker has queued the
+    copy, which it did while the previous plane was computed) and ``record_stream`` marks
     the copies as used by that stream, so the caching allocator does not give
     their memory back to the side stream before the work queued on the
     current stream has read them. The bytes are those of the synchronous
