@@ -94,12 +94,12 @@ if want sam2 && "$PY" -c "import sam2" 2>/dev/null; then
   timeout 150 "$PY" benchmarks/bench_sam2_propagate.py --device cuda --planes 32 --part timing --autocast bf16 2>&1 | tail -8
 fi
 if want maskrcnn; then
-  step "Mask R-CNN (small backbone) on CUDA: train 3 epochs, predict the 2D sample"
+  step "Mask R-CNN (small backbone) on CUDA: train 2 epochs, predict the 2D sample"
   seglab sample 2d -o "$W/2d" >/dev/null
   I2=$(ls "$W"/2d/*image*.tif | head -1); L2=$(ls "$W"/2d/*label*.tif | head -1)
   TIMEFORMAT="maskrcnn train cuda: %R s wall"
   time timeout 150 "$PY" -m napari_seglab.cli train "$I2" "$L2" -o "$W/maskrcnn.pt" \
-    --family maskrcnn --encoder small --epochs 3 --device cuda 2>&1 | tail -2
+    --family maskrcnn --encoder small --epochs 2 --device cuda 2>&1 | tail -2
   TIMEFORMAT="maskrcnn predict cuda: %R s wall"
   time timeout 100 "$PY" -m napari_seglab.cli predict "$W/maskrcnn.pt" "$I2" \
     -o "$W/maskrcnn_objects.tif" --device cuda 2>&1 | tail -2
