@@ -92,7 +92,7 @@ class UNetTask:
         return self.network.parameters()
 
     def batches(self, epoch: int) -> Iterable[dict]:
-        return self.loader
+        return udata.untracked_batches(self.loader)  # no MetaTensor bookkeeping: faster
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, int]:
         """Loss of one batch; raises RuntimeError when it is NaN or ±Inf.
@@ -101,8 +101,8 @@ class UNetTask:
         NaN into the weights), so it stops there with an error instead of
         producing a NaN model.
         """
-        x = batch["image"].as_tensor().to(self.device, non_blocking=True)
-        y = batch["label"].as_tensor().to(self.device, non_blocking=True)
+        x = batch["image"].as_subclass(torch.Tensor).to(self.device, non_blocking=True)
+        y = batch["label"].as_subclass(torch.Tensor).to(self.device, non_blocking=True)
         logits = self.network(x)  # under the loop's autocast (CUDA only)
         if self.device.type == "cuda":
             with torch.autocast("cuda", enabled=False):  # the loss in fp32
@@ -419,9 +419,9 @@ def train_events(
         augment=augment,
         ratios=udata.sampling_ratios(train_pairs, num_classes),
     )
-    transform.set_random_state(seed=seed)
     dataset = Dataset([samples[i % len(samples)] for i in range(steps_per_epoch)], transform)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=list_data_collate)
+    transform.set_random_state(seed=seed)  # after: MONAI's loader reseeds from torch's RNG
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
