@@ -18,7 +18,7 @@ result into its model and re-raises with that model as ``partial``.
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,7 +27,14 @@ from .jobs import CancelCheck, CancelLike, JobCancelled, ProgressEvent, Stopwatc
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["EpochEvent", "LoopResult", "LoopSettings", "TrainingTask", "training_loop"]
+__all__ = [
+    "EpochEvent",
+    "LoopResult",
+    "LoopSettings",
+    "TrainingTask",
+    "train_to_model",
+    "training_loop",
+]
 
 
 class TrainingTask(Protocol):
@@ -362,3 +369,43 @@ class _Best:
         self.epoch = epoch
         self.state = task.snapshot()
         return True
+
+
+def train_to_model(
+    task: TrainingTask,
+    settings: LoopSettings,
+    finished: Callable[[list[dict]], Any],
+    *,
+    device: torch.device | str,
+    cancel: CancelLike = None,
+) -> Generator[EpochEvent, None, Any]:
+    """:func:`training_loop`, then ``finished(history)`` makes the trained model.
+
+    On cancel the model of the best epoch so far is the ``partial`` of the
+    :class:`~napari_seglab.jobs.JobCancelled` raised; before the first epoch
+    ended there is none.
+
+    Parameters
+    ----------
+    task, settings, device, cancel
+        As :func:`training_loop`.
+    finished : callable
+        ``finished(history) -> model``, called with the epochs' history (list of dict).
+
+    Returns
+    -------
+    Any
+        Generator return value: ``finished(result.history)``.
+    """
+    try:
+        result = yield from training_loop(task, settings, device=device, cancel=cancel)
+    except JobCancelled as stop:
+        if stop.partial is None:
+            raise JobCancelled(
+                "Training was cancelled before the first epoch finished; no model."
+            ) from None
+        raise JobCancelled(
+            f"Training was cancelled; the best epoch ({stop.partial.best_epoch}) is kept.",
+            partial=finished(stop.partial.history),
+        ) from None
+    return finished(result.history)

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..jobs import CancelCheck, JobCancelled, ProgressEvent, Stopwatch, run_to_end
+from ..jobs import CancelCheck, ProgressEvent, Stopwatch, run_to_end
 from . import mask2former_data as m2d
 from .mask2former_data import PanopticLabels
 from .mask2former_net import (
@@ -134,7 +134,7 @@ def train_events(
     """
     require_transformers()
     from ..device import resolve_device
-    from ..training_loop import LoopSettings, training_loop
+    from ..training_loop import LoopSettings, train_to_model
     from ..unet.model import SegmentationModel
 
     given = sorted(k for k, v in unused.items() if v is not None and k != "architecture")
@@ -221,18 +221,7 @@ def train_events(
             history=list(history),
         )
 
-    try:
-        result = yield from training_loop(task, settings, device=device, cancel=cancel)
-    except JobCancelled as stop:
-        if stop.partial is None:
-            raise JobCancelled(
-                "Training was cancelled before the first epoch finished; no model."
-            ) from None
-        raise JobCancelled(
-            f"Training was cancelled; the best epoch ({stop.partial.best_epoch}) is kept.",
-            partial=finished(stop.partial.history),
-        ) from None
-    return finished(result.history)
+    return (yield from train_to_model(task, settings, finished, device=device, cancel=cancel))
 
 
 def train(image, labels, *, things=(), callback: Callable | None = None, **kwargs):

@@ -32,8 +32,7 @@ from collections.abc import Generator, Iterable, Sequence
 
 import numpy as np
 
-from ..jobs import JobCancelled
-from ..training_loop import EpochEvent, LoopSettings, training_loop
+from ..training_loop import EpochEvent, LoopSettings, train_to_model
 from .maskrcnn_data import CropSampler, InstancePlane, instance_planes, split_plane
 from .maskrcnn_net import build_maskrcnn, maskrcnn_settings
 from .maskrcnn_predict import detect_planes, predict_events
@@ -342,18 +341,7 @@ def train_events(
             history=list(history),
         )
 
-    try:
-        result = yield from training_loop(task, settings, device=device, cancel=cancel)
-    except JobCancelled as stop:
-        if stop.partial is None:
-            raise JobCancelled(
-                "Training was cancelled before the first epoch finished; no model."
-            ) from None
-        raise JobCancelled(
-            f"Training was cancelled; the best epoch ({stop.partial.best_epoch}) is kept.",
-            partial=finished(stop.partial.history),
-        ) from None
-    return finished(result.history)
+    return (yield from train_to_model(task, settings, finished, device=device, cancel=cancel))
 
 
 def predict(model, image: np.ndarray, **kwargs) -> np.ndarray:

@@ -32,7 +32,7 @@ from ..device import resolve_device
 from ..imaging import IntensityRecipe, channels_first, check_finite
 from ..jobs import JobCancelled, run_to_end
 from ..metrics import mean_dice
-from ..training_loop import EpochEvent, LoopSettings, training_loop
+from ..training_loop import EpochEvent, LoopSettings, train_to_model
 from . import architectures as arch
 from . import data as udata
 from . import families
@@ -451,18 +451,9 @@ def train_events(
             history=list(history),
         )
 
-    try:
-        result = yield from training_loop(task, settings, device=device, cancel=cancel)
-    except JobCancelled as stop:
-        if stop.partial is None:
-            raise JobCancelled(
-                "Training was cancelled before the first epoch finished; no model."
-            ) from None
-        raise JobCancelled(
-            f"Training was cancelled; the best epoch ({stop.partial.best_epoch}) is kept.",
-            partial=finished_model(stop.partial.history),
-        ) from None
-    return finished_model(result.history)
+    return (
+        yield from train_to_model(task, settings, finished_model, device=device, cancel=cancel)
+    )
 
 
 def train(
