@@ -109,3 +109,41 @@ def arguments(description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     return parser.parse_args()
+
+
+def in_child(fn: Callable[..., dict], *args) -> dict:
+    """``fn(*args)`` (returning a JSON-able dict) in a forked child process.
+
+    For memory figures: the child starts with the parent's imports and objects
+    (copy-on-write), so what it measures is the run alone. POSIX only.
+
+    Raises
+    ------
+    RuntimeError
+        With the child's traceback when ``fn`` raised.
+    """
+    import json
+    import os
+    import traceback
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_end)
+        code = 0
+        try:
+            payload = json.dumps(fn(*args))
+        except BaseException:
+            payload = json.dumps({"error": traceback.format_exc()})
+            code = 1
+        with os.fdopen(write_end, "w") as fh:
+            fh.write(payload)
+        os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as fh:
+        payload = fh.read()
+    os.waitpid(pid, 0)
+    result = json.loads(payload)
+    if "error" in result:
+        raise RuntimeError(f"child {fn.__name__}{args[:3]} failed:\n{result['error']}")
+    return result

@@ -39,7 +39,6 @@ torch thread (steadier on shared cores); ``SEGLAB_DEVICE`` overrides the device.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -48,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import median_time, report
+from _harness import in_child, median_time, report
 
 FAMILIES = ("unet", "deeplabv3plus", "maskrcnn")  # maskrcnn: bench_maskrcnn.py
 
@@ -311,34 +310,6 @@ def status_peak(job) -> dict:
         "method": method,
         "valid": method == "VmHWM" or peak > max_before,
     }
-
-
-def in_child(fn, *args) -> dict:
-    """``fn(*args)`` (returning a JSON-able dict) in a forked child process."""
-    import os
-    import traceback
-
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(read_end)
-        code = 0
-        try:
-            payload = json.dumps(fn(*args))
-        except BaseException:
-            payload = json.dumps({"error": traceback.format_exc()})
-            code = 1
-        with os.fdopen(write_end, "w") as fh:
-            fh.write(payload)
-        os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end) as fh:
-        payload = fh.read()
-    os.waitpid(pid, 0)
-    result = json.loads(payload)
-    if "error" in result:
-        raise RuntimeError(f"memory child {fn.__name__}{args[:3]} failed:\n{result['error']}")
-    return result
 
 
 def peak_memory_report(family: str, quick: bool, device) -> None:

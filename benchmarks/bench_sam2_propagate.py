@@ -49,8 +49,6 @@ allocated memory of each side instead.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
@@ -60,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import report
+from _harness import in_child, report
 
 
 def arguments() -> argparse.Namespace:
@@ -291,33 +289,6 @@ def memory_child(model, n_planes: int) -> dict:
         "seconds": seconds,
         "planes": int(volume.any(axis=(1, 2)).sum()),
     }
-
-
-def in_child(fn, *args) -> dict:
-    """``fn(*args)`` (returning a JSON-able dict) in a forked child process."""
-    import traceback
-
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(read_end)
-        code = 0
-        try:
-            payload = json.dumps(fn(*args))
-        except BaseException:
-            payload = json.dumps({"error": traceback.format_exc()})
-            code = 1
-        with os.fdopen(write_end, "w") as fh:
-            fh.write(payload)
-        os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end) as fh:
-        payload = fh.read()
-    os.waitpid(pid, 0)
-    result = json.loads(payload)
-    if "error" in result:
-        raise RuntimeError(f"memory child failed:\n{result['error']}")
-    return result
 
 
 def memory(args) -> None:
